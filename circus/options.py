@@ -1,0 +1,302 @@
+"""The option table: every ``[circus]``, ``[watcher:NAME]`` and ``[socket:NAME]`` option, once.
+
+The INI reader, the ``set``/``get``/``options`` commands, the ``add`` command, ``circusctl``
+and the docs all read these tables, so a type, a default or a help text lives in one place.
+
+Each :class:`Option` knows how to read a value from configuration text (``from_text``)
+and how to check a JSON value sent by a client (``from_wire``). ``reload`` says whether a
+running watcher must be gracefully reloaded for a new value to take effect (new processes),
+as opposed to being applied live.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from circus.util.convert import to_bool, to_float, to_int, to_octal, to_signum
+
+Converter = Callable[[Any], Any]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _opt_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return _text(value)
+
+
+def _wire_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _wire_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _wire_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _opt_int_text(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return to_int(value)
+
+
+def _user(value: Any) -> int | str | None:
+    """A user or group: a name, or a number (kept as int)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"expected a name or a number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        return int(text) if text.isdigit() else text
+    raise ValueError(f"expected a name or a number, got {value!r}")
+
+
+def _args(value: Any) -> str | list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return [str(v) for v in value]
+    raise ValueError(f"expected a string or a list of strings, got {value!r}")
+
+
+def _env(value: Any) -> dict[str, str]:
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: "" if v is None else str(v) for k, v in value.items()}
+    if isinstance(value, str):
+        # circusctl form: K=V,K2=V2
+        result: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"expected KEY=VALUE pairs separated by commas, got {item!r}")
+            result[key.strip()] = val.strip()
+        return result
+    raise ValueError(f"expected an object of strings, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One configuration option."""
+
+    name: str
+    default: Any
+    from_text: Converter
+    from_wire: Converter
+    help: str
+    reload: bool = False  # True: `set` needs a graceful reload (new processes)
+    settable: bool = True  # False: `set` refuses it (a change needs reloadconfig)
+    listed: bool = True  # shown by the `options` command
+
+    def text(self, raw: str) -> Any:
+        return self.from_text(raw)
+
+    def wire(self, value: Any) -> Any:
+        return self.from_wire(value)
+
+
+def _opt(name: str, default: Any, kind: str, help: str, **kw: Any) -> Option:
+    text, wire = _KINDS[kind]
+    return Option(name, default, text, wire, help, **kw)
+
+
+_KINDS: dict[str, tuple[Converter, Converter]] = {
+    "str": (str, _text),
+    "optstr": (lambda v: v if v != "" else None, _opt_text),
+    "int": (to_int, _wire_int),
+    "optint": (_opt_int_text, lambda v: None if v is None else _wire_int(v)),
+    "float": (to_float, _wire_number),
+    "bool": (to_bool, _wire_bool),
+    "signal": (to_signum, to_signum),
+    "user": (_user, _user),
+    "args": (_args, _args),
+    "env": (_env, _env),
+    "octal": (lambda v: None if not str(v).strip() else to_octal(v),
+              lambda v: None if v is None else to_octal(v)),
+}
+
+WATCHER_OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        _opt("cmd", "", "str", "Program to run, with its arguments (split like a shell).",
+             reload=True),
+        _opt("args", None, "args", "More arguments, added after those of cmd.", reload=True),
+        _opt("executable", None, "optstr",
+             "File actually executed; the first word of cmd becomes argv[0].", reload=True),
+        _opt("shell", False, "bool", "Run the command through /bin/sh -c.", reload=True),
+        _opt("shell_args", None, "optstr",
+             "Arguments given to the shell after the command string ($0, $1, ...).",
+             reload=True),
+        _opt("working_dir", None, "optstr", "Directory the command runs in.", reload=True),
+        _opt("uid", None, "user", "User (name or number) the processes run as.", reload=True),
+        _opt("gid", None, "user", "Group (name or number) the processes run as.", reload=True),
+        _opt("umask", None, "octal", "umask (octal) the processes start with.", reload=True),
+        _opt("copy_env", False, "bool", "Start the environment from circusd's own.",
+             reload=True),
+        _opt("copy_path", False, "bool",
+             "Set PYTHONPATH to circusd's sys.path (needs copy_env).", reload=True),
+        _opt("virtualenv", None, "optstr",
+             "Run inside this virtualenv: its bin/ on PATH and its site-packages on "
+             "PYTHONPATH.", reload=True),
+        _opt("virtualenv_py_ver", None, "optstr",
+             "Python version (X.Y) of the virtualenv's lib/pythonX.Y.", reload=True),
+        _opt("numprocesses", 1, "int", "Number of processes to keep running."),
+        _opt("warmup_delay", 0.0, "float", "Seconds to wait between two spawns."),
+        _opt("priority", 0, "int", "Start order: higher first; stop goes the other way."),
+        _opt("singleton", False, "bool", "At most one process."),
+        _opt("respawn", True, "bool", "Replace processes that exit."),
+        _opt("autostart", True, "bool", "Start the watcher when circusd starts."),
+        _opt("max_retry", 5, "int",
+             "Failed spawns in a row before the watcher is stopped (-1: retry forever)."),
+        _opt("graceful_timeout", 30.0, "float",
+             "Seconds between the stop signal and SIGKILL."),
+        _opt("stop_signal", 15, "signal", "Signal that asks a process to stop."),
+        _opt("stop_children", False, "bool",
+             "Also send the stop signal to each process's direct children."),
+        _opt("send_hup", False, "bool", "Reload by sending SIGHUP instead of new processes."),
+        _opt("max_age", 0, "int",
+             "Replace a process older than this many seconds (0: never).", reload=True),
+        _opt("max_age_variance", 30, "int",
+             "Random extra seconds (0..N) added to max_age for each process.", reload=True),
+        _opt("use_sockets", False, "bool", "Processes inherit the [socket:*] sockets.",
+             reload=True),
+        _opt("on_demand", False, "bool",
+             "Start only when a socket of the watcher gets a connection.", settable=False),
+        _opt("stdin_socket", None, "optstr", "Socket given to the processes as stdin.",
+             reload=True),
+        _opt("close_child_stdin", True, "bool", "stdin of the processes is /dev/null.",
+             reload=True),
+        _opt("close_child_stdout", False, "bool", "stdout of the processes is /dev/null.",
+             reload=True),
+        _opt("close_child_stderr", False, "bool", "stderr of the processes is /dev/null.",
+             reload=True),
+        _opt("check_flapping", True, "bool",
+             "Legacy switch, kept for old configs; the flapping plugin reads flapping.active.",
+             listed=False),
+    )
+}
+
+# Keys the INI reader and `add`/`set` accept by prefix; their values go to sub-mappings.
+PREFIXES = ("rlimit_", "stdout_stream.", "stderr_stream.", "hooks.")
+
+HOOK_NAMES = (
+    "before_start",
+    "after_start",
+    "before_spawn",
+    "after_spawn",
+    "before_signal",
+    "after_signal",
+    "before_stop",
+    "after_stop",
+    "before_reap",
+    "after_reap",
+    "extended_stats",
+)
+
+# Hooks whose failure is ignored unless the user says otherwise.
+HOOKS_IGNORED_BY_DEFAULT = frozenset(
+    {"before_stop", "after_stop", "before_signal", "after_signal", "extended_stats"}
+)
+
+
+def rlimit_resource(name: str) -> int:
+    """The ``resource.RLIMIT_*`` constant for ``nofile``/``NOFILE``; ValueError if none."""
+    value = getattr(resource, "RLIMIT_" + name.upper(), None)
+    if not isinstance(value, int):
+        known = sorted(k[7:].lower() for k in dir(resource) if k.startswith("RLIMIT_"))
+        raise ValueError(f"unknown resource limit {name!r} (known: {', '.join(known)})")
+    return value
+
+
+CIRCUS_OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        _opt("endpoint", "tcp://127.0.0.1:5555", "str",
+             "ZeroMQ endpoint (ROUTER) that takes commands."),
+        _opt("pubsub_endpoint", "tcp://127.0.0.1:5556", "str",
+             "ZeroMQ endpoint (PUB) that publishes events."),
+        _opt("stats_endpoint", None, "optstr", "ZeroMQ endpoint (PUB) of circusd-stats."),
+        _opt("multicast_endpoint", None, "optstr",
+             "udp://ADDR:PORT to answer discovery requests on (off unless set)."),
+        _opt("statsd", False, "bool", "Run circusd-stats."),
+        _opt("check_delay", 5.0, "float",
+             "Seconds between housekeeping passes (max_age); deaths are seen at once."),
+        _opt("warmup_delay", 0.0, "float", "Seconds to wait after starting each watcher."),
+        _opt("endpoint_owner", None, "optstr", "User that owns ipc:// endpoint files."),
+        _opt("umask", None, "octal", "umask (octal) of circusd and everything it starts."),
+        _opt("pidfile", None, "optstr", "File that holds circusd's pid."),
+        _opt("loglevel", "info", "str", "critical, error, warning, info or debug."),
+        _opt("logoutput", "-", "str", "'-' (stderr), a file path, or syslog://..."),
+        _opt("loggerconfig", None, "optstr",
+             "A logging configuration file (.ini, .json or .yaml)."),
+        _opt("debug", False, "bool", "Capture the output of internal watchers."),
+        _opt("debug_gc", False, "bool", "Run the garbage collector in debug mode."),
+        _opt("fqdn_prefix", None, "optstr", "Prefix of the arbiter id."),
+        _opt("httpd", False, "bool", "Run the web console."),
+        _opt("httpd_host", "localhost", "str", "Host of the web console."),
+        _opt("httpd_port", 8080, "int", "Port of the web console."),
+        _opt("stream_backend", "thread", "str",
+             "Accepted for old configs and ignored: output is read on the event loop.",
+             listed=False),
+        _opt("include", None, "optstr", "Further config files (globs) to read.",
+             listed=False),
+        _opt("include_dir", None, "optstr", "Directories whose *.ini files are read.",
+             listed=False),
+    )
+}
+
+
+def check_watcher_option(key: str, value: Any) -> Any:
+    """Check and convert a JSON *value* sent for watcher option *key* (``set``, ``add``).
+
+    Raises:
+        KeyError: *key* is not a watcher option.
+        ValueError: the value has the wrong type or is unusable.
+    """
+    if key in WATCHER_OPTIONS:
+        return WATCHER_OPTIONS[key].wire(value)
+    if key == "env":
+        return _env(value)
+    if key.startswith("rlimit_"):
+        rlimit_resource(key[7:])
+        if value is None:
+            return None
+        return _wire_int(value) if not isinstance(value, str) else to_int(value)
+    if key in ("stdout_stream", "stderr_stream"):
+        if not isinstance(value, dict):
+            raise ValueError(f"expected an object with a 'class' key, got {value!r}")
+        return value
+    if key.startswith(("stdout_stream.", "stderr_stream.")):
+        return value
+    if key == "hooks":
+        if not isinstance(value, dict):
+            raise ValueError(f"expected an object keyed by hook names, got {value!r}")
+        return value
+    if key.startswith("hooks."):
+        if key[6:] not in HOOK_NAMES:
+            raise ValueError(f"unknown hook {key[6:]!r} (known: {', '.join(HOOK_NAMES)})")
+        return value
+    raise KeyError(key)
