@@ -1,0 +1,578 @@
+"""Arbiter: every watcher of one circusd, the control and event sockets, and the signals.
+
+Lifetime (``run``)::
+
+    open()      bind the PUB and ROUTER sockets, start watchers by priority (warmup_delay
+                between them)
+    serve       until quit is requested (the quit command, SIGTERM, SIGINT, SIGQUIT)
+    close()     stop watchers in reverse priority order (each: stop_signal, graceful_timeout,
+                SIGKILL), let in-flight replies go out, close the sockets
+
+Every background task (commands running without ``waiting``, the SIGHUP reload) is owned by
+the arbiter and cancelled when it closes. Signal handlers run on the loop through
+``loop.add_signal_handler`` and only schedule work.
+
+The arbiter can be driven three ways: ``circusd`` (``asyncio.run(arbiter.run())``), the
+seed's blocking ``start()``/``stop()`` (optionally in a background thread), or from an
+existing asyncio program with ``async with arbiter:``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import os
+import re
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from itertools import groupby
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from circus.controller import Controller
+from circus.errors import AlreadyExistsError, ConfigError, NotFoundError
+from circus.pubsub import EventPublisher
+from circus.states import WatcherState
+from circus.tasks import TaskOwner
+from circus.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+QUIT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+class Arbiter:
+    """Runs a set of watchers and serves commands for them.
+
+    Args:
+        watchers: the :class:`Watcher` objects.
+        endpoint: ZeroMQ endpoint of the controller (ROUTER).
+        pubsub_endpoint: ZeroMQ endpoint of the event publisher (PUB).
+        check_delay: seconds between housekeeping passes. Deaths are seen at once
+            whatever its value; it only paces slow bookkeeping.
+        prereload_fn: called with the arbiter before each reload of all watchers.
+        context: a ``zmq.asyncio.Context`` to use.
+        warmup_delay: seconds to wait after starting each watcher.
+        config_file: the INI file, read again by ``reloadconfig`` and ``restart``.
+    """
+
+    def __init__(
+        self,
+        watchers: Sequence[Watcher],
+        endpoint: str,
+        pubsub_endpoint: str,
+        check_delay: float = 1.0,
+        prereload_fn: Callable[[Arbiter], Any] | None = None,
+        context: zmq.asyncio.Context | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        stats_endpoint: str | None = None,
+        plugins: Sequence[Mapping[str, Any]] | None = None,
+        sockets: Sequence[Any] | None = None,
+        warmup_delay: float = 0.0,
+        multicast_endpoint: str | None = None,
+        endpoint_owner: str | None = None,
+        umask: int | None = None,
+        statsd: bool = False,
+        debug: bool = False,
+        config_file: str | None = None,
+        background: bool = False,
+        **options: Any,
+    ) -> None:
+        self.run_in_thread = background
+        self.watchers: list[Watcher] = []
+        self.endpoint = endpoint
+        self.pubsub_endpoint = pubsub_endpoint
+        self.check_delay = check_delay
+        self.prereload_fn = prereload_fn
+        self.stats_endpoint = stats_endpoint
+        self.multicast_endpoint = multicast_endpoint
+        self.endpoint_owner = endpoint_owner
+        self.warmup_delay = warmup_delay
+        self.umask = umask
+        self.statsd = statsd
+        self.debug = debug
+        self.plugins = list(plugins or [])
+        self.sockets = list(sockets or [])
+        self.config_file = config_file
+        self.options = options
+        self._context = context
+        self._own_context = context is None
+        self._publisher: EventPublisher | None = None
+        self._controller: Controller | None = None
+        self._tasks = TaskOwner("arbiter")
+        self._lock = asyncio.Lock()
+        self._quit: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self._restart_requested = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._open = False
+        self.started_at = 0.0
+        for watcher in watchers:
+            self._attach(watcher)
+
+    # -- watchers ---------------------------------------------------------------------------
+
+    def _attach(self, watcher: Watcher) -> None:
+        if any(w.name.lower() == watcher.name.lower() for w in self.watchers):
+            raise AlreadyExistsError(f"a watcher named {watcher.name!r} already exists")
+        watcher.arbiter = self
+        watcher.publish = self.publish
+        self.watchers.append(watcher)
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        if self._publisher is not None:
+            self._publisher.publish(topic, payload)
+
+    def get_watcher(self, name: str) -> Watcher:
+        """The watcher called *name* (any case). Raises NotFoundError."""
+        lowered = name.lower()
+        for watcher in self.watchers:
+            if watcher.name.lower() == lowered:
+                return watcher
+        raise NotFoundError(f"program {name} not found")
+
+    def match_watchers(self, pattern: str, mode: str = "glob") -> list[Watcher]:
+        """Watchers whose (lower-cased) name *pattern* matches: simple, glob or regex."""
+        lowered = pattern.lower()
+        if mode == "simple":
+            return [w for w in self.watchers if w.name.lower() == lowered]
+        if mode == "regex":
+            try:
+                regex = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+            return [w for w in self.watchers if regex.match(w.name)]
+        return [w for w in self.watchers if fnmatch.fnmatchcase(w.name.lower(), lowered)]
+
+    def numprocesses(self) -> int:
+        """The number of live processes over all watchers."""
+        return sum(len(w.processes) for w in self.watchers)
+
+    def numwatchers(self) -> int:
+        return len(self.watchers)
+
+    def _by_priority(self, reverse: bool = False) -> list[list[Watcher]]:
+        """Watchers grouped by priority, highest first (lowest first with *reverse*)."""
+        ordered = sorted(self.watchers, key=lambda w: w.priority, reverse=not reverse)
+        return [list(group) for _, group in groupby(ordered, key=lambda w: w.priority)]
+
+    async def add_watcher(self, name: str, cmd: str, start: bool = False, **options: Any
+                          ) -> Watcher:
+        """Create a watcher (stopped unless *start*) and publish ``add``."""
+        if any(w.name.lower() == name.lower() for w in self.watchers):
+            raise AlreadyExistsError(f"a watcher named {name!r} already exists")
+        watcher = Watcher(name, cmd, **options)
+        self._attach(watcher)
+        watcher._emit("add")
+        if start:
+            await watcher.start()
+        return watcher
+
+    async def rm_watcher(self, name: str, nostop: bool = False) -> None:
+        """Remove a watcher; its processes are stopped unless *nostop*."""
+        watcher = self.get_watcher(name)
+        self.watchers.remove(watcher)
+        watcher._emit("remove")
+        if nostop:
+            for process in watcher.processes.values():
+                process.close_pipes()
+            watcher.processes.clear()
+            await watcher._tasks.close(timeout=1.0)
+        else:
+            await watcher.close()
+
+    # -- operations on all watchers -----------------------------------------------------------
+
+    async def start_watchers(self, autostart_only: bool = False) -> None:
+        """Start watchers by priority, highest first, pausing warmup_delay after each."""
+        async with self._lock:
+            for group in self._by_priority():
+                targets = [w for w in group if w.autostart or not autostart_only]
+                for watcher in targets:
+                    if watcher.on_demand and autostart_only:
+                        continue
+                    await watcher.start()
+                    if self.warmup_delay > 0:
+                        await asyncio.sleep(self.warmup_delay)
+
+    async def stop_watchers(self) -> None:
+        """Stop watchers by priority, lowest first; equal priorities stop together."""
+        async with self._lock:
+            await self._stop_all()
+
+    async def _stop_all(self) -> None:
+        for group in self._by_priority(reverse=True):
+            await asyncio.gather(*(w.stop() for w in group))
+
+    async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
+        """Gracefully reload every watcher, highest priority first."""
+        async with self._lock:
+            if self.prereload_fn is not None:
+                result = self.prereload_fn(self)
+                if asyncio.iscoroutine(result):
+                    await result
+            for group in self._by_priority():
+                for watcher in group:
+                    await watcher.reload(graceful=graceful, sequential=sequential)
+                    if self.warmup_delay > 0:
+                        await asyncio.sleep(self.warmup_delay)
+
+    async def restart(self) -> None:
+        """Stop every watcher, read the configuration again (if any), start them."""
+        async with self._lock:
+            await self._stop_all()
+            if self.config_file:
+                await self._apply_config(reload_running=False)
+        await self.start_watchers(autostart_only=True)
+
+    async def reload_config(self) -> dict[str, list[str]]:
+        """Apply the difference between the running watchers and the config file.
+
+        Unchanged watchers are untouched; a watcher whose only change is numprocesses is
+        resized; other changes are applied with a graceful reload, in priority order; new
+        watchers are created (and started if autostart); removed ones are stopped. A file
+        that cannot be used is refused whole and nothing changes.
+        """
+        async with self._lock:
+            return await self._apply_config(reload_running=True)
+
+    async def _apply_config(self, reload_running: bool) -> dict[str, list[str]]:
+        from circus.config import load_config
+
+        if not self.config_file:
+            raise ConfigError("circusd was not started from a configuration file")
+        config = load_config(self.config_file)  # ConfigError: nothing is touched
+        wanted = {d["name"].lower(): d for d in config.watchers}
+        current = {w.name.lower(): w for w in self.watchers}
+        # Build every new/changed watcher first, so a bad stream or hook refuses the whole
+        # file before anything is stopped.
+        built: dict[str, Watcher] = {}
+        changes: dict[str, dict[str, Any]] = {}
+        for key, conf in wanted.items():
+            watcher = current.get(key)
+            if watcher is None:
+                built[key] = watcher_from_config(conf)
+                continue
+            diff = _config_diff(watcher, conf)
+            if diff:
+                changes[key] = diff
+        summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [],
+                                         "resized": []}
+        for key in sorted(set(current) - set(wanted)):
+            await self.rm_watcher(current[key].name)
+            summary["removed"].append(current[key].name)
+        ordered = sorted(changes, key=lambda k: -current[k].priority)
+        for key in ordered:
+            watcher = current[key]
+            diff = changes[key]
+            if set(diff) == {"numprocesses"}:
+                await watcher.set_numprocesses(diff["numprocesses"])
+                summary["resized"].append(watcher.name)
+            else:
+                await _apply_watcher_diff(watcher, diff, reload_running)
+                summary["changed"].append(watcher.name)
+        for key, watcher in sorted(built.items(), key=lambda kv: -kv[1].priority):
+            self._attach(watcher)
+            watcher._emit("add")
+            if watcher.autostart and not watcher.on_demand and reload_running:
+                await watcher.start()
+            summary["added"].append(watcher.name)
+        log.info(
+            "configuration applied: %s",
+            ", ".join(f"{k} {v}" for k, v in summary.items() if v) or "no change",
+        )
+        return summary
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run *coro* as a task owned by the arbiter (cancelled when it closes)."""
+        return self._tasks.spawn(coro, name=name)
+
+    def request_quit(self) -> None:
+        """Ask the arbiter to stop everything and return from :meth:`run`."""
+        if self._quit is not None:
+            self._quit.set()
+
+    async def wait_stopped(self) -> None:
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    async def open(self) -> None:
+        """Bind the sockets and start the watchers; return once they are started."""
+        if self._open:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._quit = asyncio.Event()
+        self._stopped = asyncio.Event()
+        if self.umask is not None:
+            os.umask(self.umask)
+        if self._context is None:
+            self._context = zmq.asyncio.Context()
+        self._publisher = EventPublisher(self._context, self.pubsub_endpoint,
+                                         owner=self.endpoint_owner)
+        try:
+            self._controller = Controller(self, self._context, self.endpoint,
+                                          owner=self.endpoint_owner)
+        except OSError:
+            self._publisher.close()
+            self._publisher = None
+            raise
+        self._controller.start()
+        self._open = True
+        self.started_at = time.time()
+        log.info("circusd listening on %s (events on %s)", self.endpoint, self.pubsub_endpoint)
+        await self.start_watchers(autostart_only=True)
+
+    async def close(self) -> None:
+        """Stop every watcher and close the sockets. Safe to call more than once."""
+        if not self._open:
+            return
+        self._open = False
+        log.info("stopping every watcher")
+        try:
+            async with self._lock:
+                await self._stop_all()
+            for watcher in self.watchers:
+                await watcher.close()
+        finally:
+            if self._stopped is not None:
+                self._stopped.set()
+            await self._tasks.close(timeout=5.0)
+            if self._controller is not None:
+                await self._controller.close()
+                self._controller = None
+            if self._publisher is not None:
+                self._publisher.close()
+                self._publisher = None
+            if self._own_context and self._context is not None:
+                self._context.term()
+                self._context = None
+
+    async def __aenter__(self) -> Arbiter:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def run(self) -> None:
+        """Serve until a quit is requested, then stop everything. Used by circusd."""
+        loop = asyncio.get_running_loop()
+        installed: list[int] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (*QUIT_SIGNALS, signal.SIGHUP):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGWINCH, signal.SIG_IGN)
+        try:
+            await self.open()
+            log.info("arbiter now waiting for commands")
+            assert self._quit is not None
+            await self._quit.wait()
+        finally:
+            await self.close()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if sig == signal.SIGHUP:
+            log.info("got %s: reloading every watcher gracefully", name)
+            self.background(self.reload(graceful=True), name="sighup-reload")
+        else:
+            log.info("got %s: stopping every watcher and exiting", name)
+            self.request_quit()
+
+    # -- the seed's blocking API --------------------------------------------------------------
+
+    def start(self, background: bool | None = None) -> None:
+        """Run the arbiter. Blocks until it quits, unless *background* (then a thread runs it).
+
+        *background* defaults to the ``background`` given to the constructor.
+        """
+        if background is None:
+            background = self.run_in_thread
+        if background:
+            ready = threading.Event()
+
+            def target() -> None:
+                async def main() -> None:
+                    await self.open()
+                    ready.set()
+                    assert self._quit is not None
+                    try:
+                        await self._quit.wait()
+                    finally:
+                        await self.close()
+
+                try:
+                    asyncio.run(main())
+                finally:
+                    ready.set()
+
+            self._thread = threading.Thread(target=target, name="circus-arbiter", daemon=True)
+            self._thread.start()
+            ready.wait()
+            return
+        asyncio.run(self.run())
+
+    def stop(self) -> None:
+        """Stop a running arbiter (from another thread) and wait until it has stopped."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and self._quit is not None:
+            loop.call_soon_threadsafe(self._quit.set)
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __repr__(self) -> str:
+        return f"<Arbiter {self.endpoint} watchers={len(self.watchers)}>"
+
+
+# -- building from configuration ------------------------------------------------------------
+
+
+def watcher_from_config(conf: Mapping[str, Any]) -> Watcher:
+    """A Watcher from a watcher mapping of :func:`circus.config.load_config`."""
+    options = dict(conf)
+    name = options.pop("name")
+    cmd = options.pop("cmd", "")
+    return Watcher(name, cmd, **options)
+
+
+_NOT_COMPARED = frozenset({"name"})
+
+
+def _config_diff(watcher: Watcher, conf: Mapping[str, Any]) -> dict[str, Any]:
+    """Options of *conf* that differ from the running *watcher*."""
+    from circus.options import WATCHER_OPTIONS
+
+    diff: dict[str, Any] = {}
+    for key, value in conf.items():
+        if key in _NOT_COMPARED:
+            continue
+        if key in WATCHER_OPTIONS:
+            current = getattr(watcher, key)
+        elif key == "env":
+            current = watcher.env
+        elif key == "rlimits":
+            current = watcher.rlimits
+        elif key in ("stdout_stream", "stderr_stream"):
+            current = getattr(watcher, key + "_conf")
+        elif key == "hooks":
+            current = {n: (h.path, h.ignore_failure) for n, h in watcher.hooks.items()}
+            value = {n: (v[0], bool(v[1])) if isinstance(v, tuple | list) else (v, False)
+                     for n, v in value.items()}
+            if {n: p for n, (p, _) in current.items()} == {n: p for n, (p, _) in value.items()}:
+                continue
+        else:
+            current = watcher.custom_options.get(key)
+        if current != value:
+            diff[key] = value
+    # options removed from the file go back to their defaults
+    for key, opt in WATCHER_OPTIONS.items():
+        if key not in conf and key != "cmd" and getattr(watcher, key) != opt.default:
+            diff[key] = opt.default
+    for key in ("env", "rlimits"):
+        if key not in conf and getattr(watcher, key):
+            diff[key] = {}
+    for key in list(watcher.custom_options):
+        if key not in conf:
+            diff[key] = None
+    return diff
+
+
+async def _apply_watcher_diff(watcher: Watcher, diff: Mapping[str, Any], reload: bool) -> None:
+    """Apply a config diff to a running watcher, reloading it gracefully if it runs."""
+    from circus.options import WATCHER_OPTIONS
+
+    async with watcher._lock:
+        for key, value in diff.items():
+            if key in WATCHER_OPTIONS:
+                setattr(watcher, key, value)
+            elif key == "env":
+                watcher.env = dict(value)
+            elif key == "rlimits":
+                watcher.rlimits = dict(value)
+            elif key in ("stdout_stream", "stderr_stream"):
+                old = getattr(watcher, key)
+                setattr(watcher, key + "_conf", dict(value) if value else None)
+                setattr(watcher, key, watcher._build_stream(value))
+                if old is not None:
+                    with contextlib.suppress(Exception):
+                        old.close()
+            elif key == "hooks":
+                from circus.hooks import Hook
+
+                watcher.hooks = {n: Hook.build(n, spec) for n, spec in value.items()}
+            elif value is None:
+                watcher.custom_options.pop(key, None)
+            else:
+                watcher.custom_options[key] = value
+            watcher._emit("updated")
+        watcher._env_cache = None
+        if reload and watcher.state is not WatcherState.STOPPED:
+            await watcher._reload_locked(graceful=True, sequential=False)
+
+
+def get_arbiter(
+    watchers: Sequence[Mapping[str, Any]] | str,
+    numprocesses_or_none: int | None = None,
+    controller: str = "tcp://127.0.0.1:5555",
+    pubsub_endpoint: str = "tcp://127.0.0.1:5556",
+    stats_endpoint: str | None = None,
+    env: Mapping[str, str] | None = None,
+    name: str | None = None,
+    context: zmq.asyncio.Context | None = None,
+    background: bool = False,
+    stream_backend: str = "thread",
+    plugins: Sequence[Mapping[str, Any]] | None = None,
+    check_delay: float = 1.0,
+    numprocesses: int | None = None,
+    **options: Any,
+) -> Arbiter:
+    """Build an :class:`Arbiter` from watcher mappings, as the seed documents it.
+
+    ``get_arbiter([{"name": "web", "cmd": "python web.py", "numprocesses": 4}])`` or the
+    shorthand ``get_arbiter("myprogram", 4)`` / ``get_arbiter("myprogram", numprocesses=3)``
+    for one watcher. With ``background=True``, :meth:`Arbiter.start` runs it in a thread
+    and returns at once.
+    """
+    if isinstance(watchers, str):
+        count = numprocesses if numprocesses is not None else (numprocesses_or_none or 1)
+        cmd = watchers
+        watchers = [{"name": name or os.path.basename(shlex.split(cmd)[0]), "cmd": cmd,
+                     "numprocesses": count, "env": dict(env) if env else None}]
+    built: list[Watcher] = []
+    for spec in watchers:
+        conf = dict(spec)
+        if conf.get("env") is None:
+            conf.pop("env", None)
+            if env:
+                conf["env"] = dict(env)
+        conf.setdefault("name", os.path.basename(shlex.split(conf.get("cmd", "x"))[0]))
+        conf.setdefault("stream_backend", stream_backend)
+        built.append(watcher_from_config(conf))
+    arbiter = Arbiter(
+        built,
+        controller,
+        pubsub_endpoint,
+        check_delay=check_delay,
+        context=context,
+        stats_endpoint=stats_endpoint,
+        plugins=plugins,
+        **options,
+    )
+    arbiter.run_in_thread = background
+    return arbiter
+

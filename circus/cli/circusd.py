@@ -1,0 +1,193 @@
+"""circusd: run the watchers of a Circus configuration file and keep them alive.
+
+Exit status: 0 after a normal quit; 78 (EX_CONFIG) when the configuration cannot be used,
+so a service manager does not restart-loop on it; 1 when circusd cannot start for another
+reason (an endpoint in use, a live pidfile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import sys
+from typing import Any
+
+from circus import __version__
+from circus.errors import ConfigError
+
+log = logging.getLogger("circus")
+
+EX_CONFIG = 78
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each child costs up to 3 fds)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
+def daemonize() -> None:
+    """Detach: fork, setsid, fork again; stdio to /dev/null. The cwd is kept."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+
+
+class Pidfile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def create(self) -> None:
+        try:
+            with open(self.path) as fh:
+                old = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            old = 0
+        if old and old != os.getpid():
+            try:
+                os.kill(old, 0)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise RuntimeError(f"pidfile {self.path} holds the live pid {old}") from None
+            else:
+                raise RuntimeError(f"pidfile {self.path} holds the live pid {old}")
+        with open(self.path, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        os.chmod(self.path, 0o644)
+
+    def remove(self) -> None:
+        try:
+            with open(self.path) as fh:
+                if int(fh.read().strip() or 0) != os.getpid():
+                    return
+            os.unlink(self.path)
+        except (OSError, ValueError):
+            pass
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="circusd", description="Run the watchers of a Circus configuration file."
+    )
+    p.add_argument("config", nargs="?", help="the configuration file")
+    p.add_argument("--log-level", dest="loglevel", type=str.lower,
+                   choices=("critical", "error", "warning", "info", "debug"),
+                   help="log level (default: the file's loglevel, else info)")
+    p.add_argument("--log-output", dest="logoutput",
+                   help="'-' (stdout), 'stderr', a file, or syslog://host:port?facility")
+    p.add_argument("--logger-config", dest="loggerconfig",
+                   help="a logging config file (.ini, .json, .yaml)")
+    p.add_argument("--daemon", dest="daemonize", action="store_true",
+                   help="run in the background")
+    p.add_argument("--pidfile", help="write circusd's pid to this file")
+    p.add_argument("--version", action="version", version=__version__)
+    return p
+
+
+def build_arbiter(config: Any) -> Any:
+    """An Arbiter for a loaded Config; watcher errors become ConfigErrors with file:line."""
+    from circus.arbiter import Arbiter, watcher_from_config
+
+    watchers = []
+    for conf in config.watchers:
+        try:
+            watchers.append(watcher_from_config(conf))
+        except (ValueError, ImportError, OSError, TypeError) as exc:
+            section = f"watcher:{conf['name']}"
+            path, line = config.path, None
+            option = None
+            text = str(exc)
+            for (sec, key), (src, lineno) in config.sources.items():
+                if sec == section and key.split(".")[0] in text:
+                    path, line, option = src, lineno, key
+                    break
+            raise ConfigError(text, path=path, line=line, section=section, option=option
+                              ) from exc
+    c = config.circus
+    return Arbiter(
+        watchers,
+        c["endpoint"],
+        c["pubsub_endpoint"],
+        check_delay=c["check_delay"],
+        stats_endpoint=c.get("stats_endpoint"),
+        plugins=config.plugins,
+        sockets=config.sockets,
+        warmup_delay=c["warmup_delay"],
+        multicast_endpoint=c.get("multicast_endpoint"),
+        endpoint_owner=c.get("endpoint_owner"),
+        umask=c.get("umask"),
+        statsd=c.get("statsd", False),
+        debug=c.get("debug", False),
+        config_file=config.path,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.config is None:
+        parser().print_usage()
+        return 0
+    from circus.config import load_config
+    from circus.logs import configure
+
+    try:
+        config = load_config(args.config)
+        arbiter = build_arbiter(config)
+    except ConfigError as exc:
+        print(f"circusd: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    c = config.circus
+    try:
+        configure(
+            args.loglevel or c.get("loglevel") or "info",
+            args.logoutput or c.get("logoutput") or "-",
+            args.loggerconfig or c.get("loggerconfig"),
+        )
+    except (ValueError, OSError) as exc:
+        print(f"circusd: {config.path}: [circus] logging: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.daemonize:
+        daemonize()
+    limit = raise_nofile_limit()
+    log.debug("open files limit: %d", limit)
+    pidfile = Pidfile(args.pidfile or c["pidfile"]) if (args.pidfile or c.get("pidfile")) else None
+    if pidfile is not None:
+        try:
+            pidfile.create()
+        except (RuntimeError, OSError) as exc:
+            log.error("%s", exc)
+            return 1
+    if c.get("stream_backend") not in (None, "thread"):
+        log.info("stream_backend is ignored: output is read on the event loop")
+    try:
+        asyncio.run(arbiter.run())
+    except OSError as exc:
+        log.error("circusd cannot start: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if pidfile is not None:
+            pidfile.remove()
+    log.info("circusd stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

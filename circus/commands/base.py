@@ -1,0 +1,222 @@
+"""The command base class and the reply envelopes.
+
+A command is one class holding both halves: the client side turns ``circusctl`` arguments
+into a message and a reply into text; the daemon side validates the properties and runs.
+The class docstring is the user documentation, printed by ``circusctl help NAME``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from circus.errors import ArgumentError, Errno, MessageError, NotFoundError
+from circus.util.convert import to_signum
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+    from circus.watcher import Watcher
+
+Props = dict[str, Any]
+Reply = dict[str, Any]
+
+
+def ok_reply(fields: Mapping[str, Any] | None = None, msg_id: Any = None) -> Reply:
+    reply: Reply = {"status": "ok"}
+    if fields:
+        reply.update(fields)
+    reply["time"] = time.time()
+    reply["id"] = msg_id
+    return reply
+
+
+def error_reply(reason: str, errno: int = Errno.NOT_SPECIFIED, msg_id: Any = None) -> Reply:
+    return {
+        "status": "error",
+        "reason": reason,
+        "tb": None,
+        "time": time.time(),
+        "errno": int(errno),
+        "id": msg_id,
+    }
+
+
+def make_message(command: str, **props: Any) -> Props:
+    return {"id": uuid.uuid4().hex, "command": command, "properties": props}
+
+
+def cast_message(command: str, **props: Any) -> Props:
+    msg = make_message(command, **props)
+    msg["msg_type"] = "cast"
+    return msg
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A circusctl option of a command: ``--waiting``, ``--match glob`` …"""
+
+    name: str
+    help: str
+    takes_value: bool = False
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    convert: Any = None
+
+
+WAITING = Flag("waiting", "reply once the operation has finished")
+MATCH = Flag("match", "how NAME selects watchers", True, "glob", ("simple", "glob", "regex"))
+
+
+class Command:
+    """Base class of every command."""
+
+    name: ClassVar[str] = ""
+    required: ClassVar[tuple[str, ...]] = ()
+    flags: ClassVar[tuple[Flag, ...]] = ()
+    waitable: ClassVar[bool] = False  # without `waiting`, reply at once and run in background
+    desc: ClassVar[str] = ""
+    short: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        doc = textwrap.dedent(cls.__doc__ or "").strip("\n")
+        cls.desc = doc
+        lines = [line for line in doc.splitlines() if line.strip()]
+        cls.short = lines[0].strip() if lines else ""
+
+    # -- client side -------------------------------------------------------------------
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        """circusctl arguments -> message. The default takes no positional argument."""
+        if args:
+            raise ArgumentError(f"{self.name} takes no argument")
+        return make_message(self.name, **opts)
+
+    def console_msg(self, reply: Reply) -> str:
+        """Reply -> the text circusctl prints."""
+        if reply.get("status") == "error":
+            return f"error: {reply.get('reason', 'unknown error')}"
+        return "ok"
+
+    # -- daemon side -------------------------------------------------------------------
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        for key in self.required:
+            if key not in props:
+                raise MessageError(f"message invalid {key!r} is missing")
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        raise NotImplementedError
+
+    # -- property helpers --------------------------------------------------------------
+
+    @staticmethod
+    def watcher(arbiter: Arbiter, props: Props) -> Watcher:
+        name = props.get("name")
+        if not isinstance(name, str):
+            raise MessageError(f"'name' should be a string, got {name!r}")
+        return arbiter.get_watcher(name)
+
+    @staticmethod
+    def int_prop(props: Props, key: str, default: int | None = None, minimum: int | None = None
+                 ) -> int:
+        value = props.get(key, default)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MessageError(f"{key!r} should be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise MessageError(f"{key!r} should be at least {minimum}, got {value}")
+        return value
+
+    @staticmethod
+    def float_prop(props: Props, key: str, default: float | None = None) -> float | None:
+        value = props.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise MessageError(f"{key!r} should be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MessageError(f"{key!r} should be a number, got {value!r}")
+        return float(value)
+
+    @staticmethod
+    def bool_prop(props: Props, key: str, default: bool = False) -> bool:
+        value = props.get(key, default)
+        if isinstance(value, bool):
+            return value
+        if value is None:
+            return default
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise MessageError(f"{key!r} should be true or false, got {value!r}")
+
+    @staticmethod
+    def signal_prop(props: Props, key: str = "signum", default: Any = None) -> int:
+        value = props.get(key, default)
+        try:
+            return to_signum(value)
+        except ValueError as exc:
+            raise MessageError(f"signal invalid: {exc}") from None
+
+    @staticmethod
+    def match_watchers(arbiter: Arbiter, props: Props) -> list[Watcher]:
+        """The watchers that ``name`` selects under ``match`` (glob by default)."""
+        name = props.get("name")
+        if not isinstance(name, str):
+            raise MessageError(f"'name' should be a string, got {name!r}")
+        mode = props.get("match", "glob")
+        if mode not in ("simple", "glob", "regex"):
+            raise MessageError(f"unknown match mode {mode!r} (simple, glob or regex)")
+        found = arbiter.match_watchers(name, mode)
+        if not found:
+            raise NotFoundError(f"program {name} not found")
+        return found
+
+
+def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split circusctl arguments into positionals and ``--flag [value]`` options."""
+    positional: list[str] = []
+    opts: dict[str, Any] = {}
+    by_name = {f.name: f for f in flags}
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        if arg.startswith("--") and len(arg) > 2:
+            key, eq, value = arg[2:].partition("=")
+            key = key.replace("-", "_")
+            flag = by_name.get(key)
+            if flag is None:
+                raise ArgumentError(f"unknown option --{key}")
+            if flag.takes_value:
+                if not eq:
+                    i += 1
+                    if i >= len(items):
+                        raise ArgumentError(f"--{key} needs a value")
+                    value = items[i]
+                if flag.choices and value not in flag.choices:
+                    raise ArgumentError(
+                        f"--{key} must be one of {', '.join(flag.choices)}, got {value!r}"
+                    )
+                opts[key] = flag.convert(value) if flag.convert else value
+            else:
+                opts[key] = True
+        else:
+            positional.append(arg)
+        i += 1
+    return positional, opts
+
+
+def dumps(reply: Reply) -> str:
+    return json.dumps(reply)

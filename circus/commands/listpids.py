@@ -1,0 +1,50 @@
+"""``listpids``: the pids of one watcher (the seed's command; ``list NAME`` does the same)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from circus.commands.base import Command, Props, Reply, make_message
+from circus.errors import ArgumentError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class ListPids(Command):
+    """\
+    Get list of pids in a watcher
+    =============================
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "listpids", "properties": {"name": "<name>"}}
+
+    Response: ``{"status": "ok", "pids": [<pid>, ...]}``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl listpids <name>
+    """
+
+    name = "listpids"
+    required = ("name",)
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) != 1:
+            raise ArgumentError("usage: listpids <name>")
+        return make_message(self.name, name=args[0])
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+        return {"pids": sorted(self.watcher(arbiter, props).pids)}
+
+    def console_msg(self, reply: Reply) -> str:
+        if reply.get("status") == "error":
+            return super().console_msg(reply)
+        return ",".join(str(p) for p in reply.get("pids", []))

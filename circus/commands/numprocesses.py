@@ -1,0 +1,56 @@
+"""``numprocesses``: how many processes run, in one watcher or in all."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from circus.commands.base import Command, Props, Reply, make_message
+from circus.errors import ArgumentError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class NumProcesses(Command):
+    """\
+    Get the number of processes
+    ===========================
+
+    The number of live processes of one watcher, or of all watchers together. Use
+    ``get <name> numprocesses`` for the configured target.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "numprocesses", "properties": {"name": "<name>"}}
+
+    Response: ``{"status": "ok", "numprocesses": <n>}``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl numprocesses [<name>]
+    """
+
+    name = "numprocesses"
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) > 1:
+            raise ArgumentError("usage: numprocesses [<name>]")
+        props = {"name": args[0]} if args else {}
+        return make_message(self.name, **props)
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+        if "name" in props:
+            watcher = self.watcher(arbiter, props)
+            return {"numprocesses": len(watcher.processes), "watcher_name": props["name"]}
+        return {"numprocesses": arbiter.numprocesses()}
+
+    def console_msg(self, reply: Reply) -> str:
+        if reply.get("status") == "error":
+            return super().console_msg(reply)
+        return str(reply.get("numprocesses"))

@@ -1,0 +1,43 @@
+"""``numwatchers``: how many watchers there are."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from circus.commands.base import Command, Props, Reply
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class NumWatchers(Command):
+    """\
+    Get the number of watchers
+    ==========================
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "numwatchers"}
+
+    Response: ``{"status": "ok", "numwatchers": <n>}``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl numwatchers
+    """
+
+    name = "numwatchers"
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+        return {"numwatchers": arbiter.numwatchers()}
+
+    def console_msg(self, reply: Reply) -> str:
+        if reply.get("status") == "error":
+            return super().console_msg(reply)
+        return str(reply.get("numwatchers"))

@@ -1,0 +1,49 @@
+"""``quit``: stop every watcher and exit circusd."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from circus.commands.base import WAITING, Command, Props, Reply
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class Quit(Command):
+    """\
+    Quit the arbiter immediately
+    ============================
+
+    Every watcher is stopped (``stop_signal``, then SIGKILL after ``graceful_timeout``),
+    the sockets are closed, the pidfile removed, and circusd exits with status 0. With
+    ``--waiting`` the reply is sent once everything has stopped.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "quit", "properties": {"waiting": false}}
+
+    Response: ``{"status": "ok"}``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl quit [--waiting]
+    """
+
+    name = "quit"
+    flags = (WAITING,)
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        return super().message(*args, **opts)
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        arbiter.request_quit()
+        if self.bool_prop(props, "waiting"):
+            await arbiter.wait_stopped()
+        return None

@@ -1,0 +1,58 @@
+"""``status``: the state of one watcher, or of all."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from circus.commands.base import Command, Props, Reply, make_message
+from circus.errors import ArgumentError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class Status(Command):
+    """\
+    Get the status of a watcher or all watchers
+    ===========================================
+
+    A state is one of ``active``, ``stopped``, ``starting``, ``stopping``. For one watcher
+    the state replaces ``"ok"`` in the reply's ``status`` field, as in Circus.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "status", "properties": {"name": "<name>"}}
+
+    Response: ``{"status": "active"}`` for one watcher,
+    ``{"status": "ok", "statuses": {"<name>": "<state>", ...}}`` for all.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl status [<name>]
+    """
+
+    name = "status"
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) > 1:
+            raise ArgumentError("usage: status [<name>]")
+        props = {"name": args[0]} if args else {}
+        return make_message(self.name, **props)
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+        if "name" in props:
+            return {"status": self.watcher(arbiter, props).status}
+        return {"statuses": {w.name: w.status for w in arbiter.watchers}}
+
+    def console_msg(self, reply: Reply) -> str:
+        if reply.get("status") == "error":
+            return super().console_msg(reply)
+        if "statuses" in reply:
+            return "\n".join(f"{n}: {s}" for n, s in sorted(reply["statuses"].items()))
+        return str(reply.get("status"))

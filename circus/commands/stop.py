@@ -1,0 +1,56 @@
+"""``stop``: stop one watcher, the watchers a pattern matches, or all."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from circus.commands._lifecycle import LifecycleCommand
+from circus.commands.base import Props, Reply
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class Stop(LifecycleCommand):
+    """\
+    Stop the arbiter or a watcher
+    =============================
+
+    Each process gets the watcher's ``stop_signal``; those still running after
+    ``graceful_timeout`` seconds are killed with their process group. Without a name every
+    watcher stops (lowest ``priority`` first) and circusd keeps running.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "stop",
+         "properties": {"name": "<name>", "waiting": false, "match": "glob"}}
+
+    Response: ``{"status": "ok"}``; with ``waiting`` and one watcher,
+    ``{"status": "ok", "info": null}``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl stop [<name>] [--waiting] [--match simple|glob|regex]
+    """
+
+    name = "stop"
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        if "name" in props:
+            self.match_watchers(arbiter, props)
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        if "name" not in props:
+            await arbiter.stop_watchers()
+            return None
+        watchers = self.match_watchers(arbiter, props)
+        await asyncio.gather(*(w.stop() for w in watchers))
+        return {"info": None} if len(watchers) == 1 else None

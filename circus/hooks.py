@@ -1,0 +1,85 @@
+"""Hooks: user callables that run at points of a watcher's life.
+
+A hook is given as ``"package.module.function"`` (or ``package.module:function``), plain or
+``async``, and is called with keyword arguments only: ``watcher``, ``arbiter``,
+``hook_name`` and the extras of that hook. A truthy return value is success; ``None`` or
+another false value refuses (``before_start`` then keeps the watcher stopped). An
+exception is logged and counts as success only if the hook's failures are ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from circus.options import HOOK_NAMES, HOOKS_IGNORED_BY_DEFAULT
+
+log = logging.getLogger(__name__)
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """Import ``pkg.mod.attr`` or ``pkg.mod:attr``. Raises ImportError naming the path."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ImportError(f"{path!r} is not a dotted path to a callable")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"cannot import {module_name!r} for {path!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ImportError(f"{module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ImportError(f"{path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+@dataclass(slots=True)
+class Hook:
+    name: str
+    func: Callable[..., Any]
+    ignore_failure: bool
+    path: str = ""
+
+    @classmethod
+    def build(cls, name: str, spec: Any) -> Hook:
+        """From the config forms: ``"path"``, ``"path, true"``, ``(path, flag)`` or a callable."""
+        if name not in HOOK_NAMES:
+            raise ValueError(f"unknown hook {name!r} (known: {', '.join(HOOK_NAMES)})")
+        ignore = name in HOOKS_IGNORED_BY_DEFAULT
+        if isinstance(spec, tuple | list):
+            target, flag = spec[0], (spec[1] if len(spec) > 1 else False)
+            ignore = ignore or bool(flag)
+        elif isinstance(spec, str) and "," in spec:
+            from circus.util.convert import to_bool
+
+            target, _, flag_text = spec.partition(",")
+            ignore = ignore or to_bool(flag_text)
+        else:
+            target = spec
+        if callable(target):
+            return cls(name, target, ignore, getattr(target, "__qualname__", repr(target)))
+        if not isinstance(target, str):
+            raise ValueError(f"hook {name!r}: expected a dotted path, got {target!r}")
+        target = target.strip()
+        return cls(name, resolve(target), ignore, target)
+
+    async def call(self, **kwargs: Any) -> tuple[bool, BaseException | None]:
+        """Run the hook; return (success, the exception it raised or None)."""
+        try:
+            result = self.func(hook_name=self.name, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # a user's hook: its failure must not stop circusd
+            log.exception("hook %s (%s) failed", self.name, self.path)
+            return self.ignore_failure, exc
+        return bool(result), None

@@ -1,0 +1,82 @@
+"""circusd's own log: where it goes (stdout, stderr, a file, syslog) and its format.
+
+Only ``circusd`` calls :func:`configure`; importing circus never touches logging.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import logging.handlers
+import os
+import sys
+from urllib.parse import urlparse
+
+LOG_FORMAT = "%(asctime)s circus[%(process)d] [%(levelname)s] %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _handler(output: str) -> logging.Handler:
+    if output in ("-", "stdout"):
+        return logging.StreamHandler(sys.stdout)
+    if output == "stderr":
+        return logging.StreamHandler(sys.stderr)
+    if output.startswith("syslog://"):
+        url = urlparse(output)
+        facility_name = url.query or "user"
+        facility = logging.handlers.SysLogHandler.facility_names.get(facility_name)
+        if facility is None:
+            raise ValueError(f"unknown syslog facility {facility_name!r}")
+        address: str | tuple[str, int]
+        if url.hostname:
+            address = (url.hostname, url.port or 514)
+        else:
+            address = url.path or "/dev/log"
+        handler = logging.handlers.SysLogHandler(address=address, facility=facility)
+        handler.setFormatter(logging.Formatter("circusd[%(process)d]: [%(levelname)s] %(message)s"))
+        return handler
+    # a file; reopened when logrotate moves it away
+    return logging.handlers.WatchedFileHandler(output)
+
+
+def configure(level: str = "info", output: str = "-", config_file: str | None = None) -> None:
+    """Set up the root logger for circusd.
+
+    Raises:
+        ValueError: an unknown level, facility or logger-config file type.
+        OSError: the log file cannot be opened.
+    """
+    if level.lower() not in LEVELS:
+        raise ValueError(f"unknown log level {level!r} (one of {', '.join(LEVELS)})")
+    if config_file and config_file != "default":
+        _load_logger_config(config_file)
+        return
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler = _handler(output)
+    if not isinstance(handler, logging.handlers.SysLogHandler):
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _load_logger_config(path: str) -> None:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".ini", ".cfg", ".conf"):
+        logging.config.fileConfig(path, disable_existing_loggers=False)
+    elif ext == ".json":
+        with open(path) as fh:
+            logging.config.dictConfig(json.load(fh))
+    elif ext in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install circus[yaml])"
+                             ) from None
+        with open(path) as fh:
+            logging.config.dictConfig(yaml.safe_load(fh))
+    else:
+        raise ValueError(f"{path}: a logger config must be .ini, .json or .yaml")

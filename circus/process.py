@@ -1,0 +1,580 @@
+"""Process: one child, from spawn to the collection of its exit status.
+
+How deaths are seen
+-------------------
+Each child gets a pidfd (``os.pidfd_open``) registered with the event loop as a reader.
+The kernel makes it readable the moment the child exits; the callback then collects the
+status with ``os.waitpid(pid, 0)`` (which cannot block: the child is a zombie by then).
+There is no thread per child, no ``waitpid(-1)`` (which would steal the statuses of
+children that are not ours to reap) and no polling.
+
+Output
+------
+stdout/stderr, when piped, are non-blocking pipes registered with the loop. Whatever
+the child wrote before it exited is drained before its exit is reported, so the last
+lines are never lost. A grandchild that keeps the pipe open gets a short grace period
+before our end is closed.
+
+Spawning
+--------
+``subprocess.Popen`` without ``preexec_fn`` lets CPython use vfork, so a spawn costs about
+as much as a bare ``posix_spawn``. Only ``rlimits`` need a ``preexec_fn``. Each child is
+the leader of a new session and process group, so a final SIGKILL reaches everything it
+started that did not leave the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pwd
+import resource
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
+
+import psutil
+
+from circus.options import rlimit_resource
+from circus.util.convert import human_bytes, signal_name
+
+log = logging.getLogger(__name__)
+
+# Values of Process.status, as Circus exposes them.
+RUNNING = 0
+DEAD_OR_ZOMBIE = 1
+UNEXISTING = 2
+OTHER = 3
+
+# How long a grandchild holding an output pipe open may keep us reading after the
+# process itself exited.
+PIPE_GRACE = 1.0
+READ_SIZE = 65536
+
+OutputCallback = Callable[["Process", str, bytes], None]
+ExitCallback = Callable[["Process"], None]
+SignalCallback = Callable[[int, int], None]
+
+
+def _rlimit_setter(rlimits: Mapping[str, int | None]) -> Callable[[], None]:
+    """A preexec_fn applying *rlimits* (soft = hard = value; None = unlimited)."""
+    limits = [(rlimit_resource(name), value) for name, value in rlimits.items()]
+
+    def apply() -> None:
+        for res, value in limits:
+            limit = resource.RLIM_INFINITY if value is None else value
+            try:
+                resource.setrlimit(res, (limit, limit))
+            except (ValueError, OSError):
+                if value is not None:
+                    raise
+                # an unlimited value the kernel refuses (NOFILE): take the hard limit
+                hard = resource.getrlimit(res)[1]
+                resource.setrlimit(res, (hard, hard))
+
+    return apply
+
+
+def build_argv(
+    cmd: str,
+    args: str | Sequence[str] | None,
+    *,
+    shell: bool = False,
+    shell_args: str | None = None,
+) -> list[str]:
+    """The argv to execute for *cmd* and *args* (already substituted)."""
+    if isinstance(args, str):
+        extra = shlex.split(args)
+    else:
+        extra = [str(a) for a in args or ()]
+    if shell:
+        line = " ".join([cmd, *(shlex.quote(a) for a in extra)]) if extra else cmd
+        argv = ["/bin/sh", "-c", line]
+        if shell_args:
+            argv.extend(shlex.split(shell_args))
+        return argv
+    argv = shlex.split(cmd) + extra
+    if not argv:
+        raise ValueError("the command is empty")
+    return argv
+
+
+class Process:
+    """One child process.
+
+    Args:
+        wid: the worker id, unique within the watcher (``$(circus.wid)``).
+        cmd: the command line (already substituted by the caller); split with shlex.
+        args: more arguments, a string (split) or a list.
+        working_dir: directory to run in (default: circusd's).
+        shell: run through ``/bin/sh -c``.
+        uid, gid: user and group (names or numbers) to run as.
+        env: the complete environment of the child (None: empty).
+        rlimits: ``{"nofile": 1024, ...}``; None values mean unlimited.
+        executable: the file to execute; argv[0] stays the first word of cmd.
+        name: the watcher's name, for logs.
+        spawn: start the child at once (as Circus does); otherwise call :meth:`spawn`.
+    """
+
+    def __init__(
+        self,
+        wid: int,
+        cmd: str,
+        args: str | Sequence[str] | None = None,
+        working_dir: str | None = None,
+        shell: bool = False,
+        uid: int | str | None = None,
+        gid: int | str | None = None,
+        env: Mapping[str, str] | None = None,
+        rlimits: Mapping[str, int | None] | None = None,
+        executable: str | None = None,
+        *,
+        name: str = "",
+        shell_args: str | None = None,
+        umask: int | None = None,
+        pass_fds: Sequence[int] = (),
+        stdin_fd: int | None = None,
+        close_child_stdin: bool = True,
+        close_child_stdout: bool = False,
+        close_child_stderr: bool = False,
+        pipe_stdout: bool = False,
+        pipe_stderr: bool = False,
+        on_output: OutputCallback | None = None,
+        on_exit: ExitCallback | None = None,
+        spawn: bool = True,
+    ) -> None:
+        self.wid = wid
+        self.cmd = cmd
+        self.args = args
+        self.working_dir = working_dir
+        self.shell = shell
+        self.shell_args = shell_args
+        self.uid = uid
+        self.gid = gid
+        self.env = dict(env) if env is not None else {}
+        self.rlimits = dict(rlimits or {})
+        self.executable = executable
+        self.name = name
+        self.umask = umask
+        self.pass_fds = tuple(pass_fds)
+        self.stdin_fd = stdin_fd
+        self.close_child_stdin = close_child_stdin
+        self.close_child_stdout = close_child_stdout
+        self.close_child_stderr = close_child_stderr
+        self.pipe_stdout = pipe_stdout and not close_child_stdout
+        self.pipe_stderr = pipe_stderr and not close_child_stderr
+        self.on_output = on_output
+        self.on_exit = on_exit
+
+        self.pid = 0
+        self.started = 0.0  # epoch seconds
+        self.returncode: int | None = None  # exit status, or -signal
+        self.stopping = False
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._pidfd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exited: asyncio.Future[int] | None = None
+        self._pipes: dict[int, tuple[str, IO[bytes]]] = {}
+        self._pipe_timer: asyncio.TimerHandle | None = None
+        self._psutil: psutil.Process | None = None
+        if spawn:
+            self.spawn()
+
+    # -- spawning --------------------------------------------------------------------
+
+    def spawn(self) -> None:
+        """Start the child. Raises OSError (missing program, bad cwd, …) or ValueError."""
+        argv = build_argv(self.cmd, self.args, shell=self.shell, shell_args=self.shell_args)
+        user, group, extra_groups = self._credentials()
+        stdin: int | None
+        if self.stdin_fd is not None:
+            stdin = self.stdin_fd
+        elif self.close_child_stdin:
+            stdin = subprocess.DEVNULL
+        else:
+            stdin = None
+        stdout = self._output_target(self.close_child_stdout, self.pipe_stdout)
+        stderr = self._output_target(self.close_child_stderr, self.pipe_stderr)
+        kwargs: dict[str, Any] = {}
+        if self.rlimits:
+            # The one case that needs code in the child between fork and exec: CPython
+            # then cannot use vfork, so only watchers that ask for rlimits pay for it.
+            kwargs["preexec_fn"] = _rlimit_setter(self.rlimits)
+        if self.umask is not None:
+            kwargs["umask"] = self.umask
+        popen = subprocess.Popen(
+            argv,
+            executable=self.executable if not self.shell else None,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=self.working_dir or None,
+            env=self.env,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=self.pass_fds,
+            user=user,
+            group=group,
+            extra_groups=extra_groups,
+            **kwargs,
+        )
+        self._popen = popen
+        self.pid = popen.pid
+        self.started = time.time()
+        for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
+            if pipe is not None:
+                os.set_blocking(pipe.fileno(), False)
+                self._pipes[pipe.fileno()] = (name, pipe)
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None  # used without an event loop: wait() polls instead
+        if self._loop is not None:
+            self._watch(self._loop)
+
+    @staticmethod
+    def _output_target(close: bool, pipe: bool) -> int | None:
+        if close:
+            return subprocess.DEVNULL
+        if pipe:
+            return subprocess.PIPE
+        return None
+
+    def _credentials(self) -> tuple[int | None, int | None, list[int] | None]:
+        """Resolve uid/gid; with a uid and no gid the user's primary group is used."""
+        if self.uid is None and self.gid is None:
+            return None, None, None
+        uid: int | None = None
+        gid: int | None = None
+        extra: list[int] | None = None
+        if self.gid is not None:
+            gid = self.gid if isinstance(self.gid, int) else _group_id(self.gid)
+        if self.uid is not None:
+            try:
+                pw = (
+                    pwd.getpwuid(self.uid) if isinstance(self.uid, int) else pwd.getpwnam(self.uid)
+                )
+            except KeyError:
+                if isinstance(self.uid, int):
+                    return self.uid, gid, None
+                raise ValueError(f"unknown user {self.uid!r}") from None
+            uid = pw.pw_uid
+            if gid is None:
+                gid = pw.pw_gid
+            if os.geteuid() == 0:
+                extra = os.getgrouplist(pw.pw_name, gid)
+        return uid, gid, extra
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._exited = loop.create_future()
+        for fd in self._pipes:
+            loop.add_reader(fd, self._read_pipe, fd)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError as exc:  # pragma: no cover - kernels without pidfd (< 5.3)
+            raise RuntimeError("circus needs pidfd_open (Linux 5.3 or newer)") from exc
+        loop.add_reader(self._pidfd, self._on_pidfd)
+
+    # -- the child's exit ---------------------------------------------------------------
+
+    def _on_pidfd(self) -> None:
+        """The pidfd is readable: the child exited. Collect it, drain output, report."""
+        assert self._loop is not None
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._collect(block=True)
+
+    def _collect(self, *, block: bool) -> bool:
+        try:
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            # Someone else collected it (not a circus child watcher): the status is lost.
+            log.warning("%s: exit status of pid %d was collected elsewhere", self.name, self.pid)
+            pid, status = self.pid, 255 << 8
+        if pid == 0:
+            return False
+        self.returncode = os.waitstatus_to_exitcode(status)
+        if self._popen is not None:
+            # Tell Popen the child is gone, so it never waits for (or reuses) this pid.
+            self._popen.returncode = self.returncode
+        self._drain_pipes()
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(self.returncode)
+        if self.on_exit is not None:
+            self.on_exit(self)
+        return True
+
+    # -- output -------------------------------------------------------------------------
+
+    def _read_pipe(self, fd: int) -> None:
+        entry = self._pipes.get(fd)
+        if entry is None:
+            return
+        name, pipe = entry
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_pipe(fd)
+            return
+        if self.on_output is not None:
+            self.on_output(self, name, data)
+
+    def _drain_pipes(self) -> None:
+        """Read everything the child left in its pipes; keep a grandchild's open a moment."""
+        for fd in list(self._pipes):
+            name = self._pipes[fd][0]
+            while True:
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    self._close_pipe(fd)
+                    break
+                if self.on_output is not None:
+                    self.on_output(self, name, data)
+        if self._pipes and self._loop is not None:
+            self._pipe_timer = self._loop.call_later(PIPE_GRACE, self.close_pipes)
+
+    def _close_pipe(self, fd: int) -> None:
+        entry = self._pipes.pop(fd, None)
+        if entry is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(fd)
+        entry[1].close()
+
+    def close_pipes(self) -> None:
+        """Stop reading the child's output (a grandchild may still hold the pipes)."""
+        if self._pipe_timer is not None:
+            self._pipe_timer.cancel()
+            self._pipe_timer = None
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
+
+    # -- waiting and stopping -------------------------------------------------------------
+
+    @property
+    def exited(self) -> bool:
+        return self.returncode is not None
+
+    async def wait(self) -> int:
+        """Wait for the child to exit; return its exit status (or minus the signal)."""
+        if self.returncode is not None:
+            return self.returncode
+        if self._exited is None:
+            # spawned outside a loop: poll cheaply
+            while not self._collect(block=False):
+                await asyncio.sleep(0.05)
+            assert self.returncode is not None
+            return self.returncode
+        return await asyncio.shield(self._exited)
+
+    def send_signal(self, sig: int) -> None:
+        """Send *sig* to the process; nothing if it has already been collected."""
+        if self.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> bool:
+        """Send *sig* to the whole process group; False if the group is gone."""
+        if not self.pid:
+            return False
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def group_alive(self) -> bool:
+        return self.kill_group(0)
+
+    async def stop(
+        self,
+        sig: int = signal.SIGTERM,
+        graceful_timeout: float = 30.0,
+        *,
+        stop_children: bool = False,
+        notify: SignalCallback | None = None,
+        before_signal: Callable[[int, int], bool] | None = None,
+    ) -> int:
+        """Ask the process to stop with *sig*; SIGKILL its group after *graceful_timeout*.
+
+        Processes it left in its group after exiting get the rest of the timeout, then
+        SIGKILL, so a stop leaves nothing of the process behind.
+
+        Args:
+            notify: called with (pid, signum) for each signal sent.
+            before_signal: called with (pid, signum) before the stop signal; a false
+                result means "do not send it" (SIGKILL is always sent).
+
+        Returns:
+            The exit status (minus the signal number if it was killed by one).
+        """
+        self.stopping = True
+        deadline = time.monotonic() + max(graceful_timeout, 0.0)
+        if self.returncode is None:
+            if before_signal is None or before_signal(self.pid, sig):
+                targets = self.children_pids() if stop_children else []
+                self.send_signal(sig)
+                if notify is not None:
+                    notify(self.pid, sig)
+                for child in targets:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(child, sig)
+                        if notify is not None:
+                            notify(child, sig)
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
+                    await self.wait()
+            except TimeoutError:
+                log.warning(
+                    "%s: pid %d ignored %s for %.1fs, sending SIGKILL",
+                    self.name, self.pid, signal_name(sig), graceful_timeout,
+                )
+                if self.kill_group(signal.SIGKILL) and notify is not None:
+                    notify(self.pid, signal.SIGKILL)
+                self.send_signal(signal.SIGKILL)
+                await self.wait()
+        await self._reap_group(sig, deadline)
+        assert self.returncode is not None
+        return self.returncode
+
+    async def _reap_group(self, sig: int, deadline: float) -> None:
+        """Stop what the process left behind in its process group."""
+        if not self.group_alive():
+            return
+        self.kill_group(sig)
+        while self.group_alive():
+            if time.monotonic() >= deadline:
+                self.kill_group(signal.SIGKILL)
+                return
+            await asyncio.sleep(0.02)
+
+    # -- information -----------------------------------------------------------------------
+
+    def age(self) -> float:
+        """Seconds since the process started."""
+        return time.time() - self.started
+
+    @property
+    def status(self) -> int:
+        if self.returncode is not None:
+            return UNEXISTING
+        try:
+            st = self._ps().status()
+        except psutil.NoSuchProcess:
+            return UNEXISTING
+        if st in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return DEAD_OR_ZOMBIE
+        if st in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING, psutil.STATUS_DISK_SLEEP):
+            return RUNNING
+        return OTHER
+
+    def _ps(self) -> psutil.Process:
+        if self._psutil is None or self._psutil.pid != self.pid:
+            self._psutil = psutil.Process(self.pid)
+        return self._psutil
+
+    def children_pids(self, recursive: bool = False) -> list[int]:
+        """The pids of the process's children (all descendants with *recursive*)."""
+        if self.returncode is not None:
+            return []
+        try:
+            return [c.pid for c in self._ps().children(recursive=recursive)]
+        except psutil.Error:
+            return []
+
+    def children(self) -> list[int]:
+        return self.children_pids()
+
+    def is_child(self, pid: int) -> bool:
+        return pid in self.children_pids()
+
+    def send_signal_child(self, pid: int, sig: int) -> None:
+        """Send *sig* to the child *pid* of this process (ValueError if it is not one)."""
+        if not self.is_child(pid):
+            raise ValueError(f"{pid} is not a child of process {self.pid}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    def send_signal_children(self, sig: int, recursive: bool = False) -> None:
+        for pid in self.children_pids(recursive=recursive):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def info(self) -> dict[str, Any] | str:
+        """CPU, memory and identity of the process, as the ``stats`` command reports it."""
+        if self.returncode is not None:
+            return "No such process (stopped?)"
+        try:
+            info = process_info(self._ps())
+        except psutil.NoSuchProcess:
+            return "No such process (stopped?)"
+        info["age"] = self.age()
+        info["started"] = self.started
+        info["wid"] = self.wid
+        return info
+
+    def __repr__(self) -> str:
+        return f"<Process {self.name}#{self.wid} pid={self.pid} rc={self.returncode}>"
+
+
+def _group_id(name: str) -> int:
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError(f"unknown group {name!r}") from None
+
+
+def _cpu_time(seconds: float) -> str:
+    minutes, sec = divmod(seconds, 60)
+    return f"{int(minutes)}:{sec:05.2f}"
+
+
+def process_info(proc: psutil.Process, *, with_children: bool = True) -> dict[str, Any]:
+    """The ``<procinfo>`` mapping of PROTOCOL.md §5 for one psutil process."""
+    info: dict[str, Any] = {"pid": proc.pid}
+    with proc.oneshot():
+        for key, getter in (
+            ("cpu", lambda: proc.cpu_percent(interval=None)),
+            ("mem", lambda: round(proc.memory_percent(), 3)),
+            ("mem_info1", lambda: human_bytes(proc.memory_info().rss)),
+            ("mem_info2", lambda: human_bytes(proc.memory_info().vms)),
+            ("ctime", lambda: _cpu_time(sum(proc.cpu_times()[:2]))),
+            ("username", proc.username),
+            ("nice", proc.nice),
+            ("cmdline", lambda: os.path.basename((proc.cmdline() or [proc.name()])[0])),
+            ("create_time", proc.create_time),
+        ):
+            try:
+                info[key] = getter()
+            except psutil.NoSuchProcess:
+                raise
+            except (psutil.Error, OSError, IndexError):
+                info[key] = "N/A"
+    info["age"] = time.time() - info["create_time"] if info["create_time"] != "N/A" else "N/A"
+    children: list[dict[str, Any]] = []
+    if with_children:
+        with contextlib.suppress(psutil.Error):
+            for child in proc.children():
+                with contextlib.suppress(psutil.Error):
+                    children.append(process_info(child, with_children=False))
+    info["children"] = children
+    return info
+

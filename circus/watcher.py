@@ -1,0 +1,868 @@
+"""Watcher: N processes of one command, kept alive.
+
+A watcher owns its processes, its output streams, its hooks and one small task, the
+*keeper*, that is woken when a process exits and spawns the replacement. Commands that
+change the watcher (start, stop, reload, incr, set, …) take the watcher's lock, so they run
+one after the other in the order they arrived instead of failing.
+
+State machine (values are the wire strings)::
+
+    stopped --start--> starting --(all spawned)--> active --stop--> stopping --> stopped
+                            \\--(before_start refuses, spawn fails max_retry times)--> stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import subprocess
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from circus.hooks import Hook
+from circus.options import WATCHER_OPTIONS, check_watcher_option
+from circus.process import Process
+from circus.states import WatcherState
+from circus.tasks import TaskOwner
+from circus.util.convert import to_signum
+
+if TYPE_CHECKING:
+    from circus.streams import Stream
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any]], None]
+
+# A process that exits sooner than this after its spawn counts as a quick death; quick
+# deaths in a row make the watcher wait before respawning, so a command that crashes at
+# once does not spin a core.
+QUICK_DEATH = 1.0
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+# Yield to the event loop every this many spawns, so commands and deaths are handled
+# while a large watcher starts.
+SPAWN_BATCH = 32
+
+_UNSET: Any = object()
+
+
+def _no_publish(topic: str, payload: dict[str, Any]) -> None:
+    pass
+
+
+class Watcher:
+    """A group of identical processes.
+
+    Args follow Circus's ``Watcher``: ``name``, ``cmd``, ``args``, ``numprocesses``,
+    ``warmup_delay``, ``working_dir``, ``shell``, ``uid``, ``max_retry``, ``gid``,
+    ``send_hup``, ``env``, ``stopped``, ``graceful_timeout``, ``prereload_fn``,
+    ``rlimits``, ``executable``, ``stdout_stream``, ``stderr_stream``, ``priority``,
+    ``singleton`` and every other option of the option table (``respawn``, ``max_age``,
+    ``stop_signal``, ``copy_env``, …) as keywords. Keys that are not options are kept in
+    :attr:`custom_options` (plugins read them, e.g. ``flapping.attempts``).
+
+    ``publish(topic, payload)`` receives the watcher's events; the arbiter passes its
+    publisher.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cmd: str,
+        args: str | Sequence[str] | None = None,
+        numprocesses: int = 1,
+        warmup_delay: float = 0.0,
+        working_dir: str | None = None,
+        shell: bool = False,
+        uid: int | str | None = None,
+        max_retry: int = 5,
+        gid: int | str | None = None,
+        send_hup: bool = False,
+        env: Mapping[str, str] | None = None,
+        stopped: bool = True,
+        graceful_timeout: float = 30.0,
+        prereload_fn: Callable[[Watcher], Any] | None = None,
+        rlimits: Mapping[str, int | None] | None = None,
+        executable: str | None = None,
+        stdout_stream: Mapping[str, Any] | None = None,
+        stderr_stream: Mapping[str, Any] | None = None,
+        stream_backend: str = "thread",
+        priority: int = 0,
+        singleton: bool = False,
+        hooks: Mapping[str, Any] | None = None,
+        publish: Publish | None = None,
+        **options: Any,
+    ) -> None:
+        self.name = name
+        given = {
+            "cmd": cmd,
+            "args": args,
+            "numprocesses": numprocesses,
+            "warmup_delay": warmup_delay,
+            "working_dir": working_dir,
+            "shell": shell,
+            "uid": uid,
+            "max_retry": max_retry,
+            "gid": gid,
+            "send_hup": send_hup,
+            "graceful_timeout": graceful_timeout,
+            "executable": executable,
+            "priority": priority,
+            "singleton": singleton,
+        }
+        self.custom_options: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in WATCHER_OPTIONS:
+                given[key] = value
+            else:
+                self.custom_options[key] = value
+        for key, opt in WATCHER_OPTIONS.items():
+            value = given.get(key, opt.default)
+            if key == "stop_signal":
+                value = to_signum(value)
+            setattr(self, key, value)
+        self.cmd: str
+        self.args: str | Sequence[str] | None
+        self.numprocesses: int
+        self.warmup_delay: float
+        self.working_dir: str | None
+        self.shell: bool
+        self.shell_args: str | None
+        self.uid: int | str | None
+        self.gid: int | str | None
+        self.umask: int | None
+        self.max_retry: int
+        self.send_hup: bool
+        self.graceful_timeout: float
+        self.executable: str | None
+        self.priority: int
+        self.singleton: bool
+        self.respawn: bool
+        self.autostart: bool
+        self.stop_signal: int
+        self.stop_children: bool
+        self.max_age: int
+        self.max_age_variance: int
+        self.copy_env: bool
+        self.copy_path: bool
+        self.virtualenv: str | None
+        self.virtualenv_py_ver: str | None
+        self.use_sockets: bool
+        self.on_demand: bool
+        self.stdin_socket: str | None
+        self.close_child_stdin: bool
+        self.close_child_stdout: bool
+        self.close_child_stderr: bool
+        if self.singleton and self.numprocesses > 1:
+            raise ValueError(f"watcher {name!r} is a singleton: numprocesses must be 0 or 1")
+        self.env: dict[str, str] = dict(env or {})
+        self.rlimits: dict[str, int | None] = dict(rlimits or {})
+        self.prereload_fn = prereload_fn
+        self.stream_backend = stream_backend
+        self.stdout_stream_conf: dict[str, Any] | None = dict(stdout_stream) if stdout_stream else None
+        self.stderr_stream_conf: dict[str, Any] | None = dict(stderr_stream) if stderr_stream else None
+        self.stdout_stream: Stream | None = self._build_stream(self.stdout_stream_conf)
+        self.stderr_stream: Stream | None = self._build_stream(self.stderr_stream_conf)
+        self.hooks: dict[str, Hook] = {
+            hook_name: Hook.build(hook_name, spec) for hook_name, spec in (hooks or {}).items()
+        }
+        self.publish: Publish = publish or _no_publish
+        self.arbiter: Any = None  # set by the arbiter; given to hooks
+        self.sockets: dict[str, int] = {}  # socket name -> fd, set by the arbiter
+
+        self.state = WatcherState.STOPPED
+        self.processes: dict[int, Process] = {}  # pid -> process, oldest first
+        self._lock = asyncio.Lock()
+        self._tasks = TaskOwner(f"watcher {name}")
+        self._wakeup: asyncio.Event | None = None
+        self._keeper: asyncio.Task[Any] | None = None
+        self._age_timers: dict[int, asyncio.TimerHandle] = {}
+        self._quick_deaths = 0
+        self._spawn_failures = 0
+        self._env_cache: dict[str, str] | None = None
+        self._stopped_event: asyncio.Event | None = None
+        # `stopped` is the seed's name for "not started yet"; autostart decides whether
+        # the arbiter starts the watcher, so the argument is kept only for compatibility.
+        self._created_stopped = stopped
+
+    # -- small helpers ---------------------------------------------------------------------
+
+    @property
+    def topic_name(self) -> str:
+        return self.name.lower().replace(" ", "_")
+
+    @property
+    def status(self) -> str:
+        """The state as Circus reports it: ``active``, ``stopped``, ``starting``, ``stopping``."""
+        return self.state.value
+
+    def _emit(self, event: str, **payload: Any) -> None:
+        payload.setdefault("time", time.time())
+        try:
+            self.publish(f"watcher.{self.topic_name}.{event}", payload)
+        except Exception:  # a broken subscriber socket must not break supervision
+            log.exception("%s: could not publish %s", self.name, event)
+
+    def _set_state(self, new: WatcherState) -> None:
+        if new is self.state:
+            return
+        log.debug("%s: %s -> %s", self.name, self.state.value, new.value)
+        self.state = new
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self.processes)
+
+    def get_process(self, pid: int) -> Process | None:
+        return self.processes.get(pid)
+
+    def _build_stream(self, conf: Mapping[str, Any] | None) -> Stream | None:
+        if not conf:
+            return None
+        from circus.streams import build_stream
+
+        return build_stream(conf)
+
+    # -- environment and command line ---------------------------------------------------
+
+    def spawn_env(self) -> dict[str, str]:
+        """The environment every process of this watcher starts with."""
+        if self._env_cache is not None:
+            return self._env_cache
+        env: dict[str, str] = dict(os.environ) if self.copy_env else {}
+        if self.copy_path:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env.update(self.env)
+        if self.virtualenv:
+            _apply_virtualenv(env, self.virtualenv, self.virtualenv_py_ver)
+        self._env_cache = env
+        return env
+
+    def _variables(self, wid: int, env: Mapping[str, str]) -> dict[str, object]:
+        values: dict[str, object] = {"wid": wid, "name": self.name}
+        for key in WATCHER_OPTIONS:
+            values[key] = getattr(self, key)
+        for key, value in env.items():
+            values["env." + key.lower()] = value
+        for name, fd in self.sockets.items():
+            values["sockets." + name.lower()] = fd
+        for key, value in self.rlimits.items():
+            values["rlimits." + key.lower()] = value
+        return values
+
+    def _expand(self, text: str, wid: int, env: Mapping[str, str]) -> str:
+        if "$" not in text and "((" not in text:
+            return text
+        from circus.util.template import expand, expand_wid
+
+        return expand_wid(expand(text, self._variables(wid, env)), wid)
+
+    def _command(self, wid: int, env: Mapping[str, str]) -> tuple[str, str | list[str] | None]:
+        cmd = self._expand(self.cmd, wid, env)
+        args = self.args
+        if isinstance(args, str):
+            args = self._expand(args, wid, env)
+        elif args is not None:
+            args = [self._expand(str(a), wid, env) for a in args]
+        return cmd, args
+
+    # -- spawning -------------------------------------------------------------------------
+
+    def _free_wid(self) -> int:
+        used = {p.wid for p in self.processes.values()}
+        wid = 1
+        while wid in used:
+            wid += 1
+        return wid
+
+    def _pass_fds(self) -> list[int]:
+        return list(self.sockets.values()) if self.use_sockets else []
+
+    def spawn_process(self) -> Process:
+        """Start one process now (no hooks); raise OSError/ValueError if it cannot start."""
+        wid = self._free_wid()
+        env = self.spawn_env()
+        cmd, args = self._command(wid, env)
+        stdin_fd = None
+        if self.stdin_socket:
+            stdin_fd = self.sockets.get(self.stdin_socket.lower())
+        process = Process(
+            wid,
+            cmd,
+            args,
+            working_dir=self.working_dir,
+            shell=self.shell,
+            uid=self.uid,
+            gid=self.gid,
+            env=env,
+            rlimits=self.rlimits,
+            executable=self.executable,
+            name=self.name,
+            shell_args=self._expand(self.shell_args, wid, env) if self.shell_args else None,
+            umask=self.umask,
+            pass_fds=self._pass_fds(),
+            stdin_fd=stdin_fd,
+            close_child_stdin=self.close_child_stdin,
+            close_child_stdout=self.close_child_stdout,
+            close_child_stderr=self.close_child_stderr,
+            pipe_stdout=self.stdout_stream is not None,
+            pipe_stderr=self.stderr_stream is not None,
+            on_output=self._on_output,
+            on_exit=self._on_exit,
+        )
+        self.processes[process.pid] = process
+        self._spawn_failures = 0
+        if self.max_age > 0:
+            delay = self.max_age + random.randint(0, max(self.max_age_variance, 0))
+            loop = asyncio.get_running_loop()
+            self._age_timers[process.pid] = loop.call_later(delay, self._expire, process)
+        log.debug("%s: spawned pid %d (wid %d)", self.name, process.pid, wid)
+        self._emit("spawn", process_pid=process.pid, time=process.started)
+        return process
+
+    async def _spawn_one(self) -> Process | None:
+        """Spawn with hooks. None: a hook refused, or the spawn failed (counted)."""
+        if "before_spawn" in self.hooks and not await self.call_hook("before_spawn"):
+            raise _HookRefused("before_spawn")
+        try:
+            process = self.spawn_process()
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self._spawn_failures += 1
+            log.error("%s: could not spawn %r: %s", self.name, self.cmd, exc)
+            return None
+        if "after_spawn" in self.hooks and not await self.call_hook(
+            "after_spawn", pid=process.pid
+        ):
+            await self._stop_process(process)
+            raise _HookRefused("after_spawn")
+        return process
+
+    def _retries_exhausted(self) -> bool:
+        return self.max_retry != -1 and self._spawn_failures > self.max_retry
+
+    async def _spawn_missing(self) -> list[int]:
+        """Spawn until numprocesses run; return the new pids."""
+        started: list[int] = []
+        count = 0
+        while self.state in (WatcherState.ACTIVE, WatcherState.STARTING):
+            missing = self.numprocesses - len(self.processes)
+            if missing <= 0:
+                break
+            process = await self._spawn_one()
+            if process is None:
+                if self._retries_exhausted():
+                    log.error(
+                        "%s: %d spawns failed in a row, stopping the watcher",
+                        self.name, self._spawn_failures,
+                    )
+                    await self._stop_all()
+                    break
+                await asyncio.sleep(BACKOFF_FIRST)
+                continue
+            started.append(process.pid)
+            count += 1
+            if self.warmup_delay > 0 and missing > 1:
+                await asyncio.sleep(self.warmup_delay)
+            elif count % SPAWN_BATCH == 0:
+                await asyncio.sleep(0)
+        return started
+
+    # -- deaths ---------------------------------------------------------------------------
+
+    def _on_output(self, process: Process, name: str, data: bytes) -> None:
+        stream = self.stdout_stream if name == "stdout" else self.stderr_stream
+        if stream is None:
+            return
+        try:
+            stream({"data": data, "pid": process.pid, "name": name})
+        except Exception:
+            log.exception("%s: %s stream failed", self.name, name)
+
+    def _on_exit(self, process: Process) -> None:
+        """Called by the process as soon as its exit status is collected."""
+        self.processes.pop(process.pid, None)
+        timer = self._age_timers.pop(process.pid, None)
+        if timer is not None:
+            timer.cancel()
+        code = process.returncode
+        if process.stopping:
+            log.debug("%s: pid %d stopped (%s)", self.name, process.pid, code)
+        elif code == 0:
+            log.info("%s: pid %d exited with status 0", self.name, process.pid)
+        else:
+            log.warning("%s: pid %d exited unexpectedly (%s)", self.name, process.pid,
+                        _describe_exit(code))
+        self._emit("reap", process_pid=process.pid, exit_code=code)
+        if "before_reap" in self.hooks or "after_reap" in self.hooks:
+            self._tasks.spawn(self._reap_hooks(process), name=f"reap-hooks-{process.pid}")
+        if process.stopping or self.state is not WatcherState.ACTIVE:
+            return
+        if process.age() < QUICK_DEATH:
+            self._quick_deaths += 1
+        else:
+            self._quick_deaths = 0
+        if self.respawn:
+            self._wake()
+        elif not self.processes:
+            # respawn = false: the last process is gone, so is the watcher
+            self._set_state(WatcherState.STOPPED)
+            self._emit("stop")
+
+    async def _reap_hooks(self, process: Process) -> None:
+        now = time.time()
+        await self.call_hook("before_reap", process_pid=process.pid, time=now)
+        await self.call_hook(
+            "after_reap",
+            process_pid=process.pid,
+            time=now,
+            exit_code=process.returncode,
+            process_status=process.returncode,
+        )
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _keep(self) -> None:
+        """The keeper: respawn after deaths while the watcher is active."""
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._quick_deaths > 1:
+                delay = min(BACKOFF_FIRST * 2 ** (self._quick_deaths - 2), BACKOFF_MAX)
+                log.warning("%s: processes exit right after starting; respawning in %.1fs",
+                            self.name, delay)
+                await asyncio.sleep(delay)
+            async with self._lock:
+                if self.state is WatcherState.ACTIVE:
+                    try:
+                        await self._spawn_missing()
+                    except _HookRefused as refused:
+                        log.warning("%s: %s hook refused a spawn; stopping", self.name, refused)
+                        await self._stop_all()
+
+    def _ensure_keeper(self) -> None:
+        if self._keeper is None or self._keeper.done():
+            self._wakeup = asyncio.Event()
+            self._keeper = self._tasks.spawn(self._keep(), name=f"keeper-{self.name}")
+
+    def _expire(self, process: Process) -> None:
+        self._age_timers.pop(process.pid, None)
+        if process.exited or process.stopping:
+            return
+        self._tasks.spawn(self._recycle(process), name=f"max-age-{process.pid}")
+
+    async def _recycle(self, process: Process) -> None:
+        """max_age: start a replacement, then stop the old process."""
+        async with self._lock:
+            if process.exited or self.state is not WatcherState.ACTIVE:
+                return
+            log.info("%s: pid %d reached max_age, replacing it", self.name, process.pid)
+            with contextlib.suppress(_HookRefused):
+                await self._spawn_one()
+            await self._stop_process(process)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    async def call_hook(self, hook_name: str, **extra: Any) -> bool:
+        """Run the hook *hook_name* if there is one; True if absent or it succeeded."""
+        hook = self.hooks.get(hook_name)
+        if hook is None:
+            return True
+        ok, exc = await hook.call(watcher=self, arbiter=self.arbiter, **extra)
+        if exc is None:
+            self._emit("hook_success", name=hook_name)
+        else:
+            self._emit("hook_failure", name=hook_name, error=str(exc))
+        return ok
+
+    # -- stopping processes ---------------------------------------------------------------
+
+    def _notify_kill(self, pid: int, signum: int) -> None:
+        self._emit("kill", process_pid=pid)
+
+    def _before_signal(self, pid: int, signum: int) -> bool:
+        # Sync gate for Process.stop: async hooks run in _stop_process beforehand.
+        return True
+
+    async def _stop_process(
+        self,
+        process: Process,
+        sig: int | None = None,
+        graceful_timeout: float | None = None,
+    ) -> int:
+        sig = self.stop_signal if sig is None else sig
+        timeout = self.graceful_timeout if graceful_timeout is None else graceful_timeout
+        timer = self._age_timers.pop(process.pid, None)
+        if timer is not None:
+            timer.cancel()
+        send = True
+        if "before_signal" in self.hooks and not process.exited:
+            send = await self.call_hook("before_signal", pid=process.pid, signum=sig)
+        process.stopping = True
+        code = await process.stop(
+            sig,
+            timeout if send else 0.0,
+            stop_children=self.stop_children,
+            notify=self._notify_kill,
+        )
+        if "after_signal" in self.hooks:
+            await self.call_hook("after_signal", pid=process.pid, signum=sig)
+        return code
+
+    async def _stop_processes(self, processes: Iterable[Process], **kw: Any) -> list[int]:
+        procs = list(processes)
+        for process in procs:
+            process.stopping = True  # no respawn for these, whatever order deaths come in
+        await asyncio.gather(*(self._stop_process(p, **kw) for p in procs))
+        return [p.pid for p in procs]
+
+    async def _stop_all(self) -> list[int]:
+        """Stop every process and leave the watcher stopped (lock held by the caller)."""
+        if self.state is WatcherState.STOPPED and not self.processes:
+            return []
+        self._set_state(WatcherState.STOPPING)
+        await self.call_hook("before_stop")
+        stopped = await self._stop_processes(list(self.processes.values()))
+        self._set_state(WatcherState.STOPPED)
+        await self.call_hook("after_stop")
+        self._emit("stop")
+        log.info("%s: stopped", self.name)
+        return stopped
+
+    # -- public operations ------------------------------------------------------------------
+
+    async def _start_locked(self) -> dict[str, list[int]]:
+        kept = list(self.processes)
+        if self.state is WatcherState.ACTIVE:
+            started = await self._spawn_missing()
+            return {"started": started, "kept": kept}
+        if not await self.call_hook("before_start"):
+            log.warning("%s: before_start hook refused; the watcher stays stopped", self.name)
+            return {"started": [], "kept": kept}
+        # STOPPED -> STARTING: a start command, autostart, or a reload of a stopped watcher
+        self._set_state(WatcherState.STARTING)
+        self._spawn_failures = 0
+        self._quick_deaths = 0
+        self._ensure_keeper()
+        try:
+            started = await self._spawn_missing()
+        except _HookRefused as refused:
+            log.warning("%s: %s hook refused; stopping", self.name, refused)
+            await self._stop_all()
+            return {"started": [], "kept": kept}
+        if self.state is not WatcherState.STARTING:  # spawns failed: already stopped
+            return {"started": started, "kept": kept}
+        # STARTING -> ACTIVE: every process asked for was spawned
+        self._set_state(WatcherState.ACTIVE)
+        self._emit("start")
+        log.info("%s: started %d process(es)", self.name, len(self.processes))
+        if not await self.call_hook("after_start"):
+            log.warning("%s: after_start hook refused; stopping", self.name)
+            await self._stop_all()
+        return {"started": started, "kept": kept}
+
+    async def start(self) -> dict[str, list[int]]:
+        """Start the processes; on an active watcher only the missing ones.
+
+        Returns ``{"started": [pids], "kept": [pids]}``.
+        """
+        async with self._lock:
+            return await self._start_locked()
+
+    async def stop(self) -> None:
+        """Stop every process (stop_signal, graceful_timeout, SIGKILL); state ``stopped``."""
+        async with self._lock:
+            await self._stop_all()
+
+    async def restart(self) -> dict[str, list[int]]:
+        async with self._lock:
+            stopped = await self._stop_all()
+            result = await self._start_locked()
+            return {"stopped": stopped, **result}
+
+    async def reload(self, graceful: bool = True, sequential: bool = False) -> dict[str, Any]:
+        """Reload: new processes first, then the old ones stop (or SIGHUP with send_hup)."""
+        async with self._lock:
+            return await self._reload_locked(graceful, sequential)
+
+    async def _reload_locked(self, graceful: bool, sequential: bool) -> dict[str, Any]:
+        if self.prereload_fn is not None:
+            result = self.prereload_fn(self)
+            if asyncio.iscoroutine(result):
+                await result
+        if self.state is WatcherState.STOPPED:
+            started = await self._start_locked()
+            self._emit("reload")
+            return {"stopped": [], **started}
+        if not graceful:
+            stopped = await self._stop_all()
+            started = await self._start_locked()
+            return {"stopped": stopped, **started}
+        old = list(self.processes.values())
+        result: dict[str, Any]
+        if self.send_hup:
+            for process in old:
+                process.send_signal(signal.SIGHUP)
+            result = {"stopped": [], "started": [], "kept": [p.pid for p in old]}
+        elif sequential:
+            started = []
+            for process in old:
+                await self._stop_process(process)
+                new = await self._spawn_one()
+                if new is not None:
+                    started.append(new.pid)
+                if self.warmup_delay > 0:
+                    await asyncio.sleep(self.warmup_delay)
+            result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
+        else:
+            started = []
+            for _ in range(self.numprocesses):
+                new = await self._spawn_one()
+                if new is not None:
+                    started.append(new.pid)
+                if self.warmup_delay > 0:
+                    await asyncio.sleep(self.warmup_delay)
+            await self._stop_processes(old)
+            result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
+        # top up if spawns failed or deaths happened meanwhile
+        result["started"].extend(await self._spawn_missing())
+        self._emit("reload")
+        log.info("%s: reloaded", self.name)
+        return result
+
+    async def _reconcile(self) -> None:
+        """Bring the process count to numprocesses: spawn or stop the oldest."""
+        if self.state is not WatcherState.ACTIVE:
+            return
+        extra = len(self.processes) - self.numprocesses
+        if extra > 0:
+            await self._stop_processes(list(self.processes.values())[:extra])
+        else:
+            await self._spawn_missing()
+
+    async def set_numprocesses(self, n: int) -> int:
+        async with self._lock:
+            n = max(int(n), 0)
+            if self.singleton and n > 1:
+                raise ValueError("a singleton watcher runs at most one process")
+            self.numprocesses = n
+            await self._reconcile()
+            return self.numprocesses
+
+    async def incr(self, nb: int = 1) -> int:
+        """Add *nb* processes; return the new target."""
+        if self.singleton:
+            return self.numprocesses
+        return await self.set_numprocesses(self.numprocesses + nb)
+
+    async def decr(self, nb: int = 1) -> int:
+        """Remove *nb* processes (the oldest); return the new target."""
+        if self.singleton:
+            return self.numprocesses
+        return await self.set_numprocesses(max(self.numprocesses - nb, 0))
+
+    async def kill(
+        self,
+        pid: int | None = None,
+        signum: int | None = None,
+        graceful_timeout: float | None = None,
+    ) -> None:
+        """Stop one process (or all) like ``stop`` does; the watcher stays active and respawns."""
+        if pid is None:
+            targets = list(self.processes.values())
+        else:
+            process = self.processes.get(pid)
+            if process is None:
+                raise KeyError(pid)
+            targets = [process]
+        await asyncio.gather(
+            *(self._stop_process_and_respawn(p, signum, graceful_timeout) for p in targets)
+        )
+
+    async def _stop_process_and_respawn(
+        self, process: Process, signum: int | None, graceful_timeout: float | None
+    ) -> None:
+        await self._stop_process(process, signum, graceful_timeout)
+        self._wake()
+
+    def send_signal(
+        self,
+        signum: int,
+        pid: int | None = None,
+        childpid: int | None = None,
+        children: bool = False,
+        recursive: bool = False,
+    ) -> None:
+        """Send *signum* to the processes (or one), their children, or their descendants."""
+        if pid is None:
+            targets = list(self.processes.values())
+        else:
+            process = self.processes.get(pid)
+            targets = [process] if process is not None else []
+        for process in targets:
+            if childpid is not None:
+                process.send_signal_child(childpid, signum)
+            elif children:
+                process.send_signal_children(signum, recursive=recursive)
+            else:
+                process.send_signal(signum)
+                if recursive:
+                    process.send_signal_children(signum, recursive=True)
+
+    # -- options ---------------------------------------------------------------------------
+
+    def options(self) -> dict[str, Any]:
+        """Every option and its value, as the ``options`` command shows them."""
+        result: dict[str, Any] = {}
+        for key, opt in WATCHER_OPTIONS.items():
+            if opt.listed:
+                result[key] = getattr(self, key)
+        result["env"] = dict(self.env)
+        result["rlimits"] = dict(self.rlimits)
+        result["stdout_stream_conf"] = _stream_conf_public(self.stdout_stream_conf)
+        result["stderr_stream_conf"] = _stream_conf_public(self.stderr_stream_conf)
+        result["hooks"] = {name: hook.path for name, hook in self.hooks.items()}
+        for key, value in self.custom_options.items():
+            result.setdefault(key, value)
+        return dict(sorted(result.items()))
+
+    def get_option(self, key: str) -> Any:
+        opts = self.options()
+        if key in opts:
+            return opts[key]
+        if key.startswith("rlimit_"):
+            return self.rlimits.get(key[7:].lower())
+        raise KeyError(key)
+
+    async def set_options(self, changes: Mapping[str, Any]) -> bool:
+        """Apply option changes (already checked); reload if one needs new processes.
+
+        Returns True if a graceful reload was done.
+        """
+        async with self._lock:
+            return await self._set_options_locked(changes)
+
+    async def _set_options_locked(self, changes: Mapping[str, Any]) -> bool:
+        checked = {key: check_watcher_option(key, value) for key, value in changes.items()}
+        needs_reload = False
+        streams_changed: set[str] = set()
+        for key, value in checked.items():
+            if key in WATCHER_OPTIONS:
+                opt = WATCHER_OPTIONS[key]
+                if key == "singleton" and value and self.numprocesses > 1:
+                    raise ValueError("singleton needs numprocesses of 0 or 1")
+                if key == "numprocesses" and self.singleton and value > 1:
+                    raise ValueError("a singleton watcher runs at most one process")
+                setattr(self, key, value)
+                needs_reload = needs_reload or opt.reload
+            elif key == "env":
+                self.env = dict(value)
+                needs_reload = True
+            elif key.startswith("rlimit_"):
+                self.rlimits[key[7:].lower()] = value
+                needs_reload = True
+            elif key in ("stdout_stream", "stderr_stream"):
+                setattr(self, key + "_conf", dict(value))
+                streams_changed.add(key)
+            elif key.startswith(("stdout_stream.", "stderr_stream.")):
+                which, _, sub = key.partition(".")
+                conf = dict(getattr(self, which + "_conf") or {})
+                conf[sub] = value
+                setattr(self, which + "_conf", conf)
+                streams_changed.add(which)
+            elif key == "hooks":
+                for hook_name, spec in value.items():
+                    self.hooks[hook_name] = Hook.build(hook_name, spec)
+            elif key.startswith("hooks."):
+                self.hooks[key[6:]] = Hook.build(key[6:], value)
+            self._emit("updated")
+        self._env_cache = None
+        for which in streams_changed:
+            old = getattr(self, which)
+            had_pipe = old is not None
+            setattr(self, which, self._build_stream(getattr(self, which + "_conf")))
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    old.close()
+            if not had_pipe:
+                needs_reload = True  # the running processes write nowhere we read
+        if needs_reload and self.state is not WatcherState.STOPPED:
+            await self._reload_locked(graceful=True, sequential=False)
+            return True
+        if "numprocesses" in checked:
+            await self._reconcile()
+        return False
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop the processes, the keeper and the streams; the watcher cannot be reused."""
+        await self.stop()
+        await self._tasks.close(timeout=5.0)
+        self._keeper = None
+        for stream in (self.stdout_stream, self.stderr_stream):
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+    def info(self) -> dict[int, Any]:
+        return {pid: process.info() for pid, process in self.processes.items()}
+
+    def __repr__(self) -> str:
+        return f"<Watcher {self.name} {self.state.value} {len(self.processes)}/{self.numprocesses}>"
+
+
+class _HookRefused(Exception):
+    """A before_spawn / after_spawn hook refused: the watcher stops."""
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"status {code}"
+
+
+def _stream_conf_public(conf: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if conf is None:
+        return None
+    return {k: v for k, v in conf.items() if isinstance(v, str | int | float | bool)}
+
+
+def _apply_virtualenv(env: dict[str, str], venv: str, py_ver: str | None) -> None:
+    """Put *venv*'s bin/ first on PATH and its site-packages on PYTHONPATH."""
+    version = py_ver or f"{sys.version_info.major}.{sys.version_info.minor}"
+    site = os.path.join(venv, "lib", f"python{version}", "site-packages")
+    env["VIRTUAL_ENV"] = venv
+    env["PATH"] = os.pathsep.join(
+        [os.path.join(venv, "bin"), *filter(None, [env.get("PATH", os.defpath)])]
+    )
+    paths = [site]
+    if os.path.isdir(site):
+        for entry in sorted(os.listdir(site)):
+            if entry.endswith(".pth"):
+                with contextlib.suppress(OSError), open(os.path.join(site, entry)) as fh:
+                    for line in fh:
+                        line = line.strip()
+                        if line and not line.startswith(("#", "import ")):
+                            path = os.path.join(site, line)
+                            if os.path.isdir(path):
+                                paths.append(path)
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+
+
+__all__ = ["Watcher"]
