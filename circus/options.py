@@ -16,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from circus.util.convert import to_bool, to_float, to_int, to_octal, to_signum
+from circus.util.convert import (
+    to_bool,
+    to_family,
+    to_float,
+    to_int,
+    to_octal,
+    to_signum,
+    to_socktype,
+)
 
 Converter = Callable[[Any], Any]
 
@@ -136,6 +144,8 @@ _KINDS: dict[str, tuple[Converter, Converter]] = {
     "env": (_env, _env),
     "octal": (lambda v: None if not str(v).strip() else to_octal(v),
               lambda v: None if v is None else to_octal(v)),
+    "family": (to_family, to_family),
+    "socktype": (to_socktype, to_socktype),
 }
 
 WATCHER_OPTIONS: dict[str, Option] = {
@@ -265,6 +275,27 @@ CIRCUS_OPTIONS: dict[str, Option] = {
              listed=False),
         _opt("include_dir", None, "optstr", "Directories whose *.ini files are read.",
              listed=False),
+    )
+}
+
+
+SOCKET_OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        _opt("host", "localhost", "str", "Host name or address to bind."),
+        _opt("port", 8080, "int", "TCP/UDP port to bind (0: any free port)."),
+        _opt("family", to_family("AF_INET"), "family", "AF_INET, AF_INET6 or AF_UNIX."),
+        _opt("type", to_socktype("SOCK_STREAM"), "socktype",
+             "SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, SOCK_RDM or SOCK_SEQPACKET."),
+        _opt("proto", None, "optstr", "Protocol name (getprotobyname)."),
+        _opt("backlog", 2048, "int", "Length of the listen queue."),
+        _opt("path", None, "optstr", "Path of a Unix socket (implies AF_UNIX)."),
+        _opt("umask", 8, "octal", "umask (octal) applied while a Unix socket path is bound."),
+        _opt("replace", False, "bool", "Unix socket: remove an existing file at path."),
+        _opt("blocking", False, "bool", "Leave the socket in blocking mode."),
+        _opt("so_reuseport", False, "bool",
+             "SO_REUSEPORT: each process gets its own socket bound to the address."),
+        _opt("interface", None, "optstr", "Network interface to bind to (SO_BINDTODEVICE)."),
     )
 }
 

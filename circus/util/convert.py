@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -124,3 +125,31 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f}" if unit == "" else f"{n:.2f}{unit}"
         n /= 1024
     return f"{n:.2f}T"
+
+
+def to_family(value: object) -> int:
+    """A socket address family: ``AF_INET``, ``af_inet6``, ``unix`` or a number."""
+    return _socket_constant(value, "AF_", ("AF_INET", "AF_INET6", "AF_UNIX"), "address family")
+
+
+def to_socktype(value: object) -> int:
+    """A socket type: ``SOCK_STREAM``, ``dgram``, ... or a number."""
+    known = ("SOCK_STREAM", "SOCK_DGRAM", "SOCK_RAW", "SOCK_RDM", "SOCK_SEQPACKET")
+    return _socket_constant(value, "SOCK_", known, "socket type")
+
+
+def _socket_constant(value: object, prefix: str, known: tuple[str, ...], what: str) -> int:
+    available: dict[str, int] = {
+        name: getattr(socket, name) for name in known if hasattr(socket, name)
+    }
+    if isinstance(value, int) and not isinstance(value, bool):
+        for constant in available.values():
+            if constant == value:
+                return constant
+    elif isinstance(value, str):
+        name = value.strip().upper()
+        if not name.startswith(prefix):
+            name = prefix + name
+        if name in available:
+            return available[name]
+    raise ValueError(f"expected a {what} ({', '.join(available)}), got {value!r}")
