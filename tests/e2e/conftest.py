@@ -1,0 +1,166 @@
+"""The real circusd as a subprocess, driven by circusctl, raw ZeroMQ and a PUB subscriber."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from tests.conftest import wait_until
+
+BIN = Path(sys.executable).parent
+CIRCUSD = [sys.executable, "-m", "circus.cli.circusd"]
+CIRCUSCTL = [sys.executable, "-m", "circus.cli.circusctl"]
+
+
+@dataclass
+class Daemon:
+    """A running circusd started by the ``circusd`` fixture."""
+
+    proc: subprocess.Popen[bytes]
+    dir: Path
+    ini: Path
+    endpoint: str
+    pubsub: str
+    log: Path
+    _ctx: zmq.Context[Any] = field(default_factory=zmq.Context)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ctl(self, *args: str, timeout: float = 5) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CIRCUSCTL, "--endpoint", self.endpoint, "--timeout", str(timeout), *args],
+            capture_output=True, text=True, timeout=timeout + 25,
+        )
+
+    def call(self, msg: dict[str, Any] | bytes, timeout: float = 10.0) -> dict[str, Any]:
+        """Send one message on a fresh DEALER and return the reply."""
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(self.endpoint)
+        try:
+            if isinstance(msg, dict):
+                msg = dict(msg)
+                msg.setdefault("id", uuid.uuid4().hex)
+                data = json.dumps(msg).encode()
+            else:
+                data = msg
+            sock.send(data)
+            if not sock.poll(timeout * 1000):
+                pytest.fail(f"circusd did not answer {data[:200]!r} within {timeout}s")
+            return json.loads(sock.recv())  # type: ignore[no-any-return]
+        finally:
+            sock.close()
+
+    def try_call(self, msg: dict[str, Any], timeout: float = 0.5) -> dict[str, Any] | None:
+        """Like call(), but None when there is no answer within *timeout*."""
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(self.endpoint)
+        try:
+            sock.send(json.dumps({"id": uuid.uuid4().hex, **msg}).encode())
+            if not sock.poll(timeout * 1000):
+                return None
+            return json.loads(sock.recv())  # type: ignore[no-any-return]
+        finally:
+            sock.close()
+
+    def subscribe(self, *topics: str) -> zmq.Socket[Any]:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.linger = 0
+        for topic in topics or ("",):
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        sock.connect(self.pubsub)
+        return sock
+
+    def pids(self, name: str) -> list[int]:
+        reply = self.call({"command": "list", "properties": {"name": name}})
+        return list(reply.get("pids", []))
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def recv_event(sock: zmq.Socket[Any], timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
+    if not sock.poll(timeout * 1000):
+        pytest.fail(f"no event within {timeout}s")
+    topic, body = sock.recv_multipart()
+    return topic.decode(), json.loads(body)
+
+
+def wait_event(sock: zmq.Socket[Any], predicate: Callable[[str, dict[str, Any]], bool],
+               timeout: float = 10.0) -> tuple[str, dict[str, Any]]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"the expected event did not come within {timeout}s")
+        topic, payload = recv_event(sock, remaining)
+        if predicate(topic, payload):
+            return topic, payload
+
+
+@pytest.fixture
+def circusd(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
+    """Start the real daemon on an INI body (watcher sections); stopped at teardown.
+
+    ``start(body, circus_extra="", wait=True, args=())``: the ``[circus]`` section gets ipc
+    endpoints in a short temp dir; *circus_extra* adds lines to it.
+    """
+    daemons: list[Daemon] = []
+
+    def start(body: str, circus_extra: str = "", wait: bool = True,
+              args: tuple[str, ...] = ()) -> Daemon:
+        n = len(daemons)
+        endpoint = f"ipc://{short_tmp}/c{n}"
+        pubsub = f"ipc://{short_tmp}/p{n}"
+        ini = short_tmp / f"circus{n}.ini"
+        ini.write_text(
+            f"[circus]\nendpoint = {endpoint}\npubsub_endpoint = {pubsub}\n"
+            f"{circus_extra}\n{body}"
+        )
+        log = short_tmp / f"circusd{n}.log"
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([*CIRCUSD, *args, str(ini)], stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=short_tmp, env=env)
+        daemon = Daemon(proc, short_tmp, ini, endpoint, pubsub, log)
+        daemons.append(daemon)
+        if wait:
+            def ready() -> bool:
+                if proc.poll() is not None:
+                    pytest.fail(f"circusd exited with {proc.returncode}:\n{daemon.log_text()}")
+                return os.path.exists(endpoint[6:]) and daemon.try_call(
+                    {"command": "status"}) is not None
+            wait_until(ready, what="circusd to answer", timeout=20, interval=0.05)
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        daemon.stop()
+        daemon._ctx.term()

@@ -1,0 +1,226 @@
+"""Process: real children, checked against /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from circus.process import Process
+from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ
+
+CHILD = str(Path(__file__).parent.parent / "fixtures" / "child.py")
+
+
+def _status_field(pid: int, name: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(name)
+
+
+async def _wait_for(check, what: str, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+    return result
+
+
+@pytest.fixture
+async def procs():  # type: ignore[no-untyped-def]
+    started: list[Process] = []
+    yield started
+    for p in started:
+        if p.returncode is None:
+            p.kill_group(signal.SIGKILL)
+            await asyncio.wait_for(p.wait(), 10)
+
+
+async def test_spawn_runs_the_command_with_an_empty_environment(procs: list[Process]) -> None:
+    p = Process(1, "sleep 30", name="t")
+    procs.append(p)
+    assert pid_alive(p.pid)
+    assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["sleep", "30"]
+    assert proc_environ(p.pid) == {}
+    # its own session and process group
+    assert os.getpgid(p.pid) == p.pid
+    assert os.getsid(p.pid) == p.pid
+
+
+async def test_death_is_seen_at_once_through_the_pidfd(procs: list[Process]) -> None:
+    exits: list[Process] = []
+    p = Process(1, "sleep 30", on_exit=exits.append)
+    procs.append(p)
+    start = time.monotonic()
+    os.kill(p.pid, signal.SIGKILL)
+    code = await asyncio.wait_for(p.wait(), 5)
+    assert code == -signal.SIGKILL
+    assert exits == [p]
+    # the exit is collected, not left as a zombie
+    assert not os.path.exists(f"/proc/{p.pid}") or not pid_alive(p.pid)
+    assert time.monotonic() - start < 1.0
+
+
+async def test_exit_status_is_reported(procs: list[Process]) -> None:
+    p = Process(1, f"{PYTHON} -c 'raise SystemExit(7)'")
+    procs.append(p)
+    assert await asyncio.wait_for(p.wait(), 10) == 7
+
+
+async def test_args_executable_and_working_dir(procs: list[Process], tmp_path: Path) -> None:
+    p = Process(1, "mysleeper", args=["30"], executable="/bin/sleep",
+                working_dir=str(tmp_path))
+    procs.append(p)
+    assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["mysleeper", "30"]
+    assert os.readlink(f"/proc/{p.pid}/cwd") == str(tmp_path)
+
+
+async def test_args_string_is_split_like_a_shell(procs: list[Process]) -> None:
+    p = Process(1, "sleep", args="'30'")
+    procs.append(p)
+    assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["sleep", "30"]
+
+
+async def test_shell_passes_the_command_line_as_written(procs: list[Process],
+                                                         tmp_path: Path) -> None:
+    """OPTIONS.md §10 bug 3: pipes, redirections and $VAR reach the shell intact."""
+    out = tmp_path / "out"
+    p = Process(1, f"echo $GREETING | tr a-z A-Z > {out}", shell=True,
+                env={"GREETING": "hello", "PATH": os.defpath})
+    procs.append(p)
+    assert await asyncio.wait_for(p.wait(), 10) == 0
+    assert out.read_text() == "HELLO\n"
+
+
+async def test_shell_args_become_positional_parameters(procs: list[Process],
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    p = Process(1, f'echo "$0-$1" > {out}', shell=True, shell_args="zero one",
+                env={"PATH": os.defpath})
+    procs.append(p)
+    assert await asyncio.wait_for(p.wait(), 10) == 0
+    assert out.read_text() == "zero-one\n"
+
+
+async def test_umask_and_rlimits_apply_in_the_child(procs: list[Process]) -> None:
+    p = Process(1, "sleep 30", umask=0o027, rlimits={"nofile": 100, "core": None})
+    procs.append(p)
+    assert _status_field(p.pid, "Umask") == "0027"
+    limits = Path(f"/proc/{p.pid}/limits").read_text()
+    assert any(line.startswith("Max open files") and line.split()[3:5] == ["100", "100"]
+               for line in limits.splitlines())
+    assert any(line.startswith("Max core file size") and "unlimited" in line
+               for line in limits.splitlines())
+
+
+async def test_stdin_is_dev_null_unless_asked(procs: list[Process]) -> None:
+    p = Process(1, "sleep 30")
+    procs.append(p)
+    assert os.readlink(f"/proc/{p.pid}/fd/0") == "/dev/null"
+
+
+async def test_close_child_stdout_and_stderr(procs: list[Process]) -> None:
+    p = Process(1, "sleep 30", close_child_stdout=True, close_child_stderr=True)
+    procs.append(p)
+    assert os.readlink(f"/proc/{p.pid}/fd/1") == "/dev/null"
+    assert os.readlink(f"/proc/{p.pid}/fd/2") == "/dev/null"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+async def test_uid_and_gid(procs: list[Process]) -> None:
+    nobody = pwd.getpwnam("nobody")
+    p = Process(1, "sleep 30", uid="nobody")
+    procs.append(p)
+    assert _status_field(p.pid, "Uid").split()[0] == str(nobody.pw_uid)
+    assert _status_field(p.pid, "Gid").split()[0] == str(nobody.pw_gid)
+
+
+async def test_missing_program_raises_at_spawn() -> None:
+    with pytest.raises(FileNotFoundError):
+        Process(1, "/nonexistent/program")
+
+
+async def test_output_written_just_before_exit_is_not_lost(procs: list[Process]) -> None:
+    chunks: list[bytes] = []
+    code = "import sys; sys.stdout.write(''.join(f'{i}\\n' for i in range(20000)))"
+    p = Process(1, PYTHON, args=["-c", code], pipe_stdout=True,
+                on_output=lambda proc, name, data: chunks.append(data))
+    procs.append(p)
+    assert await asyncio.wait_for(p.wait(), 10) == 0
+    lines = b"".join(chunks).decode().splitlines()
+    assert lines == [str(i) for i in range(20000)]
+
+
+async def test_stop_sends_the_signal_and_returns_the_status(procs: list[Process]) -> None:
+    sent: list[tuple[int, int]] = []
+    p = Process(1, "sleep 30")
+    procs.append(p)
+    code = await asyncio.wait_for(p.stop(signal.SIGTERM, 5, notify=lambda *a: sent.append(a)),
+                                  10)
+    assert code == -signal.SIGTERM
+    assert sent == [(p.pid, signal.SIGTERM)]
+
+
+async def test_stop_sigkills_the_group_after_graceful_timeout(procs: list[Process],
+                                                              tmp_path: Path) -> None:
+    """A child that ignores SIGTERM, and the grandchild it started, are both killed."""
+    pidfile = tmp_path / "pids"
+    p = Process(1, PYTHON, args=[CHILD, "--ignore-term", "--spawn-child",
+                                 "--pidfile", str(pidfile)])
+    procs.append(p)
+    text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
+    grandchild = int(text.split()[1])
+    start = time.monotonic()
+    status = await asyncio.wait_for(p.stop(signal.SIGTERM, 0.5), 10)
+    elapsed = time.monotonic() - start
+    assert status == -signal.SIGKILL
+    assert 0.4 < elapsed < 5
+    await _wait_for(lambda: not pid_alive(grandchild), "the grandchild to die")
+
+
+async def test_stop_cleans_up_what_the_process_left_in_its_group(procs: list[Process],
+                                                                 tmp_path: Path) -> None:
+    """The main process exits on SIGTERM but its child ignores it: the child goes too."""
+    pidfile = tmp_path / "pids"
+    p = Process(1, PYTHON, args=[CHILD, "--spawn-child", "--child-ignores-term",
+                                 "--pidfile", str(pidfile)])
+    procs.append(p)
+    text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
+    grandchild = int(text.split()[1])
+    await asyncio.wait_for(p.stop(signal.SIGTERM, 1.0), 10)
+    await _wait_for(lambda: not pid_alive(grandchild), "the grandchild to die", timeout=5)
+
+
+async def test_signal_children(procs: list[Process], tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    record = tmp_path / "record"
+    p = Process(1, PYTHON, args=[CHILD, "--spawn-child", "--child-record", str(record),
+                                 "--child-pidfile", str(pidfile)])
+    procs.append(p)
+    text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
+    grandchild = int(text.split()[0])
+    p.send_signal_children(signal.SIGUSR1)
+    await _wait_for(record.exists, "the child to get SIGUSR1")
+    assert record.read_text().split()[:2] == [str(grandchild), "SIGUSR1"]
+
+
+async def test_info_reports_the_process(procs: list[Process]) -> None:
+    p = Process(3, "sleep 30")
+    procs.append(p)
+    info = p.info()
+    assert isinstance(info, dict)
+    assert info["pid"] == p.pid
+    assert info["wid"] == 3
+    assert info["cmdline"] == "sleep"
+    assert set(info) >= {"cpu", "mem", "mem_info1", "mem_info2", "ctime", "username", "nice",
+                         "age", "started", "children"}
+    os.kill(p.pid, signal.SIGKILL)
+    await p.wait()
+    assert p.info() == "No such process (stopped?)"
