@@ -1,0 +1,375 @@
+"""Watcher: real children, the events it publishes, and every process option."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from circus.states import WatcherState
+from circus.watcher import Watcher
+from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ
+
+CHILD = str(Path(__file__).parent.parent / "fixtures" / "child.py")
+
+
+class Events:
+    """Collects what a watcher publishes."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, topic: str, payload: dict[str, Any]) -> None:
+        self.items.append((topic, payload))
+
+    def names(self) -> list[str]:
+        return [topic.rsplit(".", 1)[1] for topic, _ in self.items]
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [p for t, p in self.items if t.endswith("." + name)]
+
+
+async def until(check: Any, what: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+    return result
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Any]:
+    made: list[Watcher] = []
+
+    def factory(name: str = "w", cmd: str = "sleep 3600", **kw: Any) -> tuple[Watcher, Events]:
+        events = Events()
+        kw.setdefault("graceful_timeout", 5)
+        watcher = Watcher(name, cmd, publish=events, **kw)
+        made.append(watcher)
+        return watcher, events
+
+    yield factory
+    for watcher in made:
+        await asyncio.wait_for(watcher.close(), 30)
+
+
+async def test_start_spawns_numprocesses_and_publishes(make: Any) -> None:
+    w, ev = make(numprocesses=3)
+    result = await w.start()
+    assert w.state is WatcherState.ACTIVE
+    assert len(result["started"]) == 3 and result["kept"] == []
+    assert all(pid_alive(p) for p in w.pids)
+    assert ev.names() == ["spawn", "spawn", "spawn", "start"]
+    assert ev.items[0][0] == "watcher.w.spawn"
+    assert {p["process_pid"] for p in ev.of("spawn")} == set(w.pids)
+
+
+async def test_a_dead_process_is_replaced_at_once(make: Any) -> None:
+    w, ev = make(numprocesses=2)
+    await w.start()
+    victim = w.pids[0]
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    await until(lambda: victim not in w.pids and len(w.pids) == 2, "a replacement")
+    # pidfd: no check_delay polling involved, the replacement comes within milliseconds
+    assert time.monotonic() - killed_at < 0.5
+    reap = ev.of("reap")[-1]
+    assert reap["process_pid"] == victim and reap["exit_code"] == -signal.SIGKILL
+    assert ev.names()[-2:] == ["reap", "spawn"]
+
+
+async def test_stop_sends_stop_signal_and_publishes(make: Any) -> None:
+    w, ev = make(numprocesses=2)
+    await w.start()
+    pids = w.pids
+    await w.stop()
+    assert w.state is WatcherState.STOPPED
+    assert not any(pid_alive(p) for p in pids)
+    assert sorted(p["process_pid"] for p in ev.of("kill")) == sorted(pids)
+    assert sorted(p["exit_code"] for p in ev.of("reap")) == [-signal.SIGTERM] * 2
+    assert ev.names()[-1] == "stop"
+
+
+async def test_stop_signal_is_the_one_sent(make: Any, tmp_path: Path) -> None:
+    """With stop_signal = INT, a child that ignores SIGTERM still stops at once."""
+    pidfile = tmp_path / "pid"
+    w, ev = make(cmd=f"{PYTHON} {CHILD} --ignore-term --pidfile {pidfile}",
+                 graceful_timeout=10, stop_signal="INT")
+    await w.start()
+    await until(pidfile.exists, "the child to be ready")
+    start = time.monotonic()
+    await w.stop()
+    assert time.monotonic() - start < 5
+    # Python ends an unhandled KeyboardInterrupt by dying of SIGINT
+    assert ev.of("reap")[0]["exit_code"] == -signal.SIGINT
+
+
+async def test_a_stop_signal_ignored_leads_to_sigkill(make: Any, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    w, ev = make(cmd=f"{PYTHON} {CHILD} --ignore-term --pidfile {pidfile}",
+                 graceful_timeout=0.3)
+    await w.start()
+    await until(pidfile.exists, "the child to be ready")
+    await w.stop()
+    assert ev.of("reap")[0]["exit_code"] == -signal.SIGKILL
+    # a kill event for SIGTERM, then one for the SIGKILL
+    assert len(ev.of("kill")) == 2
+
+
+async def test_stop_children(make: Any, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    record = tmp_path / "record"
+    w, _ = make(cmd=f"{PYTHON} {CHILD} --spawn-child --child-record {record} "
+                    f"--child-pidfile {pidfile}", stop_children=True)
+    await w.start()
+    grandchild = int((await until(lambda: pidfile.exists() and pidfile.read_text(),
+                                  "the grandchild")).split()[0])
+    await w.stop()
+    assert f"{grandchild} SIGTERM" in record.read_text()
+
+
+async def test_respawn_false_stops_the_watcher_when_all_are_gone(make: Any) -> None:
+    w, ev = make(cmd=f"{PYTHON} -c pass", numprocesses=2, respawn=False)
+    await w.start()
+    await until(lambda: w.state is WatcherState.STOPPED, "the watcher to stop")
+    assert w.pids == []
+    assert ev.names().count("spawn") == 2
+    assert ev.names()[-1] == "stop"
+
+
+async def test_max_retry_stops_a_watcher_that_cannot_spawn(make: Any) -> None:
+    w, ev = make(cmd="/nonexistent/program", max_retry=2)
+    await w.start()
+    await until(lambda: w.state is WatcherState.STOPPED, "the watcher to give up")
+    assert w.pids == []
+    assert "spawn" not in ev.names()
+
+
+async def test_max_retry_zero_still_makes_one_attempt(make: Any, tmp_path: Path) -> None:
+    """OPTIONS.md §10 bug 18: max_retry = 0 means no *retry*, not no attempt."""
+    w, _ = make(max_retry=0)
+    await w.start()
+    assert w.state is WatcherState.ACTIVE and len(w.pids) == 1
+
+
+async def test_crash_loop_backs_off(make: Any) -> None:
+    """A command that exits at once is respawned with growing delays, not in a tight loop."""
+    w, ev = make(cmd=f"{PYTHON} -c pass")
+    await w.start()
+    await asyncio.sleep(1.5)
+    spawns = ev.names().count("spawn")
+    assert 3 <= spawns <= 12
+
+
+async def test_incr_decr_stop_the_oldest(make: Any) -> None:
+    w, ev = make(numprocesses=2)
+    await w.start()
+    first = w.pids
+    assert await w.incr(2) == 4
+    assert len(w.pids) == 4
+    assert await w.decr(3) == 1
+    assert len(w.pids) == 1
+    assert w.pids[0] not in first  # the two oldest went first
+    assert not any(pid_alive(p) for p in first)
+
+
+async def test_singleton_never_grows(make: Any) -> None:
+    w, _ = make(singleton=True)
+    await w.start()
+    assert await w.incr(3) == 1
+    assert len(w.pids) == 1
+    with pytest.raises(ValueError):
+        Watcher("s", "sleep 1", singleton=True, numprocesses=2)
+
+
+async def test_graceful_reload_starts_new_processes_before_stopping_old(make: Any) -> None:
+    w, ev = make(numprocesses=3)
+    await w.start()
+    old = set(w.pids)
+    ev.items.clear()
+    result = await w.reload()
+    assert set(result["stopped"]) == old
+    assert set(w.pids) == set(result["started"]) and not (set(w.pids) & old)
+    names = ev.names()
+    # every new process was spawned before the first old one was signalled
+    assert names[:3] == ["spawn", "spawn", "spawn"]
+    assert names.index("kill") == 3
+    assert names[-1] == "reload"
+
+
+async def test_sequential_reload_replaces_one_at_a_time(make: Any) -> None:
+    w, ev = make(numprocesses=2)
+    await w.start()
+    ev.items.clear()
+    await w.reload(sequential=True)
+    names = [n for n in ev.names() if n in ("kill", "spawn")]
+    assert names == ["kill", "spawn", "kill", "spawn"]
+
+
+async def test_send_hup_reload_keeps_the_pids(make: Any, tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    pidfile = tmp_path / "pid"
+    w, _ = make(cmd=f"{PYTHON} {CHILD} --record {record} --pidfile {pidfile}", send_hup=True)
+    await w.start()
+    await until(pidfile.exists, "the child to be ready")
+    pids = w.pids
+    result = await w.reload()
+    assert w.pids == pids and result["kept"] == pids
+    await until(lambda: record.exists() and "SIGHUP" in record.read_text(), "SIGHUP")
+
+
+async def test_warmup_delay_spaces_the_spawns(make: Any) -> None:
+    w, ev = make(numprocesses=3, warmup_delay=0.2)
+    await w.start()
+    times = [p["time"] for p in ev.of("spawn")]
+    assert times[1] - times[0] >= 0.18 and times[2] - times[1] >= 0.18
+
+
+async def test_wid_substitution_in_cmd_and_args(make: Any) -> None:
+    w, _ = make(cmd="sleep 36$(circus.wid)0", args="$WID", numprocesses=2)
+    await w.start()
+    cmdlines = sorted([proc_cmdline(p) for p in w.pids])
+    await until(lambda: all(proc_cmdline(p) for p in w.pids), "exec")
+    cmdlines = sorted(proc_cmdline(p) for p in w.pids)
+    assert cmdlines == [["sleep", "3610", "1"], ["sleep", "3620", "2"]]
+
+
+async def test_wids_are_reused(make: Any) -> None:
+    w, _ = make(numprocesses=3)
+    await w.start()
+    victim = next(p for p in w.processes.values() if p.wid == 2)
+    os.kill(victim.pid, signal.SIGKILL)
+    await until(lambda: victim.pid not in w.pids and len(w.pids) == 3, "a replacement")
+    assert sorted(p.wid for p in w.processes.values()) == [1, 2, 3]
+
+
+async def test_env_copy_env_and_copy_path(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIRCUS_TEST_MARK", "inherited")
+    w, _ = make(name="bare", env={"A": "1"})
+    w2, _ = make(name="copied", env={"A": "2"}, copy_env=True, copy_path=True)
+    await w.start()
+    await w2.start()
+    await until(lambda: proc_cmdline(w.pids[0]) and proc_cmdline(w2.pids[0]), "exec")
+    assert proc_environ(w.pids[0]) == {"A": "1"}
+    env2 = proc_environ(w2.pids[0])
+    assert env2["A"] == "2" and env2["CIRCUS_TEST_MARK"] == "inherited"
+    assert env2["PYTHONPATH"].split(os.pathsep) == [p for p in sys.path if p]
+
+
+async def test_copy_path_beats_an_inherited_pythonpath(make: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """OPTIONS.md §10 bug 13: copy_path is not overridden by circusd's own PYTHONPATH."""
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    w, _ = make(copy_env=True, copy_path=True)
+    await w.start()
+    await until(lambda: proc_cmdline(w.pids[0]), "exec")
+    assert proc_environ(w.pids[0])["PYTHONPATH"] != "/somewhere/else"
+
+
+async def test_virtualenv(make: Any, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
+        "site-packages"
+    site.mkdir(parents=True)
+    (venv / "bin").mkdir()
+    w, _ = make(virtualenv=str(venv), copy_env=True)
+    await w.start()
+    await until(lambda: proc_cmdline(w.pids[0]), "exec")
+    env = proc_environ(w.pids[0])
+    assert env["PATH"].split(os.pathsep)[0] == str(venv / "bin")
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(site)
+    assert env["VIRTUAL_ENV"] == str(venv)
+
+
+async def test_max_age_recycles_processes(make: Any) -> None:
+    w, ev = make(max_age=1, max_age_variance=0)
+    await w.start()
+    first = w.pids[0]
+    await until(lambda: first not in w.pids and len(w.pids) == 1, "a recycle", timeout=5)
+    assert ev.of("reap")[0]["process_pid"] == first
+
+
+async def test_streams_receive_output(make: Any) -> None:
+    from circus.streams import QueueStream
+
+    out = QueueStream()
+    w, _ = make(cmd=f"{PYTHON} {CHILD} --print 100 --exit 0", respawn=False,
+                stdout_stream={"stream": out})
+    await w.start()
+    await until(lambda: w.state is WatcherState.STOPPED, "the process to finish")
+    data = b""
+    while not out.queue.empty():
+        data += out.queue.get()["data"]
+    assert data.decode().splitlines() == [str(i) for i in range(100)]
+
+
+async def test_kill_one_process_respawns_it(make: Any) -> None:
+    w, ev = make(numprocesses=2)
+    await w.start()
+    victim = w.pids[0]
+    await w.kill(victim)
+    await until(lambda: victim not in w.pids and len(w.pids) == 2, "a replacement")
+    assert w.state is WatcherState.ACTIVE
+
+
+async def test_send_signal(make: Any, tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    pidfile = tmp_path / "pid"
+    w, _ = make(cmd=f"{PYTHON} {CHILD} --record {record} --pidfile {pidfile}")
+    await w.start()
+    await until(pidfile.exists, "the child to be ready")
+    w.send_signal(signal.SIGUSR2)
+    await until(lambda: record.exists() and "SIGUSR2" in record.read_text(), "SIGUSR2")
+
+
+async def test_hooks_before_start_refusal_keeps_it_stopped(make: Any) -> None:
+    calls: list[str] = []
+
+    def refuse(**kw: Any) -> bool:
+        calls.append(kw["hook_name"])
+        return False
+
+    w, ev = make(hooks={"before_start": refuse})
+    await w.start()
+    assert calls == ["before_start"]
+    assert w.state is WatcherState.STOPPED and w.pids == []
+    assert "hook_success" in ev.names()
+
+
+async def test_after_spawn_and_reap_hooks_get_their_arguments(make: Any) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def hook(**kw: Any) -> bool:
+        seen.append((kw["hook_name"], kw))
+        return True
+
+    w, _ = make(hooks={"after_spawn": hook, "after_reap": hook})
+    await w.start()
+    pid = w.pids[0]
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: any(n == "after_reap" for n, _ in seen), "after_reap")
+    after_spawn = next(kw for n, kw in seen if n == "after_spawn")
+    assert after_spawn["pid"] == pid and after_spawn["watcher"] is w
+    after_reap = next(kw for n, kw in seen if n == "after_reap")
+    assert after_reap["process_pid"] == pid and after_reap["exit_code"] == -signal.SIGKILL
+
+
+async def test_set_options_live_and_with_reload(make: Any) -> None:
+    w, ev = make(numprocesses=1)
+    await w.start()
+    old = w.pids
+    assert await w.set_options({"graceful_timeout": 3.0}) is False
+    assert w.pids == old and w.graceful_timeout == 3.0
+    assert await w.set_options({"env": {"NEW": "1"}}) is True
+    assert w.pids != old
+    await until(lambda: proc_cmdline(w.pids[0]), "exec")
+    assert proc_environ(w.pids[0]) == {"NEW": "1"}
+    assert ev.names().count("updated") == 2
