@@ -24,19 +24,18 @@ class TaskOwner:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run *coro* as a task owned here; an exception it raises is logged, not lost."""
-        task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
 
-    async def _guard(self, coro: Coroutine[Any, Any, Any], name: str) -> Any:
-        try:
-            return await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: task %s failed", self.name, name)
-            return None
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s: task %s failed", self.name, task.get_name(), exc_info=exc)
 
     def __len__(self) -> int:
         return len(self._tasks)
