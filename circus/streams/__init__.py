@@ -1,0 +1,43 @@
+"""Streams: where the output of a watcher's processes goes.
+
+::
+
+    child pipe ──(process.py reads)──▶ stream({"data": b"...", "pid": 42, "name": "stdout"})
+                                          │
+    build_stream(conf) picks the class ───┤ FileStream                  append, rotate by size
+    from the stdout_stream.* keys         │ WatchedFileStream           reopen after logrotate
+                                          │ TimedRotatingFileStream     rotate by time
+                                          │ StdoutStream                circusd's stdout, raw
+                                          │ FancyStdoutStream           same, lines in colour
+                                          │ SyslogStream                a syslog message a line
+                                          │ QueueStream                 in memory
+                                          ▼
+                                       close() when the watcher drops the stream
+
+A stream is shared by all processes of its watcher, so the classes that work on lines hold
+partial lines per (pid, stream name). :class:`~circus.streams.ring.OutputRing` keeps the last
+lines in memory for a ``tail`` command.
+"""
+
+from circus.streams.base import Stream, StreamConfigError
+from circus.streams.build import BUILTIN_STREAMS, build_stream
+from circus.streams.console import FancyStdoutStream, StdoutStream
+from circus.streams.files import FileStream, TimedRotatingFileStream, WatchedFileStream
+from circus.streams.memory import QueueStream
+from circus.streams.ring import OutputRing
+from circus.streams.syslog import SyslogStream
+
+__all__ = [
+    "BUILTIN_STREAMS",
+    "FancyStdoutStream",
+    "FileStream",
+    "OutputRing",
+    "QueueStream",
+    "Stream",
+    "StreamConfigError",
+    "StdoutStream",
+    "SyslogStream",
+    "TimedRotatingFileStream",
+    "WatchedFileStream",
+    "build_stream",
+]
