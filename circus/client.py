@@ -1,15 +1,22 @@
 """Clients of the control socket: :class:`CircusClient` (blocking) and
 :class:`AsyncCircusClient` (asyncio), both with Circus's API (``call``, ``send_message``).
 
-A reply is matched to its request by ``id``; replies to other requests (for example a
-timed-out earlier call) are discarded.
+Each client owns one DEALER socket with a random identity. A reply is matched to its
+request by ``id`` (PROTOCOL.md §2), so a late reply to a call that timed out is discarded,
+and an :class:`AsyncCircusClient` can have many calls in flight at once.
+
+A call that gets no answer within ``timeout`` raises :class:`TimedOut`, or
+:class:`Unreachable` when nothing listens on the endpoint; both are
+:class:`~circus.errors.CallError`. An error *reply* is returned like any other reply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlparse
@@ -20,13 +27,16 @@ import zmq.asyncio
 from circus.errors import CallError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+DEFAULT_ENDPOINT_SUB = "tcp://127.0.0.1:5556"
+
+Message = dict[str, Any]
 
 
-def make_message(command: str, **props: Any) -> dict[str, Any]:
+def make_message(command: str, **props: Any) -> Message:
     return {"command": command, "properties": props}
 
 
-def cast_message(command: str, **props: Any) -> dict[str, Any]:
+def cast_message(command: str, **props: Any) -> Message:
     return {"command": command, "msg_type": "cast", "properties": props}
 
 
@@ -57,26 +67,61 @@ def endpoint_reachable(endpoint: str) -> bool:
         try:
             with socket.create_connection((url.hostname or "127.0.0.1", url.port or 0), 1.0):
                 return True
-        except OSError:
+        except (OSError, ValueError):
             return False
     return True
 
 
-def _timeout_error(endpoint: str) -> CallError:
+def timeout_error(endpoint: str, timeout: float) -> CallError:
+    """The error for a call to *endpoint* that got no answer within *timeout* seconds."""
     if not endpoint_reachable(endpoint):
-        return Unreachable(f"cannot reach circusd at {endpoint}")
-    return TimedOut(f"Timed out: circusd at {endpoint} did not answer")
+        return Unreachable(f"cannot reach circusd at {endpoint}: nothing listens there")
+    return TimedOut(f"Timed out: circusd at {endpoint} did not answer within {timeout:g}s")
+
+
+def _prepare(cmd: Message | str | bytes) -> tuple[Message, bytes]:
+    msg = json.loads(cmd) if isinstance(cmd, str | bytes) else dict(cmd)
+    if not isinstance(msg, dict):
+        raise CallError(f"a message is a JSON object, got {msg!r}")
+    msg.setdefault("id", uuid.uuid4().hex)
+    return msg, json.dumps(msg).encode()
+
+
+def _parse(data: bytes) -> Message | None:
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        return None
+    return reply if isinstance(reply, dict) else None
+
+
+def _key(msg_id: Any) -> str:
+    return json.dumps(msg_id, sort_keys=True)
+
+
+def _check_ssh(ssh_server: str | None) -> None:
+    if ssh_server:
+        raise CallError("SSH tunnels are not supported: forward the endpoint with ssh -L")
 
 
 class CircusClient:
-    """Blocking client: ``CircusClient(endpoint).call({"command": "list"})``."""
+    """Blocking client: ``CircusClient(endpoint=...).call({"command": "list"})``.
+
+    Args:
+        context: a ``zmq.Context`` to use (default: a new one, terminated by ``stop()``).
+        endpoint: the daemon's control endpoint.
+        timeout: seconds to wait for each reply.
+    """
 
     def __init__(
         self,
         context: zmq.Context[Any] | None = None,
         endpoint: str = DEFAULT_ENDPOINT,
         timeout: float = 5.0,
+        ssh_server: str | None = None,
+        ssh_keyfile: str | None = None,
     ) -> None:
+        _check_ssh(ssh_server)
         self.endpoint = endpoint
         self.timeout = timeout
         self._own = context is None
@@ -85,32 +130,40 @@ class CircusClient:
         self.socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
         self.socket.linger = 0
         self.socket.connect(endpoint)
+        self._poller = zmq.Poller()
+        self._poller.register(self.socket, zmq.POLLIN)
 
-    def send_message(self, command: str, **props: Any) -> dict[str, Any]:
+    def send_message(self, command: str, **props: Any) -> Message:
+        """``call`` of ``{"command": command, "properties": props}``."""
         return self.call(make_message(command, **props))
 
-    def call(self, cmd: dict[str, Any] | str) -> dict[str, Any]:
-        """Send *cmd* and return the reply. Raises CallError on timeout."""
-        msg = json.loads(cmd) if isinstance(cmd, str) else dict(cmd)
-        msg_id = msg.setdefault("id", uuid.uuid4().hex)
-        self.socket.send(json.dumps(msg).encode())
+    def call(self, cmd: Message | str) -> Message:
+        """Send *cmd* (a dict or its JSON) and return the reply.
+
+        A cast (``"msg_type": "cast"``) is only sent; the result is ``{"status": "ok"}``.
+
+        Raises:
+            TimedOut, Unreachable: no reply within ``timeout``.
+        """
+        msg, data = _prepare(cmd)
+        try:
+            self.socket.send(data)
+        except zmq.ZMQError as exc:
+            raise CallError(f"cannot send to {self.endpoint}: {exc}") from exc
         if msg.get("msg_type") == "cast":
             return {"status": "ok"}
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        import time
-
         deadline = time.monotonic() + self.timeout
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not poller.poll(remaining * 1000):
-                raise _timeout_error(self.endpoint)
-            reply = json.loads(self.socket.recv())
-            if reply.get("id") == msg_id:
-                return reply  # type: ignore[no-any-return]
+            if remaining <= 0 or not self._poller.poll(max(int(remaining * 1000), 1)):
+                raise timeout_error(self.endpoint, self.timeout)
+            reply = _parse(self.socket.recv())
+            if reply is not None and reply.get("id") == msg["id"]:
+                return reply
 
     def stop(self) -> None:
-        self.socket.close(linger=0)
+        if not self.socket.closed:
+            self.socket.close(linger=0)
         if self._own:
             self.context.term()
 
@@ -124,7 +177,11 @@ class CircusClient:
 
 
 class AsyncCircusClient:
-    """asyncio client: ``await AsyncCircusClient(endpoint).call({...})``."""
+    """asyncio client: ``await AsyncCircusClient(endpoint=...).call({...})``.
+
+    Calls may run concurrently on one client: whichever call is receiving hands each
+    reply to the call it belongs to.
+    """
 
     def __init__(
         self,
@@ -140,31 +197,53 @@ class AsyncCircusClient:
         self.socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
         self.socket.linger = 0
         self.socket.connect(endpoint)
+        self._pending: dict[str, asyncio.Future[Message]] = {}  # by JSON of the id
+        self._receiving: asyncio.Lock | None = None
 
-    async def send_message(self, command: str, **props: Any) -> dict[str, Any]:
+    async def send_message(self, command: str, **props: Any) -> Message:
         return await self.call(make_message(command, **props))
 
-    async def call(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        import asyncio
+    async def cast(self, command: str, **props: Any) -> None:
+        """Send a command without waiting for (or getting) a reply."""
+        await self.call(cast_message(command, **props))
 
-        msg = dict(cmd)
-        msg_id = msg.setdefault("id", uuid.uuid4().hex)
-        await self.socket.send(json.dumps(msg).encode())
+    async def call(self, cmd: Message | str) -> Message:
+        """Send *cmd* and return its reply. Raises TimedOut or Unreachable."""
+        msg, data = _prepare(cmd)
         if msg.get("msg_type") == "cast":
+            await self.socket.send(data)
             return {"status": "ok"}
+        if self._receiving is None:
+            self._receiving = asyncio.Lock()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        key = _key(msg["id"])
+        self._pending[key] = future
         try:
+            await self.socket.send(data)
             async with asyncio.timeout(self.timeout):
-                while True:
-                    reply = json.loads(await self.socket.recv())
-                    if reply.get("id") == msg_id:
-                        return reply  # type: ignore[no-any-return]
+                while not future.done():
+                    async with self._receiving:
+                        if future.done():
+                            break
+                        reply = _parse(await self.socket.recv())
+                    if reply is None:
+                        continue
+                    waiter = self._pending.get(_key(reply.get("id")))
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(reply)
+            return future.result()
         except TimeoutError:
-            raise _timeout_error(self.endpoint) from None
+            raise timeout_error(self.endpoint, self.timeout) from None
+        finally:
+            self._pending.pop(key, None)
 
     def close(self) -> None:
-        self.socket.close(linger=0)
+        if not self.socket.closed:
+            self.socket.close(linger=0)
         if self._own:
             self.context.term()
+
+    stop = close
 
     async def __aenter__(self) -> AsyncCircusClient:
         return self

@@ -11,9 +11,9 @@ import json
 import textwrap
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from circus.errors import ArgumentError, Errno, MessageError, NotFoundError
 from circus.util.convert import to_signum
@@ -68,6 +68,27 @@ class Flag:
     convert: Any = None
 
 
+class Scope(NamedTuple):
+    """What a command changes: every watcher, or the watchers named (lower-cased).
+
+    Commands whose scopes overlap run one after the other, in the order they arrived.
+    """
+
+    everything: bool
+    names: frozenset[str]
+
+    @classmethod
+    def all(cls) -> Scope:
+        return cls(True, frozenset())
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> Scope:
+        return cls(False, frozenset(n.lower() for n in names))
+
+    def overlaps(self, other: Scope) -> bool:
+        return self.everything or other.everything or bool(self.names & other.names)
+
+
 WAITING = Flag("waiting", "reply once the operation has finished")
 MATCH = Flag("match", "how NAME selects watchers", True, "glob", ("simple", "glob", "regex"))
 
@@ -79,6 +100,7 @@ class Command:
     required: ClassVar[tuple[str, ...]] = ()
     flags: ClassVar[tuple[Flag, ...]] = ()
     waitable: ClassVar[bool] = False  # without `waiting`, reply at once and run in background
+    usage: ClassVar[str] = ""  # circusctl synopsis, for errors and completion
     desc: ClassVar[str] = ""
     short: ClassVar[str] = ""
 
@@ -110,6 +132,20 @@ class Command:
             if key not in props:
                 raise MessageError(f"message invalid {key!r} is missing")
 
+    def scope(self, arbiter: Arbiter, props: Props) -> Scope | None:
+        """The watchers this command changes (None: it changes nothing and is not queued).
+
+        Called after :meth:`validate`, in arrival order.
+        """
+        return None
+
+    def admitted(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        """Called once the command is validated and queued, before it runs.
+
+        A waitable command sent without ``waiting`` is answered at once with these fields.
+        """
+        return None
+
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
         raise NotImplementedError
 
@@ -121,6 +157,16 @@ class Command:
         if not isinstance(name, str):
             raise MessageError(f"'name' should be a string, got {name!r}")
         return arbiter.get_watcher(name)
+
+    @staticmethod
+    def str_prop(props: Props, key: str, default: str | None = None) -> str | None:
+        """A string property (None when absent and no default)."""
+        value = props.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise MessageError(f"{key!r} should be a string, got {value!r}")
+        return value
 
     @staticmethod
     def int_prop(props: Props, key: str, default: int | None = None, minimum: int | None = None
@@ -216,6 +262,22 @@ def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> tuple[list[str], 
             positional.append(arg)
         i += 1
     return positional, opts
+
+
+def format_value(value: Any) -> str:
+    """A option value as circusctl prints it: ``None`` empty, mappings as ``K=V,K2=V2``."""
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={format_value(v)}" for k, v in sorted(value.items()))
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def format_options(options: Mapping[str, Any]) -> str:
+    """``key: value`` lines, sorted by key."""
+    return "\n".join(f"{key}: {format_value(value)}" for key, value in sorted(options.items()))
 
 
 def dumps(reply: Reply) -> str:

@@ -11,7 +11,8 @@ class DecrProc(IncrProc):
     ==============================================
 
     Stops ``<nb>`` processes (default 1) of the watcher, the oldest first. A singleton
-    watcher is left unchanged. The reply always carries the new target.
+    watcher is left unchanged. The reply always carries the new target, also without
+    ``--waiting``; with ``--waiting`` it is sent once the processes have stopped.
 
     ZMQ Message
     -----------
@@ -31,4 +32,5 @@ class DecrProc(IncrProc):
     """
 
     name = "decr"
+    usage = "decr <name> [<nb>] [--waiting]"
     sign = -1

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
-from circus.commands.base import WAITING, Command, Props, Reply, make_message
+from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
     from circus.arbiter import Arbiter
+    from circus.watcher import Watcher
+
+# incr/decr admitted but not yet run, per watcher: their target is what the reply reports
+# when the command is answered before it runs (no `waiting`).
+_PENDING: weakref.WeakKeyDictionary[Watcher, list[int]] = weakref.WeakKeyDictionary()
 
 
 class IncrProc(Command):
@@ -17,7 +23,8 @@ class IncrProc(Command):
     ==============================================
 
     Adds ``<nb>`` processes (default 1) to the watcher. A singleton watcher is left
-    unchanged. The reply always carries the new target.
+    unchanged. The reply always carries the new target, also without ``--waiting``;
+    with ``--waiting`` it is sent once the processes have started.
 
     ZMQ Message
     -----------
@@ -26,7 +33,8 @@ class IncrProc(Command):
 
         {"command": "incr", "properties": {"name": "<name>", "nb": <nb>, "waiting": false}}
 
-    Response: ``{"status": "ok", "numprocesses": <n>}``.
+    Response: ``{"status": "ok", "numprocesses": <n>}``; for a singleton watcher
+    ``{"status": "ok", "numprocesses": <n>, "singleton": true}``.
 
     Command line
     ------------
@@ -37,13 +45,15 @@ class IncrProc(Command):
     """
 
     name = "incr"
+    usage = "incr <name> [<nb>] [--waiting]"
     required = ("name",)
     flags = (WAITING,)
+    waitable = True
     sign = 1
 
     def message(self, *args: str, **opts: Any) -> Props:
         if len(args) not in (1, 2):
-            raise ArgumentError(f"usage: {self.name} <name> [<nb>] [--waiting]")
+            raise ArgumentError(f"usage: {self.usage}")
         props: dict[str, Any] = {"name": args[0], **opts}
         if len(args) == 2:
             try:
@@ -56,18 +66,36 @@ class IncrProc(Command):
         super().validate(arbiter, props)
         self.watcher(arbiter, props)
         self.int_prop(props, "nb", default=1, minimum=0)
+        self.bool_prop(props, "waiting")
+
+    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+        return Scope.of([self.watcher(arbiter, props).name])
+
+    def _delta(self, props: Props) -> int:
+        return self.sign * self.int_prop(props, "nb", default=1, minimum=0)
+
+    def admitted(self, arbiter: Arbiter, props: Props) -> Reply:
+        watcher = self.watcher(arbiter, props)
+        if watcher.singleton:
+            return {"numprocesses": watcher.numprocesses, "singleton": True}
+        pending = _PENDING.setdefault(watcher, [])
+        target = watcher.numprocesses
+        for delta in pending:
+            target = max(target + delta, 0)
+        delta = self._delta(props)
+        pending.append(delta)
+        return {"numprocesses": max(target + delta, 0)}
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
         watcher = self.watcher(arbiter, props)
         if watcher.singleton:
             return {"numprocesses": watcher.numprocesses, "singleton": True}
-        nb = self.int_prop(props, "nb", default=1, minimum=0)
-        target = max(watcher.numprocesses + self.sign * nb, 0)
-        if self.bool_prop(props, "waiting"):
-            return {"numprocesses": await watcher.set_numprocesses(target)}
-        # Reply with the new target at once; the processes follow in the background.
-        arbiter.background(watcher.set_numprocesses(target), name=f"{self.name}-{watcher.name}")
-        return {"numprocesses": target}
+        delta = self._delta(props)
+        pending = _PENDING.get(watcher)
+        if pending and delta in pending:
+            pending.remove(delta)
+        target = max(watcher.numprocesses + delta, 0)
+        return {"numprocesses": await watcher.set_numprocesses(target)}
 
     def console_msg(self, reply: Reply) -> str:
         if reply.get("status") == "error":

@@ -34,12 +34,17 @@ class ListPids(Command):
     """
 
     name = "listpids"
+    usage = "listpids <name>"
     required = ("name",)
 
     def message(self, *args: str, **opts: Any) -> Props:
         if len(args) != 1:
-            raise ArgumentError("usage: listpids <name>")
+            raise ArgumentError(f"usage: {self.usage}")
         return make_message(self.name, name=args[0])
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        self.watcher(arbiter, props)
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
         return {"pids": sorted(self.watcher(arbiter, props).pids)}

@@ -37,12 +37,18 @@ class NumProcesses(Command):
     """
 
     name = "numprocesses"
+    usage = "numprocesses [<name>]"
 
     def message(self, *args: str, **opts: Any) -> Props:
         if len(args) > 1:
-            raise ArgumentError("usage: numprocesses [<name>]")
+            raise ArgumentError(f"usage: {self.usage}")
         props = {"name": args[0]} if args else {}
         return make_message(self.name, **props)
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        if "name" in props:
+            self.watcher(arbiter, props)
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
         if "name" in props:

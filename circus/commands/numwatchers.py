@@ -33,6 +33,7 @@ class NumWatchers(Command):
     """
 
     name = "numwatchers"
+    usage = "numwatchers"
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
         return {"numwatchers": arbiter.numwatchers()}

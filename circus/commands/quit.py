@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from circus.commands.base import WAITING, Command, Props, Reply
 
@@ -37,10 +37,12 @@ class Quit(Command):
     """
 
     name = "quit"
+    usage = "quit [--waiting]"
     flags = (WAITING,)
 
-    def message(self, *args: str, **opts: Any) -> Props:
-        return super().message(*args, **opts)
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        self.bool_prop(props, "waiting")
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
         arbiter.request_quit()

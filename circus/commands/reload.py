@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from circus.commands.base import WAITING, Command, Flag, Props, Reply, make_message
+from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class Reload(Command):
     """
 
     name = "reload"
+    usage = "reload [<name>] [--terminate] [--waiting] [--sequential]"
     flags = (
         WAITING,
         Flag("terminate", "stop the processes at once (a restart)"),
@@ -52,7 +53,7 @@ class Reload(Command):
 
     def message(self, *args: str, **opts: Any) -> Props:
         if len(args) > 1:
-            raise ArgumentError("usage: reload [<name>] [--terminate] [--waiting] [--sequential]")
+            raise ArgumentError(f"usage: {self.usage}")
         props: dict[str, Any] = {}
         if args:
             props["name"] = args[0]
@@ -67,6 +68,12 @@ class Reload(Command):
             self.watcher(arbiter, props)
         self.bool_prop(props, "graceful", True)
         self.bool_prop(props, "sequential", False)
+        self.bool_prop(props, "waiting")
+
+    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+        if "name" not in props:
+            return Scope.all()
+        return Scope.of([self.watcher(arbiter, props).name])
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
         graceful = self.bool_prop(props, "graceful", True)

@@ -40,11 +40,7 @@ class Start(LifecycleCommand):
     """
 
     name = "start"
-
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
-        super().validate(arbiter, props)
-        if "name" in props:
-            self.match_watchers(arbiter, props)
+    usage = "start [<name>] [--waiting] [--match simple|glob|regex]"
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
         if "name" not in props:

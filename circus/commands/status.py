@@ -38,12 +38,18 @@ class Status(Command):
     """
 
     name = "status"
+    usage = "status [<name>]"
 
     def message(self, *args: str, **opts: Any) -> Props:
         if len(args) > 1:
-            raise ArgumentError("usage: status [<name>]")
+            raise ArgumentError(f"usage: {self.usage}")
         props = {"name": args[0]} if args else {}
         return make_message(self.name, **props)
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        if "name" in props:
+            self.watcher(arbiter, props)
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
         if "name" in props:

@@ -41,11 +41,7 @@ class Stop(LifecycleCommand):
     """
 
     name = "stop"
-
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
-        super().validate(arbiter, props)
-        if "name" in props:
-            self.match_watchers(arbiter, props)
+    usage = "stop [<name>] [--waiting] [--match simple|glob|regex]"
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
         if "name" not in props:

@@ -1,0 +1,132 @@
+"""``add``: create a watcher at runtime."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from typing import TYPE_CHECKING, Any
+
+from circus.commands._options import check_options, watcher_kwargs
+from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
+from circus.errors import AlreadyExistsError, ArgumentError, MessageError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class AddWatcher(Command):
+    """\
+    Add a watcher
+    =============
+
+    Creates the watcher ``<name>`` running ``<cmd>``. It is created stopped unless
+    ``start`` is true. ``args`` is a list of arguments or a string (split like a shell).
+    ``options`` takes any watcher option (``numprocesses``, ``env``, ``rlimit_nofile``,
+    ``stdout_stream.class``, ``hooks.after_start`` ...); each is checked before the
+    watcher is created, and a bad one refuses the whole command. With ``start`` and
+    without ``waiting`` the reply is sent once the watcher exists, before its processes
+    have started.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "add",
+         "properties": {"name": "<name>", "cmd": "<cmd>", "args": ["<arg>", ...],
+                        "options": {"<key>": <value>, ...}, "start": false,
+                        "waiting": false}}
+
+    Response: ``{"status": "ok"}``. A name already in use is refused (errno 5).
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl add [--start] [--waiting] <name> <cmd> [<arg> ...]
+
+    The words after ``<name>`` are joined with spaces into ``cmd``; quote them to keep
+    an argument with spaces in one piece.
+    """
+
+    name = "add"
+    usage = "add [--start] [--waiting] <name> <cmd> [<arg> ...]"
+    required = ("name", "cmd")
+    flags = (Flag("start", "start the watcher at once"), WAITING)
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) < 2:
+            raise ArgumentError(f"usage: {self.usage}")
+        return make_message(self.name, name=args[0], cmd=" ".join(args[1:]), **opts)
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        name = self.str_prop(props, "name")
+        if not name or not name.strip():
+            raise MessageError("'name' should not be empty")
+        if any(w.name.lower() == name.lower() for w in arbiter.watchers):
+            raise AlreadyExistsError(f"a watcher named {name!r} already exists")
+        cmd = self.str_prop(props, "cmd")
+        if not cmd or not cmd.strip():
+            raise MessageError("'cmd' should not be empty")
+        args = props.get("args")
+        if args is not None and not isinstance(args, str) and not (
+            isinstance(args, list) and all(isinstance(a, str | int | float) for a in args)
+        ):
+            raise MessageError(f"'args' should be a string or a list of strings, got {args!r}")
+        options = props.get("options", {})
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise MessageError("'options' property should be an object")
+        checked = check_options(options)
+        self._check_owner(arbiter, checked)
+        self.bool_prop(props, "start")
+        self.bool_prop(props, "waiting")
+
+    @staticmethod
+    def _check_owner(arbiter: Arbiter, checked: dict[str, Any]) -> None:
+        """With an ipc endpoint owned by a user, new watchers must run as that user."""
+        owner = getattr(arbiter, "endpoint_owner", None)
+        if owner is None or not str(arbiter.endpoint).startswith("ipc://"):
+            return
+
+        def uid_of(user: Any) -> int | None:
+            if user is None:
+                return None
+            if isinstance(user, int) or str(user).isdigit():
+                return int(user)
+            try:
+                return pwd.getpwnam(str(user)).pw_uid
+            except KeyError:
+                return None
+
+        wanted = uid_of(owner)
+        given = uid_of(checked.get("uid"))
+        if given is None and os.getuid() == wanted:
+            return
+        if given != wanted:
+            raise MessageError(
+                f"the control endpoint belongs to {owner!r}: 'options.uid' must be that user"
+            )
+
+    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+        return Scope.of([props["name"]])
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        options = check_options(props.get("options") or {})
+        kwargs = watcher_kwargs(options)
+        if props.get("args") is not None:
+            kwargs["args"] = props["args"]
+        try:
+            watcher = await arbiter.add_watcher(props["name"], props["cmd"], start=False,
+                                                **kwargs)
+        except (ValueError, TypeError, ImportError) as exc:
+            raise MessageError(f"cannot create watcher {props['name']!r}: {exc}") from None
+        if self.bool_prop(props, "start"):
+            if self.bool_prop(props, "waiting"):
+                await watcher.start()
+            else:
+                arbiter.background(watcher.start(), name=f"start-{watcher.name}")
+        return None

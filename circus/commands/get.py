@@ -1,0 +1,84 @@
+"""``get``: the value of some options of a watcher."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from circus.commands.base import Command, Props, Reply, format_options, make_message
+from circus.errors import ArgumentError, MessageError, NotFoundError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+    from circus.watcher import Watcher
+
+
+def option_value(watcher: Watcher, key: str) -> Any:
+    """The value of option *key* of *watcher*. Raises NotFoundError."""
+    try:
+        return watcher.get_option(key)
+    except KeyError:
+        pass
+    for which in ("stdout_stream", "stderr_stream"):
+        conf = getattr(watcher, which + "_conf", None)
+        if key == which:
+            return watcher.get_option(which + "_conf")
+        if key.startswith(which + ".") and conf is not None and key[len(which) + 1:] in conf:
+            return watcher.get_option(which + "_conf").get(key[len(which) + 1:])
+    if key.startswith("hooks."):
+        hook = watcher.hooks.get(key[6:])
+        return None if hook is None else hook.path
+    raise NotFoundError(f"{key!r} option not found")
+
+
+class Get(Command):
+    """\
+    Get the value of watcher options
+    ================================
+
+    Values are JSON: numbers stay numbers, ``env`` is an object, streams are shown as
+    ``stdout_stream_conf`` / ``stderr_stream_conf`` objects. A key that is not an option
+    of the watcher is refused (errno 3). ``circusctl options <name>`` lists them all.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "get", "properties": {"name": "<name>", "keys": ["<key>", ...]}}
+
+    Response: ``{"status": "ok", "options": {"<key>": <value>, ...}}``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl get <name> <key> [<key> ...]
+    """
+
+    name = "get"
+    usage = "get <name> <key> [<key> ...]"
+    required = ("name", "keys")
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) < 2:
+            raise ArgumentError(f"usage: {self.usage}")
+        return make_message(self.name, name=args[0], keys=list(args[1:]))
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        watcher = self.watcher(arbiter, props)
+        keys = props["keys"]
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise MessageError(f"'keys' should be a list of option names, got {keys!r}")
+        for key in keys:
+            option_value(watcher, key)
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+        watcher = self.watcher(arbiter, props)
+        return {"options": {key: option_value(watcher, key) for key in props["keys"]}}
+
+    def console_msg(self, reply: Reply) -> str:
+        if reply.get("status") == "error":
+            return super().console_msg(reply)
+        return format_options(reply.get("options", {}))

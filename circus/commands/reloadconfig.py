@@ -1,0 +1,65 @@
+"""``reloadconfig``: apply the configuration file again, as a difference."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from circus.commands.base import WAITING, Command, Props, Reply, Scope
+from circus.errors import CommandError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class ReloadConfig(Command):
+    """\
+    Reload the configuration file
+    =============================
+
+    Reads the configuration file again and applies the difference with what runs:
+    unchanged watchers are not touched; a watcher whose only change is
+    ``numprocesses`` is resized in place; other changed watchers are reloaded
+    gracefully, highest ``priority`` first; new watchers are created (and started unless
+    ``autostart = false``); watchers no longer in the file are stopped and removed. A file
+    that cannot be used is refused whole, and nothing changes. With ``waiting`` the
+    reply is sent once everything is applied and lists the watchers by change.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "reloadconfig", "properties": {"waiting": false}}
+
+    Response: ``{"status": "ok"}``; with ``waiting``
+    ``{"status": "ok", "changes": {"added": [...], "removed": [...], "changed": [...],
+    "resized": [...]}}``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl reloadconfig [--waiting]
+    """
+
+    name = "reloadconfig"
+    usage = "reloadconfig [--waiting]"
+    flags = (WAITING,)
+    waitable = True
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        self.bool_prop(props, "waiting")
+        path = getattr(arbiter, "config_file", None)
+        if not path:
+            raise CommandError("circusd was not started from a configuration file")
+        from circus.config import load_config
+
+        load_config(path)  # a ConfigError here refuses the command before anything runs
+
+    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+        return Scope.all()
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+        return {"changes": await arbiter.reload_config()}

@@ -1,0 +1,64 @@
+"""``rm``: remove a watcher."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
+from circus.errors import ArgumentError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class RmWatcher(Command):
+    """\
+    Remove a watcher
+    ================
+
+    Removes the watcher and stops its processes gracefully (``stop_signal``, then SIGKILL
+    after ``graceful_timeout``). With ``nostop`` the processes are left running and
+    forgotten. With ``waiting`` the reply is sent once the processes have stopped.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "rm",
+         "properties": {"name": "<name>", "nostop": false, "waiting": false}}
+
+    Response: ``{"status": "ok"}``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl rm <name> [--nostop] [--waiting]
+    """
+
+    name = "rm"
+    usage = "rm <name> [--nostop] [--waiting]"
+    required = ("name",)
+    flags = (Flag("nostop", "leave the processes running"), WAITING)
+    waitable = True
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) != 1:
+            raise ArgumentError(f"usage: {self.usage}")
+        return make_message(self.name, name=args[0], **opts)
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        self.watcher(arbiter, props)
+        self.bool_prop(props, "nostop")
+        self.bool_prop(props, "waiting")
+
+    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+        return Scope.of([self.watcher(arbiter, props).name])
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        watcher = self.watcher(arbiter, props)
+        await arbiter.rm_watcher(watcher.name, nostop=self.bool_prop(props, "nostop"))
+        return None

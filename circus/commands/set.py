@@ -1,0 +1,92 @@
+"""``set``: change options of a watcher, live or through a graceful reload."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from circus.commands._options import check_options, cli_known_key, cli_value
+from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_message
+from circus.errors import ArgumentError, MessageError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+
+
+class Set(Command):
+    """\
+    Set a watcher option
+    ====================
+
+    Changes one or more options of a watcher. Every key and value is checked before
+    anything changes: an unknown key or a wrong type refuses the whole command. Then
+    each key is applied and announced with a ``watcher.<name>.updated`` event.
+
+    Options that only matter to circusd take effect at once: ``numprocesses`` (processes
+    are started or the oldest stopped), ``warmup_delay``, ``graceful_timeout``,
+    ``stop_signal``, ``stop_children``, ``send_hup``, ``respawn``, ``max_retry``,
+    ``priority``, ``singleton``, ``autostart``, ``hooks.<hook>``, and stream keys when the
+    watcher already has that stream. Options that shape the processes themselves
+    (``cmd``, ``args``, ``env``, ``working_dir``, ``uid``, ``gid``, ``shell``,
+    ``copy_env``, ``rlimit_*``, ``max_age`` ...) are applied with a graceful reload of a
+    running watcher: new processes start with the new values, then the old ones stop.
+
+    On the command line values are typed by key: numbers for numeric options, ``true``
+    or ``false`` for switches, a name or number for ``stop_signal``, ``K=V,K2=V2`` for
+    ``env``, ``NAME:PATH,...`` for ``hooks``, an empty value for an unlimited
+    ``rlimit_*``. Over ZeroMQ send typed JSON values (``env`` as an object).
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "set",
+         "properties": {"name": "<name>", "options": {"<key>": <value>, ...},
+                        "waiting": false}}
+
+    Response: ``{"status": "ok"}``, once applied with ``waiting``.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl set <name> <key> <value> [<key> <value> ...] [--waiting]
+    """
+
+    name = "set"
+    usage = "set <name> <key> <value> [<key> <value> ...] [--waiting]"
+    required = ("name",)
+    flags = (WAITING,)
+    waitable = True
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) < 3 or len(args) % 2 != 1:
+            raise ArgumentError(f"usage: {self.usage}")
+        options: dict[str, Any] = {}
+        for key, text in zip(args[1::2], args[2::2], strict=True):
+            if not cli_known_key(key):
+                raise ArgumentError(f"unknown key {key!r}")
+            options[key] = cli_value(key, text)
+        return make_message(self.name, name=args[0], options=options, **opts)
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        watcher = self.watcher(arbiter, props)
+        if "options" not in props:
+            raise MessageError("message invalid 'options' is missing")
+        options = props["options"]
+        if not isinstance(options, dict):
+            raise MessageError("'options' property should be an object")
+        check_options(options, watcher)
+        self.bool_prop(props, "waiting")
+
+    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+        return Scope.of([self.watcher(arbiter, props).name])
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        watcher = self.watcher(arbiter, props)
+        checked = check_options(props["options"], watcher)
+        if checked:
+            await watcher.set_options(checked)
+        return None

@@ -1,0 +1,163 @@
+"""``stats``: CPU, memory and age of the processes of a watcher, or of all."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from circus.commands.base import Command, Flag, Props, Reply, make_message
+from circus.errors import ArgumentError, NotFoundError
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
+    from circus.process import Process
+    from circus.watcher import Watcher
+
+
+def _collect(processes: Iterable[Process]) -> dict[str, Any]:
+    return {str(p.pid): p.info() for p in processes}
+
+
+def format_procinfo(info: Any, indent: str = "") -> list[str]:
+    """One line per process (children indented below), as circusctl prints them."""
+    if not isinstance(info, Mapping):
+        return [f"{indent}{info}"]
+    line = (
+        f"{indent}{info.get('pid')}: {info.get('pid')}  {info.get('cmdline')} "
+        f"{info.get('username')} {info.get('nice')} {info.get('mem_info1')} "
+        f"{info.get('mem_info2')} {info.get('cpu')} {info.get('mem')} {info.get('ctime')}"
+    )
+    lines = [line]
+    for child in info.get("children") or []:
+        lines.extend(format_procinfo(child, indent + "   "))
+    return lines
+
+
+class Stats(Command):
+    """\
+    Get process infos
+    =================
+
+    CPU (``cpu``, percent; the first reading of a process may be 0.0), memory (``mem``,
+    percent of RAM; ``mem_info1`` resident and ``mem_info2`` virtual size), CPU time
+    (``ctime``), ``username``, ``nice``, ``cmdline``, ``create_time``, ``age`` and
+    ``started`` (seconds), ``wid`` and the direct ``children`` of each process: for all
+    watchers, for one watcher, or for one of its processes (``process`` is an OS pid).
+    ``extended`` also runs the watcher's ``extended_stats`` hook, which may add to them.
+    A value that cannot be read is ``"N/A"``.
+
+    ZMQ Message
+    -----------
+
+    ::
+
+        {"command": "stats",
+         "properties": {"name": "<name>", "process": <pid>, "extended": false}}
+
+    Response: ``{"status": "ok", "infos": {"<watcher>": {"<pid>": {...}}}}`` for all
+    watchers, ``{"status": "ok", "name": "<name>", "info": {"<pid>": {...}}}`` for one,
+    ``{"status": "ok", "process": <pid>, "info": {...}}`` for one process.
+
+    Command line
+    ------------
+
+    ::
+
+        $ circusctl stats [--extended] [<name> [<pid>]]
+    """
+
+    name = "stats"
+    usage = "stats [--extended] [<name> [<pid>]]"
+    flags = (Flag("extended", "also run the extended_stats hook"),)
+
+    def __init__(self) -> None:
+        # One collection at a time: each process keeps one psutil object, and its CPU
+        # percentage is measured between two reads of it.
+        self._collecting = asyncio.Lock()
+
+    async def collect(self, processes: Iterable[Process]) -> dict[str, Any]:
+        """``{pid as str: procinfo}`` for *processes*.
+
+        psutil reads /proc, which takes a while for a thousand processes, so this runs
+        in a worker thread while the loop keeps serving.
+        """
+        snapshot = list(processes)
+        async with self._collecting:
+            return await asyncio.to_thread(_collect, snapshot)
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) > 2:
+            raise ArgumentError(f"usage: {self.usage}")
+        props: dict[str, Any] = dict(opts)
+        if args:
+            props["name"] = args[0]
+        if len(args) == 2:
+            try:
+                props["process"] = int(args[1])
+            except ValueError:
+                raise ArgumentError(f"a pid is a number, got {args[1]!r}") from None
+        return make_message(self.name, **props)
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        self.bool_prop(props, "extended")
+        if "name" in props:
+            watcher = self.watcher(arbiter, props)
+            if "process" in props:
+                self._process(watcher, props)
+        elif "process" in props:
+            self.int_prop(props, "process")
+
+    def _process(self, watcher: Watcher, props: Props) -> Process:
+        pid = self.int_prop(props, "process")
+        process = watcher.get_process(pid)
+        if process is None:
+            raise NotFoundError(f"process {pid} not found in {watcher.name!r}")
+        return process
+
+    async def _extend(self, watcher: Watcher, infos: Mapping[str, Any]) -> None:
+        if "extended_stats" not in watcher.hooks:
+            return
+        for pid, info in infos.items():
+            if isinstance(info, dict):
+                await watcher.call_hook("extended_stats", pid=int(pid), stats=info)
+
+    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+        extended = self.bool_prop(props, "extended")
+        if "name" in props:
+            watcher = self.watcher(arbiter, props)
+            if "process" in props:
+                process = self._process(watcher, props)
+                infos = await self.collect([process])
+                if extended:
+                    await self._extend(watcher, infos)
+                return {"process": process.pid, "info": infos[str(process.pid)]}
+            infos = await self.collect(watcher.processes.values())
+            if extended:
+                await self._extend(watcher, infos)
+            return {"name": watcher.name, "info": infos}
+        result: dict[str, Any] = {}
+        for watcher in list(arbiter.watchers):
+            result[watcher.name] = await self.collect(watcher.processes.values())
+            if extended:
+                await self._extend(watcher, result[watcher.name])
+        return {"infos": result}
+
+    def console_msg(self, reply: Reply) -> str:
+        if reply.get("status") == "error":
+            return super().console_msg(reply)
+        lines: list[str] = []
+        if "infos" in reply:
+            for name, infos in sorted(reply["infos"].items()):
+                lines.append(f"{name}:")
+                for _, info in sorted(infos.items(), key=lambda kv: int(kv[0])):
+                    lines.extend(format_procinfo(info))
+        elif "process" in reply:
+            lines.extend(format_procinfo(reply.get("info")))
+        else:
+            lines.append(f"{reply.get('name')}:")
+            infos = reply.get("info") or {}
+            for _, info in sorted(infos.items(), key=lambda kv: int(kv[0])):
+                lines.extend(format_procinfo(info))
+        return "\n".join(lines)
