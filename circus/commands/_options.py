@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import os
 import pwd
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,8 @@ def check_option(key: str, value: Any, watcher: Watcher | None = None) -> Any:
     if key.startswith(("stdout_stream.", "stderr_stream.")) and not isinstance(
             value, str | int | float | bool):
         raise MessageError(f"invalid value for {key!r}: expected a string or a number")
+    if key == "working_dir" and value is not None and not os.path.isdir(value):
+        raise MessageError(f"invalid value for 'working_dir': no directory {value!r}")
     if key == "numprocesses" and value < 0:
         raise MessageError(f"invalid value for 'numprocesses': must not be negative, got {value}")
     return value

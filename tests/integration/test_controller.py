@@ -45,11 +45,11 @@ def ignores_sigterm(pid: int) -> bool:
     return False
 
 
-async def wait_for(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
+async def wait_for(check: Callable[[], Any], what: str, limit: float = 10.0) -> Any:
+    deadline = time.monotonic() + limit
     while not (result := check()):
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            pytest.fail(f"timed out after {limit}s waiting for {what}")
         await asyncio.sleep(0.01)
     return result
 
@@ -93,8 +93,8 @@ async def dealer(ctx: zmq.asyncio.Context, arbiter: Arbiter) -> AsyncIterator[zm
     sock.close()
 
 
-async def recv_json(sock: zmq.asyncio.Socket, timeout: float = 10.0) -> dict[str, Any]:
-    frames = await asyncio.wait_for(sock.recv_multipart(), timeout)
+async def recv_json(sock: zmq.asyncio.Socket, limit: float = 10.0) -> dict[str, Any]:
+    frames = await asyncio.wait_for(sock.recv_multipart(), limit)
     assert len(frames) == 1, frames
     return json.loads(frames[0])  # type: ignore[no-any-return]
 
