@@ -1,0 +1,382 @@
+"""Run the benchmarks: ours, Circus 0.19, supervisord 4.3 and the floor, side by side.
+
+    python -m benchmarks.run [--quick | --full] [--targets ours,circus019,supervisord,floor]
+                             [--only spawn,respawn,rtt,idle,stop,stream,scale]
+                             [--repeats K] [--json out.json] [--markdown out.md]
+
+Targets are alternated round-robin within each measurement (the first target rotates from one
+round to the next), so a noisy neighbour on the machine hits every target alike and the ratios
+hold. Every daemon runs in its own temporary directory under /tmp with ipc:// endpoints, and is
+stopped by its recorded pid (then process group) whatever happens; leftover children are killed
+by pid after their command line has been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import envs, measure, procfs, report
+from benchmarks.targets import TARGETS, Target, TargetFailed, Workload
+
+METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale")
+ALIASES = {"throughput": "stream", "roundtrip": "rtt", "round-trip": "rtt"}
+MAIN_N = 1000
+CHUNK = 1 << 20  # the writer's source file: 1 MiB of text, read again and again
+
+
+@dataclass
+class Plan:
+    """What one run measures; stored with the results so the report can say so."""
+
+    mode: str
+    targets: list[str]
+    only: list[str]
+    ns: list[int]
+    repeats: int
+    respawn_samples: dict[str, int]  # per target, over all rounds
+    rtt_calls: int  # per call and round
+    rtt_budget: float  # seconds per call type and round, whatever the count
+    idle_seconds: float
+    stream_mib: int
+    main_n: int = MAIN_N
+    sleep_cmd: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def sleeper_ns(self) -> list[int]:
+        """The numbers of sleepers to run sessions with, smallest first."""
+        ns = set(self.ns) if {"spawn", "scale"} & set(self.only) else set()
+        if {"respawn", "rtt", "idle", "stop"} & set(self.only):
+            ns.add(self.main_n)
+        return sorted(ns)
+
+    def wants(self, metric: str, n: int) -> bool:
+        """Whether a session with *n* children measures *metric*."""
+        if metric in ("idle", "stop") and "scale" in self.only:
+            return True
+        return metric in self.only and n == self.main_n
+
+
+def make_plan(
+    mode: str, targets: list[str], only: list[str], repeats: int | None, ns: list[int] | None
+) -> Plan:
+    if mode == "quick":
+        plan = Plan(
+            mode,
+            targets,
+            only,
+            ns=[100, 1000],
+            repeats=repeats or 1,
+            respawn_samples={t: 10 for t in targets},
+            rtt_calls=200,
+            rtt_budget=10.0,
+            idle_seconds=5.0,
+            stream_mib=50,
+        )
+        if "circus019" in targets:
+            # Circus 0.19 finds deaths every check_delay (5 s): fewer samples keep quick quick.
+            plan.respawn_samples["circus019"] = 5
+            plan.notes.append(
+                "Quick mode: Circus 0.19 respawn is sampled 5 times (its "
+                "check_delay makes each sample take up to 5 s), others 10."
+            )
+    else:
+        plan = Plan(
+            mode,
+            targets,
+            only,
+            ns=[100, 1000, 5000],
+            repeats=repeats or 3,
+            respawn_samples={t: 20 for t in targets},
+            rtt_calls=1000,
+            rtt_budget=30.0,
+            idle_seconds=30.0,
+            stream_mib=200,
+        )
+    if ns:
+        plan.ns = ns
+        plan.notes.append(f"Numbers of processes chosen by hand: {', '.join(map(str, ns))}.")
+    return plan
+
+
+def split(total: int, parts: int) -> list[int]:
+    """Split *total* samples over *parts* rounds as evenly as possible."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def rotated(items: list[str], by: int) -> list[str]:
+    k = by % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+class Runner:
+    """Executes a :class:`Plan`, one daemon at a time, and collects the sessions."""
+
+    def __init__(self, plan: Plan, rundir: Path, seed: int) -> None:
+        self.plan = plan
+        self.rundir = rundir
+        self.rng = random.Random(seed)
+        self.sessions: list[dict[str, Any]] = []
+        self.broken: dict[str, str] = {}  # target -> why it is skipped from now on
+        self.counter = 0
+        self.t0 = time.monotonic()
+        token = str(86400 + self.rng.randrange(1000, 10000))
+        self.sleep_argv = ["sleep", token]
+        plan.sleep_cmd = " ".join(self.sleep_argv)
+
+    def log(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.t0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def session(
+        self, key: str, kind: str, n: int, rnd: int
+    ) -> Iterator[tuple[Target, dict[str, Any], Path]]:
+        """A fresh target in a fresh directory; always shut down and recorded."""
+        self.counter += 1
+        workdir = self.rundir / f"s{self.counter:03d}"
+        workdir.mkdir()
+        target = TARGETS[key]()
+        record: dict[str, Any] = {"target": key, "kind": kind, "n": n, "round": rnd}
+        stage = "start"
+        began = time.monotonic()
+        try:
+            yield target, record, workdir
+        except Exception as exc:  # recorded in the results; the run goes on
+            stage = record.get("_stage", stage)
+            record["error"] = f"{stage}: {type(exc).__name__}: {exc}"
+            if "spawn" not in record and kind == "sleepers":
+                self.broken[key] = record["error"]
+        finally:
+            record.pop("_stage", None)
+            leftovers = target.shutdown()
+            if leftovers:
+                record["leftovers"] = len(leftovers)
+            shutil.rmtree(workdir, ignore_errors=True)
+            record["seconds"] = round(time.monotonic() - began, 1)
+            self.sessions.append(record)
+            self.log(f"{key} {kind} N={n} round {rnd + 1}: {summarize(record)}")
+
+    def run_sleepers(self, key: str, n: int, rnd: int) -> None:
+        plan = self.plan
+        with self.session(key, "sleepers", n, rnd) as (target, record, workdir):
+            record["_stage"] = "spawn"
+            target.start(Workload("sleepers", n, self.sleep_argv), workdir)
+            record["spawn"] = measure.measure_spawn(target, n, timeout=30 + 0.05 * n)
+            needs_control = plan.wants("rtt", n) or plan.wants("stop", n)
+            if needs_control:
+                record["_stage"] = "connect"
+                target.connect(timeout=60 + 0.02 * n)
+            if plan.wants("respawn", n):
+                record["_stage"] = "respawn"
+                samples = split(plan.respawn_samples[key], plan.repeats)[rnd]
+                record["respawn"] = measure.measure_respawn(
+                    target, n, samples, self.rng, timeout=30.0
+                )
+            if plan.wants("rtt", n):
+                record["_stage"] = "rtt"
+                record["rtt"] = measure.measure_rtt(target, plan.rtt_calls, plan.rtt_budget)
+            if plan.wants("idle", n):
+                record["_stage"] = "idle"
+                measure.wait_running(target, n, timeout=30.0)
+                record["idle"] = measure.measure_idle(target, plan.idle_seconds)
+            if plan.wants("stop", n):
+                record["_stage"] = "stop"
+                record["stop"] = measure.measure_stop(target, timeout=120.0)
+
+    def run_stream(self, key: str, rnd: int, chunk: Path) -> None:
+        total = self.plan.stream_mib * CHUNK
+        with self.session(key, "stream", 1, rnd) as (target, record, workdir):
+            output = workdir / "out.log"
+            record["_stage"] = "stream"
+            argv = ["cat", *([str(chunk)] * self.plan.stream_mib)]
+            target.start(Workload("writer", 1, argv, output=output), workdir)
+            record["stream"] = measure.measure_stream(target, output, total, timeout=300.0)
+            time.sleep(0.2)
+            size = output.stat().st_size
+            if size != total:
+                raise TargetFailed(f"stream: the file holds {size} bytes, {total} expected")
+
+    def run(self) -> None:
+        plan = self.plan
+        for n in plan.sleeper_ns():
+            for rnd in range(plan.repeats):
+                for key in rotated(plan.targets, rnd):
+                    if key in self.broken:
+                        continue
+                    self.run_sleepers(key, n, rnd)
+        if "stream" in plan.only:
+            chunk = self.rundir / "chunk.txt"
+            line = b"the quick brown fox jumps over the lazy dog 0123456789 " * 2
+            line = line[:99] + b"\n"
+            chunk.write_bytes((line * (CHUNK // len(line) + 1))[:CHUNK])
+            for rnd in range(plan.repeats):
+                for key in rotated(plan.targets, rnd):
+                    if key not in self.broken:
+                        self.run_stream(key, rnd, chunk)
+
+
+def summarize(record: dict[str, Any]) -> str:
+    parts = []
+    if "spawn" in record:
+        parts.append(f"spawn {record['spawn']['all']:.3f}s")
+    if record.get("respawn"):
+        parts.append(
+            f"respawn median {statistics.median(record['respawn']):.4f}s "
+            f"worst {max(record['respawn']):.4f}s"
+        )
+    for call, samples in record.get("rtt", {}).items():
+        parts.append(f"{call} {statistics.median(samples) * 1e3:.3f}ms")
+    if "idle" in record:
+        parts.append(
+            f"idle {record['idle']['cpu_percent']:.2f}% "
+            f"{record['idle']['rss_bytes'] / 2**20:.1f}MiB"
+        )
+    if "stop" in record:
+        parts.append(f"stop {record['stop']:.3f}s")
+    if "stream" in record:
+        parts.append(f"stream {record['stream']['mb_per_s']:.1f}MB/s")
+    if "error" in record:
+        parts.append(f"ERROR {record['error']}")
+    return ", ".join(parts) or "nothing measured"
+
+
+def parse_list(value: str, allowed: tuple[str, ...], aliases: dict[str, str]) -> list[str]:
+    items = [aliases.get(v.strip(), v.strip()) for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown: {', '.join(unknown)} (choose from {', '.join(allowed)})"
+        )
+    return list(dict.fromkeys(items))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick",
+        dest="mode",
+        action="store_const",
+        const="quick",
+        help="the short version (default), a few minutes",
+    )
+    mode.add_argument(
+        "--full",
+        dest="mode",
+        action="store_const",
+        const="full",
+        help="everything: N up to 5,000, 3 rounds, 30 s idle, 200 MiB",
+    )
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), type=lambda v: parse_list(v, tuple(TARGETS), {})
+    )
+    parser.add_argument(
+        "--only", default=",".join(METRICS), type=lambda v: parse_list(v, METRICS, ALIASES)
+    )
+    parser.add_argument("--repeats", type=int, help="rounds (quick: 1, full: 3)")
+    parser.add_argument(
+        "--ns",
+        type=lambda v: [int(x) for x in v.split(",")],
+        help="numbers of processes for spawn/scale instead of the mode's "
+        "(e.g. 5000); respawn, round trip, idle and stop use 1000",
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument("--markdown", type=Path, help="write the report here as well")
+    args = parser.parse_args(argv)
+
+    plan = make_plan(args.mode or "quick", args.targets, args.only, args.repeats, args.ns)
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    started = datetime.datetime.now(datetime.UTC)
+
+    # SIGTERM becomes KeyboardInterrupt so every daemon is shut down on the way out.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+    versions: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    unavailable: dict[str, str] = {}
+    for key in plan.targets:
+        if key in envs.ANCHORS:
+            try:
+                envs.ANCHORS[key].ensure()
+            except (OSError, RuntimeError) as exc:  # CalledProcessError is a RuntimeError
+                unavailable[key] = f"could not build its venv: {exc}"
+                continue
+        target = TARGETS[key]()
+        reason = target.unavailable()
+        if reason:
+            unavailable[key] = reason
+            continue
+        versions[key] = target.version()
+        notes[key] = target.config_note()
+
+    rundir = Path(tempfile.mkdtemp(prefix="cbench-", dir="/tmp"))
+    runner = Runner(plan, rundir, seed)
+    for key, reason in unavailable.items():
+        runner.broken[key] = reason
+        runner.sessions.append(
+            {
+                "target": key,
+                "kind": "setup",
+                "n": None,
+                "round": 0,
+                "error": f"unavailable: {reason}",
+            }
+        )
+        runner.log(f"{key}: unavailable: {reason}")
+        versions.setdefault(key, "—")
+        notes.setdefault(key, "")
+    interrupted = False
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        runner.log("interrupted: reporting what was measured")
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
+
+    machine = procfs.machine_info()
+    machine["python"] = f"{platform.python_implementation()} {platform.python_version()}"
+    results = {
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "duration": time.monotonic() - runner.t0,
+        "seed": seed,
+        "interrupted": interrupted,
+        "machine": machine,
+        "versions": versions,
+        "notes": notes,
+        "plan": asdict(plan),
+        "sessions": runner.sessions,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    markdown = report.render(results)
+    if args.markdown:
+        args.markdown.write_text(markdown)
+    print(markdown, end="")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
