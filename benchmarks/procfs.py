@@ -170,7 +170,9 @@ def machine_info() -> dict[str, str]:
             mem_kib = int(line.split()[1])
             break
     uname = os.uname()
+    load = Path("/proc/loadavg").read_text().split()[:3]
     return {
+        "load": " ".join(load) + " (1, 5, 15 min, at the start)",
         "nproc": str(os.cpu_count()),
         "cpu": model,
         "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",

@@ -24,6 +24,20 @@ REFERENCES = ("floor", "circus019", "supervisord")
 
 Sessions = list[dict[str, Any]]
 
+HEADER = """\
+# Benchmarks
+
+Our `circusd` side by side with Circus 0.19.0, supervisord 4.3.0 and a *floor*: a bare Python
+loop over `os.posix_spawn` with one pidfd per child in an epoll loop (`benchmarks/floor.py`),
+about the best any Python supervisor can do. `make bench` runs the quick set, `make bench-full`
+everything (it rewrites this file); `python -m benchmarks.run --help` has the options.
+
+Each measurement starts a fresh daemon in its own directory under /tmp (ipc:// endpoints), and
+the targets take turns round-robin, so a busy neighbour on the machine slows all of them alike
+and the ratios hold better than the absolute figures. Whether a child runs, has been replaced or
+is gone is read from /proc (a child of the daemon with the expected command line; reaped means
+no longer listed), never from the supervisor's own answer."""
+
 
 def percentile(values: Sequence[float], pct: float) -> float:
     """The *pct* percentile of *values*, interpolating linearly between closest ranks."""
@@ -202,7 +216,7 @@ def render(results: dict[str, Any]) -> str:
     machine = results["machine"]
     main_n = plan["main_n"]
     ns = plan["ns"]
-    out: list[str] = []
+    out: list[str] = [HEADER, ""]
     out.append(
         f"Mode **{plan['mode']}**, run on {results['started']} in "
         f"{results['duration'] / 60:.1f} min; {plan['repeats']} round(s), targets "
@@ -211,7 +225,7 @@ def render(results: dict[str, Any]) -> str:
     out.append("")
     out.append("| machine | |")
     out.append("|---|---|")
-    for key in ("cpu", "nproc", "memory", "kernel", "python"):
+    for key in ("cpu", "nproc", "memory", "kernel", "python", "load"):
         out.append(f"| {key} | {machine.get(key, '?')} |")
     out.append("")
     out.append("| target | version | configuration |")

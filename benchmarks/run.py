@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         versions[key] = target.version()
         notes[key] = target.config_note()
 
+    machine = procfs.machine_info()
     rundir = Path(tempfile.mkdtemp(prefix="cbench-", dir="/tmp"))
     runner = Runner(plan, rundir, seed)
     for key, reason in unavailable.items():
@@ -356,7 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
 
-    machine = procfs.machine_info()
     machine["python"] = f"{platform.python_implementation()} {platform.python_version()}"
     results = {
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),

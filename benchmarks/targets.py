@@ -26,7 +26,8 @@ from benchmarks import envs, procfs
 from benchmarks.clients import CircusControl, ControlError, SupervisorControl
 
 ROOT = envs.ROOT
-OURS_CIRCUSD = ROOT / ".venv" / "bin" / "circusd"
+#: Our daemon; BENCH_OURS_CIRCUSD points the benchmarks at another build.
+OURS_CIRCUSD = Path(os.environ.get("BENCH_OURS_CIRCUSD", ROOT / ".venv" / "bin" / "circusd"))
 FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.py"
 WATCHER = "sleepers"
 WRITER = "writer"
@@ -312,24 +313,29 @@ class OursTarget(CircusTarget):
         return OURS_CIRCUSD
 
     def version(self) -> str:
-        out = subprocess.run(
-            [
-                str(ROOT / ".venv" / "bin" / "python"),
-                "-c",
-                "import circus; print(circus.__version__)",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd="/",
-        )
-        rev = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return f"{out.stdout.strip() or '?'} (git {rev.stdout.strip() or '?'})"
+        """``circus.__version__`` as the binary's interpreter sees it, and the git revision."""
+        python = self.circusd.parent / "python"
+        try:
+            version = subprocess.run(
+                [str(python), "-c", "import circus; print(circus.__version__)"],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd="/",
+            ).stdout.strip()
+        except OSError:
+            version = ""
+
+        def git(*args: str) -> str:
+            done = subprocess.run(
+                ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+            )
+            return done.stdout.strip()
+
+        rev = git("rev-parse", "--short", "HEAD") or "?"
+        if git("status", "--porcelain", "--", "circus"):
+            rev += " + uncommitted changes"
+        return f"{version or '?'} (git {rev})"
 
 
 @dataclass
