@@ -7,7 +7,9 @@ expected command line (so a forked child that has not reached ``exec`` yet does 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -136,22 +138,35 @@ class ChildTracker:
         return current
 
 
-def kill_leftovers(pids: Iterable[int], match: Callable[[list[bytes]], bool]) -> list[int]:
-    """SIGKILL each pid in *pids* that still runs the matched program; return those killed.
+def start_time(pid: int) -> int | None:
+    """When *pid* started, in clock ticks since boot (with the pid, it names one process)."""
+    raw = _read_bytes(f"/proc/{pid}/stat")
+    if raw is None:
+        return None
+    return int(raw[raw.rfind(b")") + 2 :].split()[19])
 
-    The command line is checked first so a recycled pid belonging to someone else is spared.
-    """
-    import signal
 
-    killed = []
+def snapshot(pids: Iterable[int]) -> dict[int, int]:
+    """Identify each live pid in *pids* by its start time, for :func:`kill_leftovers`."""
+    found = {}
     for pid in pids:
-        argv = cmdline(pid)
-        if argv and match(argv):
-            try:
+        started = start_time(pid)
+        if started is not None:
+            found[pid] = started
+    return found
+
+
+def kill_leftovers(processes: dict[int, int]) -> list[int]:
+    """SIGKILL each process of a :func:`snapshot` that still runs; return the pids killed.
+
+    A pid counts only if its start time is unchanged, so a recycled pid is spared.
+    """
+    killed = []
+    for pid, started in processes.items():
+        if start_time(pid) == started:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
-            except ProcessLookupError:
-                pass
     return killed
 
 

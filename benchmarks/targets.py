@@ -164,11 +164,17 @@ class Target(ABC):
         """
         killed: list[int] = []
         if self.proc is not None:
-            seen: set[int] = set()
+            # Everything the daemon started that may outlive it: its children now (circusd-stats
+            # and plugins included) and every workload child ever seen.
+            # A pid seen earlier counts only if it still runs the workload's (unique) command:
+            # it may have been recycled for someone else's process since.
+            candidates = set(procfs.children_of(self.proc.pid))
             if self.tracker is not None:
-                with contextlib.suppress(Exception):
-                    self.tracker.poll()
-                seen = set(self.tracker.ever_seen)
+                for pid in self.tracker.ever_seen - candidates:
+                    argv = procfs.cmdline(pid)
+                    if argv and self.tracker.match(argv):
+                        candidates.add(pid)
+            before_quit = procfs.snapshot(candidates)
             if self.proc.poll() is None:
                 deadline = time.monotonic() + QUIT_TIMEOUT
                 with contextlib.suppress(Exception):
@@ -179,8 +185,7 @@ class Target(ABC):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait()
-            if self.workload is not None:
-                killed = procfs.kill_leftovers(seen, self.workload.matcher())
+            killed = procfs.kill_leftovers(before_quit)
             self.proc = None
         with contextlib.suppress(Exception):
             self.close_client()
