@@ -37,7 +37,9 @@ class AddWatcher(Command):
                         "options": {"<key>": <value>, ...}, "start": false,
                         "waiting": false}}
 
-    Response: ``{"status": "ok"}``. A name already in use is refused (errno 5).
+    Response: ``{"status": "ok"}``; with ``start`` and ``waiting``,
+    ``{"status": "ok", "started": [pids], "kept": []}``. A name already in use is refused
+    (errno 5).
 
     Command line
     ------------
@@ -126,7 +128,6 @@ class AddWatcher(Command):
             raise MessageError(f"cannot create watcher {props['name']!r}: {exc}") from None
         if self.bool_prop(props, "start"):
             if self.bool_prop(props, "waiting"):
-                await watcher.start()
-            else:
-                arbiter.background(watcher.start(), name=f"start-{watcher.name}")
+                return dict(await watcher.start())  # {"started": [...], "kept": [...]}
+            arbiter.background(watcher.start(), name=f"start-{watcher.name}")
         return None

@@ -210,6 +210,8 @@ class Command:
     @staticmethod
     def signal_prop(props: Props, key: str = "signum", default: Any = None) -> int:
         value = props.get(key, default)
+        if (value == 0 and not isinstance(value, bool)) or value == "0":
+            return 0  # kill(pid, 0): only checks that the process exists
         try:
             return to_signum(value)
         except ValueError as exc:

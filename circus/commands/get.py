@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply, format_options, make_message
@@ -12,18 +13,31 @@ if TYPE_CHECKING:
     from circus.watcher import Watcher
 
 
+# Circus shows these as an empty string / object when unset; clients index into them.
+_EMPTY = {"args": "", "stdout_stream_conf": {}, "stderr_stream_conf": {}}
+
+
+def wire_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Option values as Circus sends them: an unset ``args`` or stream is empty, not null,
+    and an unset ``working_dir`` is the directory the processes really start in."""
+    result = {k: _EMPTY[k] if v is None and k in _EMPTY else v for k, v in options.items()}
+    if "working_dir" in result and result["working_dir"] is None:
+        result["working_dir"] = os.getcwd()
+    return result
+
+
 def option_value(watcher: Watcher, key: str) -> Any:
     """The value of option *key* of *watcher*. Raises NotFoundError."""
     try:
-        return watcher.get_option(key)
+        return wire_options({key: watcher.get_option(key)})[key]
     except KeyError:
         pass
     for which in ("stdout_stream", "stderr_stream"):
         conf = getattr(watcher, which + "_conf", None)
         if key == which:
-            return watcher.get_option(which + "_conf")
+            return watcher.get_option(which + "_conf") or {}
         if key.startswith(which + ".") and conf is not None and key[len(which) + 1:] in conf:
-            return watcher.get_option(which + "_conf").get(key[len(which) + 1:])
+            return (watcher.get_option(which + "_conf") or {}).get(key[len(which) + 1:])
     if key.startswith("hooks."):
         hook = watcher.hooks.get(key[6:])
         return None if hook is None else hook.path

@@ -60,7 +60,7 @@ class GlobalOptions(Command):
             "endpoint": arbiter.endpoint,
             "pubsub_endpoint": arbiter.pubsub_endpoint,
             "stats_endpoint": arbiter.stats_endpoint or DEFAULT_STATS_ENDPOINT,
-            "multicast_endpoint": arbiter.multicast_endpoint,
+            "multicast_endpoint": arbiter.multicast_endpoint or "",  # "": discovery is off
             "check_delay": arbiter.check_delay,
         }
         option = props.get("option")

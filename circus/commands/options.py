@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply, format_options, make_message
+from circus.commands.get import wire_options
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class Options(Command):
         self.watcher(arbiter, props)
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
-        return {"options": self.watcher(arbiter, props).options()}
+        return {"options": wire_options(self.watcher(arbiter, props).options())}
 
     def console_msg(self, reply: Reply) -> str:
         if reply.get("status") == "error":

@@ -25,10 +25,11 @@ class Signal(Command):
 
     Sends ``<signum>`` to every process of the watcher, or to the process ``<pid>`` only.
     A signal is a number or a name, with or without ``SIG``, in any case (``9``,
-    ``KILL``, ``sighup``, ``SIGRTMIN+1``). ``children`` sends it to the direct children
-    of each target instead; ``childpid`` to that one child of ``<pid>``; ``recursive`` to
-    each target and all its descendants. A ``<pid>`` that is not a process of the
-    watcher is ignored. No event is published (unless a process dies of it).
+    ``KILL``, ``sighup``, ``SIGRTMIN+1``; ``0`` only checks that the processes exist).
+    ``children`` sends it to the direct children of each target instead; ``childpid``
+    to that one child of ``<pid>``; ``recursive`` to each target and all its
+    descendants. A ``<pid>`` that is not a process of the watcher is ignored, as in
+    Circus. No event is published (unless a process dies of it).
 
     ZMQ Message
     -----------
