@@ -115,7 +115,7 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     while i < len(items):
         arg = items[i]
         if arg == "--":
-            rest.extend(items[i + 1:])
+            rest.extend(items[i:])  # the command's own arguments, -- included
             break
         name = arg.split("=", 1)[0]
         if name in _GLOBAL_FLAGS:
@@ -180,7 +180,7 @@ class Controller:
         from circus.errors import ArgumentError
 
         try:
-            positional, opts = parse_flags(command.flags, args)
+            positional, opts = parse_flags(command.flags, args, command.free_words)
             message = command.message(*positional, **opts)
         except ArgumentError as exc:
             self.error(f"circusctl {command.name}: {exc}")

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from circus.commands.addwatcher import AddWatcher
 from circus.commands.base import Command
 from circus.commands.decrproc import DecrProc
@@ -66,3 +68,55 @@ COMMANDS: tuple[type[Command], ...] = (
 def get_commands() -> dict[str, Command]:
     """One instance of each command, by name."""
     return {cls.name: cls() for cls in COMMANDS}
+
+
+def reference() -> str:
+    """The Markdown reference of every command, from the docstrings (docs/commands.md)."""
+    parts = []
+    for name, command in sorted(get_commands().items()):
+        parts.append(_markdown(name, command.usage, command.desc))
+    return "\n".join(parts)
+
+
+def _markdown(name: str, usage: str, doc: str) -> str:
+    """One command's docstring (reStructuredText-like) as a Markdown section."""
+    # `set` and `list` here are the submodules circus.commands.set / .list, not builtins
+    underline = builtins.set
+    lines = doc.splitlines()
+    out = [f"## `{name}`: {lines[0].strip()}", "", f"`circusctl {usage}`", ""]
+    i = 2 if len(lines) > 1 and underline(lines[1].strip()) == {"="} else 1
+    in_code = False
+
+    def close_code() -> None:
+        while out and not out[-1].strip():
+            out.pop()
+        out.extend(["```", ""])
+
+    while i < len(lines):
+        line = lines[i]
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.strip() and following.strip() and underline(following.strip()) == {"-"}:
+            if in_code:
+                close_code()
+                in_code = False
+            out.append(f"### {line.strip()}")
+            i += 2
+            continue
+        if line.strip() == "::":
+            out.append("```")
+            in_code = True
+            i += 1
+            while i < len(lines) and not lines[i].strip():
+                i += 1
+            continue
+        if in_code and line.strip() and not line.startswith("    "):
+            close_code()
+            in_code = False
+        out.append(line[4:] if in_code else line.replace("``", "`"))
+        i += 1
+    if in_code:
+        close_code()
+    text = "\n".join(out)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.rstrip() + "\n"

@@ -49,12 +49,15 @@ class AddWatcher(Command):
         $ circusctl add [--start] [--waiting] <name> <cmd> [<arg> ...]
 
     The words after ``<name>`` are joined with spaces into ``cmd``; quote them to keep
-    an argument with spaces in one piece.
+    an argument with spaces in one piece. Options of the command itself may follow
+    (``add web python -m http.server --bind ::1``); after ``--`` every word belongs to the
+    command (``add web -- prog --start``).
     """
 
     name = "add"
     usage = "add [--start] [--waiting] <name> <cmd> [<arg> ...]"
     required = ("name", "cmd")
+    free_words = True
     flags = (Flag("start", "start the watcher at once"), WAITING)
 
     def message(self, *args: str, **opts: Any) -> Props:

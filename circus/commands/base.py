@@ -101,6 +101,7 @@ class Command:
     flags: ClassVar[tuple[Flag, ...]] = ()
     waitable: ClassVar[bool] = False  # without `waiting`, reply at once and run in background
     usage: ClassVar[str] = ""  # circusctl synopsis, for errors and completion
+    free_words: ClassVar[bool] = False  # circusctl: unknown --words are arguments
     desc: ClassVar[str] = ""
     short: ClassVar[str] = ""
 
@@ -232,8 +233,13 @@ class Command:
         return found
 
 
-def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
-    """Split circusctl arguments into positionals and ``--flag [value]`` options."""
+def parse_flags(flags: Sequence[Flag], argv: Sequence[str], free_words: bool = False
+                ) -> tuple[list[str], dict[str, Any]]:
+    """Split circusctl arguments into positionals and ``--flag [value]`` options.
+
+    ``--`` ends the options. With *free_words* (``add``, ``set``: their words may be a
+    command line) an unknown ``--word`` is a positional word rather than an error.
+    """
     positional: list[str] = []
     opts: dict[str, Any] = {}
     by_name = {f.name: f for f in flags}
@@ -241,10 +247,17 @@ def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> tuple[list[str], 
     i = 0
     while i < len(items):
         arg = items[i]
+        if arg == "--":
+            positional.extend(items[i + 1:])
+            break
         if arg.startswith("--") and len(arg) > 2:
             key, eq, value = arg[2:].partition("=")
             key = key.replace("-", "_")
             flag = by_name.get(key)
+            if flag is None and free_words:
+                positional.append(arg)
+                i += 1
+                continue
             if flag is None:
                 raise ArgumentError(f"unknown option --{key}")
             if flag.takes_value:

@@ -57,6 +57,7 @@ class Set(Command):
     name = "set"
     usage = "set <name> <key> <value> [<key> <value> ...] [--waiting]"
     required = ("name",)
+    free_words = True
     flags = (WAITING,)
     waitable = True
 
