@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply, format_options, make_message
 from circus.errors import ArgumentError, MessageError, NotFoundError
+from circus.options import WATCHER_OPTIONS
 
 if TYPE_CHECKING:
     from circus.arbiter import Arbiter
@@ -41,6 +42,8 @@ def option_value(watcher: Watcher, key: str) -> Any:
     if key.startswith("hooks."):
         hook = watcher.hooks.get(key[6:])
         return None if hook is None else hook.path
+    if key in WATCHER_OPTIONS:  # not listed by `options` (check_flapping), still an option
+        return getattr(watcher, key)
     raise NotFoundError(f"{key!r} option not found")
 
 
