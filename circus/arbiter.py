@@ -369,7 +369,7 @@ class Arbiter:
         loop = asyncio.get_running_loop()
         installed: list[int] = []
         if threading.current_thread() is threading.main_thread():
-            for sig in (*QUIT_SIGNALS, signal.SIGHUP):
+            for sig in (*QUIT_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
             with contextlib.suppress(ValueError, OSError):
@@ -389,6 +389,9 @@ class Arbiter:
         if sig == signal.SIGHUP:
             log.info("got %s: reloading every watcher gracefully", name)
             self.background(self.reload(graceful=True), name="sighup-reload")
+        elif sig in (signal.SIGUSR1, signal.SIGUSR2):
+            # Their default action would kill circusd and orphan every child.
+            log.info("got %s: ignored", name)
         else:
             log.info("got %s: stopping every watcher and exiting", name)
             self.request_quit()

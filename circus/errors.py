@@ -98,6 +98,14 @@ class ConfigError(CircusError):
         return f"{prefix}: {self.message}" if prefix else self.message
 
 
+class OptionError(ValueError):
+    """A watcher option has a value that cannot be used; ``option`` names it."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}")
+
+
 class CallError(CircusError):
     """A client call failed: timeout, unreachable daemon, or an error reply."""
 

@@ -69,7 +69,7 @@ def _load_logger_config(path: str) -> None:
         logging.config.fileConfig(path, disable_existing_loggers=False)
     elif ext == ".json":
         with open(path) as fh:
-            logging.config.dictConfig(json.load(fh))
+            _dict_config(json.load(fh))
     elif ext in (".yaml", ".yml"):
         try:
             import yaml
@@ -77,6 +77,12 @@ def _load_logger_config(path: str) -> None:
             raise ValueError(f"{path}: reading YAML needs PyYAML (pip install circus[yaml])"
                              ) from None
         with open(path) as fh:
-            logging.config.dictConfig(yaml.safe_load(fh))
+            _dict_config(yaml.safe_load(fh))
     else:
         raise ValueError(f"{path}: a logger config must be .ini, .json or .yaml")
+
+
+def _dict_config(conf: dict[str, object]) -> None:
+    # circus's loggers exist before the file is read; keep them unless told otherwise
+    conf.setdefault("disable_existing_loggers", False)
+    logging.config.dictConfig(conf)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from circus.errors import OptionError
 from circus.hooks import Hook
 from circus.options import WATCHER_OPTIONS, check_watcher_option
 from circus.process import Process
@@ -167,10 +168,12 @@ class Watcher:
         self.stream_backend = stream_backend
         self.stdout_stream_conf: dict[str, Any] | None = dict(stdout_stream) if stdout_stream else None
         self.stderr_stream_conf: dict[str, Any] | None = dict(stderr_stream) if stderr_stream else None
-        self.stdout_stream: Stream | None = self._build_stream(self.stdout_stream_conf)
-        self.stderr_stream: Stream | None = self._build_stream(self.stderr_stream_conf)
+        self.stdout_stream: Stream | None = self._build_stream(self.stdout_stream_conf,
+                                                               "stdout_stream")
+        self.stderr_stream: Stream | None = self._build_stream(self.stderr_stream_conf,
+                                                               "stderr_stream")
         self.hooks: dict[str, Hook] = {
-            hook_name: Hook.build(hook_name, spec) for hook_name, spec in (hooks or {}).items()
+            hook_name: _build_hook(hook_name, spec) for hook_name, spec in (hooks or {}).items()
         }
         self.publish: Publish = publish or _no_publish
         self.arbiter: Any = None  # set by the arbiter; given to hooks
@@ -222,12 +225,17 @@ class Watcher:
     def get_process(self, pid: int) -> Process | None:
         return self.processes.get(pid)
 
-    def _build_stream(self, conf: Mapping[str, Any] | None) -> Stream | None:
+    def _build_stream(self, conf: Mapping[str, Any] | None, which: str = "stdout_stream"
+                      ) -> Stream | None:
         if not conf:
             return None
-        from circus.streams import build_stream
+        from circus.streams import StreamConfigError, build_stream
 
-        return build_stream(conf)
+        try:
+            # the watcher's name is the default syslog tag; the user's own tag wins
+            return build_stream({"tag": self.name, **conf})
+        except StreamConfigError as exc:
+            raise OptionError(f"{which}.{exc.key}", exc.reason) from exc
 
     # -- environment and command line ---------------------------------------------------
 
@@ -751,7 +759,13 @@ class Watcher:
             return await self._set_options_locked(changes)
 
     async def _set_options_locked(self, changes: Mapping[str, Any]) -> bool:
-        checked = {key: check_watcher_option(key, value) for key, value in changes.items()}
+        checked = {
+            # free-form keys (flapping.attempts ...) are kept as given, for plugins
+            key: value if key in self.custom_options or (
+                "." in key and not key.startswith(("stdout_stream.", "stderr_stream.", "hooks."))
+            ) else check_watcher_option(key, value)
+            for key, value in changes.items()
+        }
         needs_reload = False
         streams_changed: set[str] = set()
         for key, value in checked.items():
@@ -780,15 +794,17 @@ class Watcher:
                 streams_changed.add(which)
             elif key == "hooks":
                 for hook_name, spec in value.items():
-                    self.hooks[hook_name] = Hook.build(hook_name, spec)
+                    self.hooks[hook_name] = _build_hook(hook_name, spec)
             elif key.startswith("hooks."):
-                self.hooks[key[6:]] = Hook.build(key[6:], value)
+                self.hooks[key[6:]] = _build_hook(key[6:], value)
+            else:
+                self.custom_options[key] = value
             self._emit("updated")
         self._env_cache = None
         for which in streams_changed:
             old = getattr(self, which)
             had_pipe = old is not None
-            setattr(self, which, self._build_stream(getattr(self, which + "_conf")))
+            setattr(self, which, self._build_stream(getattr(self, which + "_conf"), which))
             if old is not None:
                 with contextlib.suppress(Exception):
                     old.close()
@@ -797,8 +813,8 @@ class Watcher:
         if needs_reload and self.state is not WatcherState.STOPPED:
             await self._reload_locked(graceful=True, sequential=False)
             return True
-        if "numprocesses" in checked:
-            await self._reconcile()
+        if "numprocesses" in checked or checked.get("respawn"):
+            await self._reconcile()  # respawn switched on: replace what died meanwhile
         return False
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -818,6 +834,13 @@ class Watcher:
 
     def __repr__(self) -> str:
         return f"<Watcher {self.name} {self.state.value} {len(self.processes)}/{self.numprocesses}>"
+
+
+def _build_hook(name: str, spec: Any) -> Hook:
+    try:
+        return Hook.build(name, spec)
+    except (ImportError, ValueError) as exc:
+        raise OptionError(f"hooks.{name}", str(exc)) from exc
 
 
 class _HookRefused(Exception):

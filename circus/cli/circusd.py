@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from circus import __version__
-from circus.errors import ConfigError
+from circus.errors import ConfigError, OptionError
 
 log = logging.getLogger("circus")
 
@@ -108,17 +108,16 @@ def build_arbiter(config: Any) -> Any:
     for conf in config.watchers:
         try:
             watchers.append(watcher_from_config(conf))
+        except OptionError as exc:
+            section = f"watcher:{conf['name']}"
+            path, line = config.location(section, exc.option) or (config.path, None)
+            message = str(exc).removeprefix(f"{exc.option}: ")
+            raise ConfigError(message, path=path, line=line, section=section,
+                              option=exc.option) from exc
         except (ValueError, ImportError, OSError, TypeError) as exc:
             section = f"watcher:{conf['name']}"
-            path, line = config.path, None
-            option = None
-            text = str(exc)
-            for (sec, key), (src, lineno) in config.sources.items():
-                if sec == section and key.split(".")[0] in text:
-                    path, line, option = src, lineno, key
-                    break
-            raise ConfigError(text, path=path, line=line, section=section, option=option
-                              ) from exc
+            path, line = config.location(section) or (config.path, None)
+            raise ConfigError(str(exc), path=path, line=line, section=section) from exc
     c = config.circus
     return Arbiter(
         watchers,

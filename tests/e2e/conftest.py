@@ -34,6 +34,7 @@ class Daemon:
     pubsub: str
     log: Path
     _ctx: zmq.Context[Any] = field(default_factory=zmq.Context)
+    _subs: list[zmq.Socket[Any]] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -83,6 +84,7 @@ class Daemon:
         for topic in topics or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sock.connect(self.pubsub)
+        self._subs.append(sock)
         return sock
 
     def pids(self, name: str) -> list[int]:
@@ -163,4 +165,6 @@ def circusd(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
     yield start
     for daemon in daemons:
         daemon.stop()
-        daemon._ctx.term()
+        for sock in daemon._subs:
+            sock.close(linger=0)
+        daemon._ctx.destroy(linger=0)
