@@ -474,7 +474,10 @@ class _Builder:
                 continue
             result[key] = self.convert(option, expand(entry.value, values), section, key)
 
-        self.check_number(result, section, "check_delay", positive=True)
+        delay = result.get("check_delay")
+        if delay is not None and not math.isfinite(delay):
+            # <= 0 is accepted: it only turns housekeeping off; deaths are seen regardless
+            raise self.error(f"expected a finite number, got {delay}", section, "check_delay")
         self.check_number(result, section, "warmup_delay")
         port = result["httpd_port"]
         if not 0 <= port <= 65535:

@@ -466,6 +466,15 @@ class Process:
 
     # -- information -----------------------------------------------------------------------
 
+    @property
+    def stdout(self) -> IO[bytes] | None:
+        """The read end of the child's stdout pipe (None when it is not piped)."""
+        return self._popen.stdout if self._popen is not None else None
+
+    @property
+    def stderr(self) -> IO[bytes] | None:
+        return self._popen.stderr if self._popen is not None else None
+
     def age(self) -> float:
         """Seconds since the process started."""
         return time.time() - self.started

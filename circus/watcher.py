@@ -725,6 +725,48 @@ class Watcher:
                 if recursive:
                     process.send_signal_children(signum, recursive=True)
 
+    # -- the seed's names for these operations -----------------------------------------------
+
+    def send_msg(self, topic: str, msg: Mapping[str, Any]) -> None:
+        """Publish the event ``watcher.<name>.<topic>`` with *msg* as payload."""
+        self._emit(topic, **msg)
+
+    async def reap_processes(self) -> list[int]:
+        """Collect exited processes. Exits are collected the moment they happen (pidfd),
+        so this only reports the pids of processes that have exited but not yet been removed
+        (none, unless called from inside an exit callback)."""
+        return [pid for pid, p in self.processes.items() if p.exited]
+
+    async def manage_processes(self) -> None:
+        """Bring the running processes to ``numprocesses`` (spawn or stop the oldest)."""
+        async with self._lock:
+            await self._reconcile()
+
+    async def reap_and_manage_processes(self) -> None:
+        await self.reap_processes()
+        await self.manage_processes()
+
+    async def spawn_processes(self) -> list[int]:
+        """Spawn the missing processes of an active watcher; return their pids."""
+        async with self._lock:
+            return await self._spawn_missing()
+
+    async def kill_process(self, process: Process, sig: int = signal.SIGTERM) -> int:
+        """Stop one process with *sig* (SIGKILL after graceful_timeout); it is respawned."""
+        code = await self._stop_process(process, sig)
+        self._wake()
+        return code
+
+    async def kill_processes(self, sig: int = signal.SIGTERM) -> None:
+        await asyncio.gather(*(self.kill_process(p, sig) for p in list(self.processes.values())))
+
+    def send_signal_child(self, pid: int, child_pid: int, signum: int) -> None:
+        """Send *signum* to *child_pid*, a child of the watcher's process *pid*."""
+        process = self.processes.get(pid)
+        if process is None:
+            raise KeyError(pid)
+        process.send_signal_child(child_pid, signum)
+
     # -- options ---------------------------------------------------------------------------
 
     def options(self) -> dict[str, Any]:

@@ -87,6 +87,15 @@ def test_killed_child_is_replaced_without_waiting_for_check_delay(circusd: Any) 
     assert pid_alive(new) and new in d.pids("a") and victim not in d.pids("a")
 
 
+def test_bug_19_check_delay_zero_still_respawns(circusd: Any) -> None:
+    """OPTIONS.md §10 bug 19: with check_delay <= 0, dead children were never replaced."""
+    d = circusd("[watcher:a]\ncmd = sleep 3600\n", circus_extra="check_delay = 0")
+    victim = d.pids("a")[0]
+    os.kill(victim, signal.SIGKILL)
+    new = wait_until(lambda: [p for p in d.pids("a") if p != victim], what="a replacement")
+    assert pid_alive(new[0]) and not pid_alive(victim)
+
+
 def test_sighup_reloads_gracefully(circusd: Any) -> None:
     d = circusd("[watcher:a]\ncmd = sleep 3600\nnumprocesses = 2\n")
     old = d.pids("a")

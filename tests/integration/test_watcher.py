@@ -373,3 +373,20 @@ async def test_set_options_live_and_with_reload(make: Any) -> None:
     await until(lambda: proc_cmdline(w.pids[0]), "exec")
     assert proc_environ(w.pids[0]) == {"NEW": "1"}
     assert ev.names().count("updated") == 2
+
+
+async def test_seed_method_names(make: Any) -> None:
+    """The seed documents these Watcher methods; they act on real processes."""
+    w, ev = make(numprocesses=2)
+    await w.start()
+    assert await w.reap_processes() == []
+    victim = w.processes[w.pids[0]]
+    assert await w.kill_process(victim, signal.SIGUSR1) == -signal.SIGUSR1
+    await until(lambda: len(w.pids) == 2 and victim.pid not in w.pids, "a replacement")
+    w.numprocesses = 3
+    await w.manage_processes()
+    assert len(w.pids) == 3
+    w.send_msg("custom", {"x": 1})
+    assert ev.items[-1] == ("watcher.w.custom", {"x": 1, "time": ev.items[-1][1]["time"]})
+    await w.kill_processes(signal.SIGTERM)
+    await until(lambda: len(w.pids) == 3, "respawns")
