@@ -363,3 +363,28 @@ def test_idle_circusd_uses_almost_no_cpu(circusd: Any) -> None:
 def test_bad_environment_value_in_cli_python(circusd: Any) -> None:
     """Sanity: the test harness itself runs the same Python as circusd."""
     assert sys.executable == PYTHON
+
+
+def test_autostart_false_leaves_the_watcher_stopped_until_asked(circusd: Any) -> None:
+    d = circusd("[watcher:later]\ncmd = sleep 3600\nautostart = false\n"
+                "[watcher:now]\ncmd = sleep 3600\n")
+    assert d.call({"command": "status", "properties": {"name": "later"}})["status"] == "stopped"
+    assert d.pids("later") == [] and len(d.pids("now")) == 1
+    d.call({"command": "start", "properties": {"name": "later", "waiting": True}})
+    pids = d.pids("later")
+    assert len(pids) == 1 and pid_alive(pids[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_uid_gid_and_working_dir(circusd: Any, short_tmp: Path) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    d = circusd(f"[watcher:w]\ncmd = sleep 3600\nuid = nobody\nworking_dir = {short_tmp}\n"
+                "umask = 077\n")
+    pid = d.pids("w")[0]
+    wait_until(lambda: proc_cmdline(pid), what="exec")
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert f"Uid:\t{nobody.pw_uid}" in status and f"Gid:\t{nobody.pw_gid}" in status
+    assert "Umask:\t0077" in status
+    assert os.readlink(f"/proc/{pid}/cwd") == str(short_tmp)
