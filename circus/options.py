@@ -118,6 +118,7 @@ class Option:
     reload: bool = False  # True: `set` needs a graceful reload (new processes)
     settable: bool = True  # False: `set` refuses it (a change needs reloadconfig)
     listed: bool = True  # shown by the `options` command
+    kind: str = ""  # the _KINDS name of the converters (for the docs)
 
     def text(self, raw: str) -> Any:
         return self.from_text(raw)
@@ -128,7 +129,7 @@ class Option:
 
 def _opt(name: str, default: Any, kind: str, help: str, **kw: Any) -> Option:
     text, wire = _KINDS[kind]
-    return Option(name, default, text, wire, help, **kw)
+    return Option(name, default, text, wire, help, kind=kind, **kw)
 
 
 _KINDS: dict[str, tuple[Converter, Converter]] = {

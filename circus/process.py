@@ -409,7 +409,7 @@ class Process:
         *,
         stop_children: bool = False,
         notify: SignalCallback | None = None,
-        before_signal: Callable[[int, int], bool] | None = None,
+        send: bool = True,
     ) -> int:
         """Ask the process to stop with *sig*; SIGKILL its group after *graceful_timeout*.
 
@@ -418,8 +418,8 @@ class Process:
 
         Args:
             notify: called with (pid, signum) for each signal sent.
-            before_signal: called with (pid, signum) before the stop signal; a false
-                result means "do not send it" (SIGKILL is always sent).
+            send: False skips the stop signal (a before_signal hook refused it): the
+                process still gets SIGKILL once graceful_timeout has passed.
 
         Returns:
             The exit status (minus the signal number if it was killed by one).
@@ -427,7 +427,7 @@ class Process:
         self.stopping = True
         deadline = time.monotonic() + max(graceful_timeout, 0.0)
         if self.returncode is None:
-            if before_signal is None or before_signal(self.pid, sig):
+            if send:
                 targets = self.children_pids() if stop_children else []
                 self.send_signal(sig)
                 if notify is not None:

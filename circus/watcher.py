@@ -190,9 +190,8 @@ class Watcher:
         self._spawn_failures = 0
         self._env_cache: dict[str, str] | None = None
         self._stopped_event: asyncio.Event | None = None
-        # `stopped` is the seed's name for "not started yet"; autostart decides whether
-        # the arbiter starts the watcher, so the argument is kept only for compatibility.
-        self._created_stopped = stopped
+        # `stopped` (the seed's "not started yet") is accepted for compatibility: a watcher
+        # is always created stopped, and `autostart` decides whether the arbiter starts it.
 
     # -- small helpers ---------------------------------------------------------------------
 
@@ -496,10 +495,6 @@ class Watcher:
     def _notify_kill(self, pid: int, signum: int) -> None:
         self._emit("kill", process_pid=pid)
 
-    def _before_signal(self, pid: int, signum: int) -> bool:
-        # Sync gate for Process.stop: async hooks run in _stop_process beforehand.
-        return True
-
     async def _stop_process(
         self,
         process: Process,
@@ -517,9 +512,10 @@ class Watcher:
         process.stopping = True
         code = await process.stop(
             sig,
-            timeout if send else 0.0,
+            timeout,
             stop_children=self.stop_children,
             notify=self._notify_kill,
+            send=send,
         )
         if "after_signal" in self.hooks:
             await self.call_hook("after_signal", pid=process.pid, signum=sig)

@@ -390,3 +390,16 @@ async def test_seed_method_names(make: Any) -> None:
     assert ev.items[-1] == ("watcher.w.custom", {"x": 1, "time": ev.items[-1][1]["time"]})
     await w.kill_processes(signal.SIGTERM)
     await until(lambda: len(w.pids) == 3, "respawns")
+
+
+async def test_before_signal_refusal_skips_the_stop_signal_but_not_sigkill(make: Any,
+                                                                         tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    pidfile = tmp_path / "pid"
+    w, ev = make(cmd=f"{PYTHON} {CHILD} --record {record} --pidfile {pidfile}",
+                 graceful_timeout=0.3, hooks={"before_signal": lambda **kw: False})
+    await w.start()
+    await until(pidfile.exists, "the child to be ready")
+    await w.stop()
+    assert not record.exists()  # SIGTERM never reached it
+    assert ev.of("reap")[0]["exit_code"] == -signal.SIGKILL
