@@ -124,6 +124,7 @@ def measure_idle(target: Target, seconds: float, settle: float = 1.0) -> dict[st
         "seconds": t1 - t0,
         "cpu_seconds": cpu1 - cpu0,
         "cpu_percent": 100.0 * (cpu1 - cpu0) / (t1 - t0),
+        "tick": 1.0 / procfs.CLOCK_TICKS,  # CPU time resolution: less than this reads as 0
         "rss_bytes": float(procfs.rss_bytes(target.pid)),
     }
 

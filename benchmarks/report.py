@@ -82,11 +82,27 @@ class Figure:
     """One column of a table: how to pull a number per target out of the sessions."""
 
     def __init__(
-        self, title: str, extract: Callable[[Sessions], float | None], fmt: Callable[[float], str]
+        self,
+        title: str,
+        extract: Callable[[Sessions], float | None],
+        fmt: Callable[[float], str],
+        resolution: Callable[[Sessions], float | None] | None = None,
     ) -> None:
         self.title = title
         self.extract = extract
         self.fmt = fmt
+        #: The smallest non-zero value the measurement can show: a 0 means "below this".
+        self.resolution = resolution
+
+    def cell(self, value: float, sessions: Sessions) -> str:
+        bound = self.bound(value, sessions)
+        return f"< {self.fmt(bound)}" if bound is not None else self.fmt(value)
+
+    def bound(self, value: float, sessions: Sessions) -> float | None:
+        """For a 0 below the resolution, the resolution (an upper bound); else None."""
+        if value == 0 and self.resolution is not None:
+            return self.resolution(sessions)
+        return None
 
 
 def _sessions(results: dict[str, Any], target: str, kind: str, n: int | None) -> Sessions:
@@ -125,6 +141,27 @@ def _rtt_of(call: str) -> Callable[[dict[str, Any]], list[float] | None]:
     return key
 
 
+def _idle_percent(session: dict[str, Any]) -> float:
+    return float(session["idle"]["cpu_percent"])
+
+
+def _idle_cpu(session: dict[str, Any]) -> float:
+    return float(session["idle"]["cpu_seconds"])
+
+
+def _tick(sessions: Sessions) -> float | None:
+    """CPU time is counted in clock ticks: less than one reads as 0."""
+    ticks = [s["idle"].get("tick", 0.01) for s in sessions if "idle" in s]
+    return max(ticks) if ticks else None
+
+
+def _percent_resolution(sessions: Sessions) -> float | None:
+    bounds = [
+        100 * s["idle"].get("tick", 0.01) / s["idle"]["seconds"] for s in sessions if "idle" in s
+    ]
+    return max(bounds) if bounds else None
+
+
 def _safe(key: Callable[[dict[str, Any]], Any], session: dict[str, Any]) -> Any:
     try:
         return key(session)
@@ -146,12 +183,13 @@ def _table(
     head += [f"vs {LABELS[r]}" for r in REFERENCES if r in targets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in ns:
-        values = {t: [f.extract(_sessions(results, t, kind, n)) for f in figures] for t in targets}
+        chosen = {t: _sessions(results, t, kind, n) for t in targets}
+        values = {t: [f.extract(chosen[t]) for f in figures] for t in targets}
         for t in targets:
             row = [str(n)] if n is not None else []
             row.append(LABELS[t])
             row += [
-                f.fmt(v) if v is not None else _failure(results, t, kind, n)
+                f.cell(v, chosen[t]) if v is not None else _failure(results, t, kind, n)
                 for f, v in zip(figures, values[t], strict=True)
             ]
             for ref in REFERENCES:
@@ -161,9 +199,11 @@ def _table(
                     row.append("")
                     continue
                 ratios = []
-                for mine, theirs in zip(values[t], values[ref], strict=True):
+                for f, mine, theirs in zip(figures, values[t], values[ref], strict=True):
                     if mine is None or theirs is None or theirs == 0:
                         ratios.append("—")
+                    elif (bound := f.bound(mine, chosen[t])) is not None:
+                        ratios.append("< " + fmt_ratio(bound / theirs))
                     else:
                         ratios.append(fmt_ratio(mine / theirs))
                 row.append(" / ".join(ratios))
@@ -332,8 +372,8 @@ def render(results: dict[str, Any]) -> str:
                 "sleepers",
                 [main_n],
                 [
-                    Figure("CPU", _median_of(lambda s: s["idle"]["cpu_percent"]), fmt_percent),
-                    Figure("CPU time", _median_of(lambda s: s["idle"]["cpu_seconds"]), fmt_seconds),
+                    Figure("CPU", _median_of(_idle_percent), fmt_percent, _percent_resolution),
+                    Figure("CPU time", _median_of(_idle_cpu), fmt_seconds, _tick),
                     Figure("RSS", _median_of(lambda s: s["idle"]["rss_bytes"]), fmt_mib),
                 ],
             ),
@@ -377,7 +417,7 @@ def render(results: dict[str, Any]) -> str:
                 ns,
                 [
                     Figure("spawn", _median_of(lambda s: s["spawn"]["all"]), fmt_seconds),
-                    Figure("idle CPU", _median_of(lambda s: s["idle"]["cpu_percent"]), fmt_percent),
+                    Figure("idle CPU", _median_of(_idle_percent), fmt_percent, _percent_resolution),
                     Figure("RSS", _median_of(lambda s: s["idle"]["rss_bytes"]), fmt_mib),
                     Figure("stop", _median_of(lambda s: s.get("stop")), fmt_seconds),
                 ],
