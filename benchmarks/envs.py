@@ -7,6 +7,7 @@ them ahead of a benchmark: ``python -m benchmarks.envs``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -41,15 +42,26 @@ class AnchorEnv:
     def ready(self) -> bool:
         """True if the venv exists, was built for this requirement and has its scripts."""
         return (
-            self.marker.exists()
+            self.bin("python").exists()
+            and self.marker.exists()
             and self.marker.read_text().strip() == self.requirement
             and all(self.bin(s).exists() for s in self.scripts)
         )
 
     def ensure(self, log: bool = True) -> Path:
-        """Create the venv and install the requirement unless that was already done."""
-        if self.ready():
-            return self.path
+        """Create the venv and install the requirement unless that was already done.
+
+        Builds hold ``.bench-cache/<name>.lock`` (as the interop tests do for the Circus 0.19
+        venv), so two runs never build, or delete, the same venv at once.
+        """
+        CACHE.mkdir(exist_ok=True)
+        with open(CACHE / f"{self.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.ready():
+                self._build(log)
+        return self.path
+
+    def _build(self, log: bool) -> None:
         if self.path.exists():
             shutil.rmtree(self.path)
         python = shutil.which(PYTHON) or sys.executable
@@ -61,7 +73,6 @@ class AnchorEnv:
             check=True,
         )
         self.marker.write_text(self.requirement + "\n")
-        return self.path
 
     def version(self) -> str:
         """The installed version of the pinned distribution."""
