@@ -23,5 +23,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick --json .bench-cache/quick.json
+
+bench-full: $(STAMP)
+	$(BIN)/python -m benchmarks.run --full --json .bench-cache/full.json --markdown BENCHMARKS.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

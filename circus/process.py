@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import logging
 import os
 import pwd
@@ -190,6 +192,66 @@ class Process:
     def spawn(self) -> None:
         """Start the child. Raises OSError (missing program, bad cwd, …) or ValueError."""
         argv = build_argv(self.cmd, self.args, shell=self.shell, shell_args=self.shell_args)
+        if self._needs_popen():
+            self._spawn_popen(argv)
+        else:
+            self._spawn_posix(argv)
+        self.started = time.time()
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None  # used without an event loop: wait() polls instead
+        if self._loop is not None:
+            self._watch(self._loop)
+
+    def _needs_popen(self) -> bool:
+        """posix_spawn cannot change user, directory, umask or limits, or keep extra fds."""
+        return bool(
+            self.rlimits
+            or self.uid is not None
+            or self.gid is not None
+            or self.umask is not None
+            or self.pass_fds
+            or (self.working_dir and not _is_cwd(self.working_dir))
+        )
+
+    def _spawn_posix(self, argv: list[str]) -> None:
+        """The fast path: one posix_spawn (vfork + exec in glibc), as cheap as it gets."""
+        path = _resolve_executable(self.executable or argv[0], self.env)
+        actions: list[tuple[Any, ...]] = []
+        if self.stdin_fd is not None:
+            actions.append((os.POSIX_SPAWN_DUP2, self.stdin_fd, 0))
+        elif self.close_child_stdin:
+            actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+        pipes: list[tuple[str, int, int]] = []  # (name, read end, write end)
+        for fd, name, close, pipe in (
+            (1, "stdout", self.close_child_stdout, self.pipe_stdout),
+            (2, "stderr", self.close_child_stderr, self.pipe_stderr),
+        ):
+            if close:
+                actions.append((os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0))
+            elif pipe:
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                pipes.append((name, read_end, write_end))
+                actions.append((os.POSIX_SPAWN_DUP2, write_end, fd))
+        try:
+            try:
+                self.pid = os.posix_spawn(path, argv, self.env, file_actions=actions,
+                                          setsid=True)
+            except FileNotFoundError:
+                _resolve_executable.cache_clear()  # the program may have moved
+                raise
+        except BaseException:
+            for _, read_end, write_end in pipes:
+                os.close(read_end)
+                os.close(write_end)
+            raise
+        for name, read_end, write_end in pipes:
+            os.close(write_end)
+            os.set_blocking(read_end, False)
+            self._pipes[read_end] = (name, open(read_end, "rb", buffering=0))
+
+    def _spawn_popen(self, argv: list[str]) -> None:
         user, group, extra_groups = self._credentials()
         stdin: int | None
         if self.stdin_fd is not None:
@@ -225,17 +287,10 @@ class Process:
         )
         self._popen = popen
         self.pid = popen.pid
-        self.started = time.time()
         for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             if pipe is not None:
                 os.set_blocking(pipe.fileno(), False)
                 self._pipes[pipe.fileno()] = (name, pipe)
-        try:
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None  # used without an event loop: wait() polls instead
-        if self._loop is not None:
-            self._watch(self._loop)
 
     @staticmethod
     def _output_target(close: bool, pipe: bool) -> int | None:
@@ -469,11 +524,17 @@ class Process:
     @property
     def stdout(self) -> IO[bytes] | None:
         """The read end of the child's stdout pipe (None when it is not piped)."""
-        return self._popen.stdout if self._popen is not None else None
+        return self._pipe("stdout")
 
     @property
     def stderr(self) -> IO[bytes] | None:
-        return self._popen.stderr if self._popen is not None else None
+        return self._pipe("stderr")
+
+    def _pipe(self, name: str) -> IO[bytes] | None:
+        for pipe_name, pipe in self._pipes.values():
+            if pipe_name == name:
+                return pipe
+        return None
 
     def age(self) -> float:
         """Seconds since the process started."""
@@ -540,6 +601,32 @@ class Process:
 
     def __repr__(self) -> str:
         return f"<Process {self.name}#{self.wid} pid={self.pid} rc={self.returncode}>"
+
+
+def _is_cwd(path: str) -> bool:
+    try:
+        return os.path.samefile(path, ".")
+    except OSError:
+        return False  # let the spawn report the bad directory
+
+
+@functools.lru_cache(maxsize=256)
+def _lookup(name: str, search_path: str) -> str:
+    for directory in search_path.split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {name!r}")
+
+
+def _resolve_executable(name: str, env: Mapping[str, str]) -> str:
+    """Find *name* on the child's PATH (not circusd's), as exec would; cached."""
+    if os.sep in name:
+        return name
+    return _lookup(name, os.pathsep.join(os.get_exec_path(dict(env))))
+
+
+_resolve_executable.cache_clear = _lookup.cache_clear  # type: ignore[attr-defined]
 
 
 def _group_id(name: str) -> int:
