@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import os
 import random
@@ -188,6 +189,8 @@ class Watcher:
         self._age_timers: dict[int, asyncio.TimerHandle] = {}
         self._quick_deaths = 0
         self._spawn_failures = 0
+        self._free_wids: list[int] = []  # a heap of released worker ids
+        self._next_wid = 0
         self._env_cache: dict[str, str] | None = None
         self._stopped_event: asyncio.Event | None = None
         # `stopped` (the seed's "not started yet") is accepted for compatibility: a watcher
@@ -281,19 +284,26 @@ class Watcher:
 
     # -- spawning -------------------------------------------------------------------------
 
-    def _free_wid(self) -> int:
-        used = {p.wid for p in self.processes.values()}
-        wid = 1
-        while wid in used:
-            wid += 1
-        return wid
+    def _take_wid(self) -> int:
+        """The lowest worker id not in use (freed ids are reused first)."""
+        if self._free_wids:
+            return heapq.heappop(self._free_wids)
+        self._next_wid += 1
+        return self._next_wid
 
     def _pass_fds(self) -> list[int]:
         return list(self.sockets.values()) if self.use_sockets else []
 
     def spawn_process(self) -> Process:
         """Start one process now (no hooks); raise OSError/ValueError if it cannot start."""
-        wid = self._free_wid()
+        wid = self._take_wid()
+        try:
+            return self._spawn_wid(wid)
+        except BaseException:
+            heapq.heappush(self._free_wids, wid)
+            raise
+
+    def _spawn_wid(self, wid: int) -> Process:
         env = self.spawn_env()
         cmd, args = self._command(wid, env)
         stdin_fd = None
@@ -393,7 +403,8 @@ class Watcher:
 
     def _on_exit(self, process: Process) -> None:
         """Called by the process as soon as its exit status is collected."""
-        self.processes.pop(process.pid, None)
+        if self.processes.pop(process.pid, None) is not None:
+            heapq.heappush(self._free_wids, process.wid)
         timer = self._age_timers.pop(process.pid, None)
         if timer is not None:
             timer.cancel()
