@@ -170,3 +170,64 @@ def test_shell_completion_of_commands_watchers_and_flags(circusd: Start) -> None
         assert shell.completedefault("in", "help in", 5, 7) == ["incr "]
     finally:
         ctl.close()
+
+
+def test_the_interactive_shell_completes_and_keeps_history(circusd: Start,
+                                                           short_tmp: Path) -> None:
+    """In a terminal: Tab completes a command and a watcher name; history is saved."""
+    import pty
+    import select
+
+    d = circusd(WATCHER)
+    history = short_tmp / "history"
+    master, slave = pty.openpty()
+    env = {**os.environ, "CIRCUSCTL_HISTORY": str(history), "TERM": "dumb"}
+    shell = subprocess.Popen([*CIRCUSCTL, "--endpoint", d.endpoint], stdin=slave,
+                             stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(text: bytes, limit: float = 10.0) -> None:
+        deadline = time.monotonic() + limit
+        while text not in seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"{text!r} never came; the terminal showed {bytes(seen)!r}")
+            ready, _, _ = select.select([master], [], [], remaining)
+            if ready:
+                try:
+                    seen.extend(os.read(master, 4096))
+                except OSError:
+                    break
+
+    try:
+        read_until(b"(circusctl) ")
+        assert b"web: active" in seen
+        os.write(master, b"numw\t\n")  # completes to "numwatchers "
+        read_until(b"numwatchers \r\n1\r\n")
+        os.write(master, b"numprocesses w\t\n")  # the watcher name, asked of circusd
+        read_until(b"numprocesses web\r\n2\r\n")
+        os.write(master, b"exit\n")
+        assert shell.wait(timeout=10) == 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        os.close(master)
+    assert history.read_text().splitlines()[-3:] == ["numwatchers ", "numprocesses web",
+                                                     "exit"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a socket to another user")
+def test_endpoint_owner_owns_the_ipc_files_and_added_watchers(circusd: Start) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    d = circusd(WATCHER, circus_extra="endpoint_owner = nobody")
+    st = os.stat(d.endpoint[6:])
+    assert (st.st_uid, st.st_mode & 0o777) == (nobody.pw_uid, 0o600)
+    reply = d.call({"command": "add", "properties": {"name": "x", "cmd": "sleep 1"}})
+    assert reply["errno"] == 3 and "options.uid" in reply["reason"]
+    reply = d.call({"command": "add", "properties": {
+        "name": "x", "cmd": "sleep 1", "options": {"uid": "nobody"}}})
+    assert reply["status"] == "ok", reply
