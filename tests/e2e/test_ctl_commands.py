@@ -601,3 +601,28 @@ def test_events_of_a_stop(circusd: Start) -> None:
         wait_event(sub, lambda t, p: t == "watcher.web.stop")
     finally:
         sub.close()
+
+
+EXTENDED = """\
+def add(watcher, arbiter, hook_name, pid, stats, **kwargs):
+    stats["seen_by_hook"] = pid
+    return True
+"""
+
+
+@pytest.mark.parametrize("via", VIA)
+def test_stats_extended_runs_the_hook(circusd: Start, short_tmp: Path, via: str) -> None:
+    (short_tmp / "ctlstats.py").write_text(EXTENDED)
+    d = circusd(sleeper("web", 1, "hooks.extended_stats = ctlstats.add"))
+    (pid,) = live(d, "web", 1)
+    reply = ok(send(d, via, ["stats", "--extended", "web"],
+                    {"command": "stats", "properties": {"name": "web", "extended": True}}))
+    assert reply["info"][str(pid)]["seen_by_hook"] == pid
+    plain = ok(send(d, via, ["stats", "web"], {"command": "stats", "properties": {"name": "web"}}))
+    assert "seen_by_hook" not in plain["info"][str(pid)]
+
+
+def test_listen_is_not_a_control_command(circusd: Start) -> None:
+    d = circusd(sleeper("web"))
+    reply = d.call({"command": "listen", "properties": {"topics": ["watcher."]}})
+    assert reply["errno"] == 3 and "use a pub/sub socket" in reply["reason"]
