@@ -20,7 +20,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from circus import __version__
 
@@ -79,7 +79,9 @@ def command_help(command: Command) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    """Raises instead of exiting, so that main() chooses the message and the status."""
+
+    def error(self, message: str) -> NoReturn:
         raise _UsageError(message)
 
 
