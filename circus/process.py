@@ -217,7 +217,9 @@ class Process:
 
     def _spawn_posix(self, argv: list[str]) -> None:
         """The fast path: one posix_spawn (vfork + exec in glibc), as cheap as it gets."""
-        path = _resolve_executable(self.executable or argv[0], self.env)
+        # with shell = true, argv[0] is /bin/sh; `executable` applies to plain commands only
+        target = self.executable if self.executable and not self.shell else argv[0]
+        path = _resolve_executable(target, self.env)
         actions: list[tuple[Any, ...]] = []
         if self.stdin_fd is not None:
             actions.append((os.POSIX_SPAWN_DUP2, self.stdin_fd, 0))

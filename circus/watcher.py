@@ -360,6 +360,16 @@ class Watcher:
             raise _HookRefused("after_spawn")
         return process
 
+    async def _spawn_guarded(self) -> Process | None:
+        """Spawn one; a refusing spawn hook stops the watcher (None is returned then)."""
+        try:
+            return await self._spawn_one()
+        except _HookRefused as refused:
+            log.warning("%s: the %s hook refused a spawn; stopping the watcher",
+                        self.name, refused)
+            await self._stop_all()
+            return None
+
     def _retries_exhausted(self) -> bool:
         return self.max_retry != -1 and self._spawn_failures > self.max_retry
 
@@ -371,8 +381,10 @@ class Watcher:
             missing = self.numprocesses - len(self.processes)
             if missing <= 0:
                 break
-            process = await self._spawn_one()
+            process = await self._spawn_guarded()
             if process is None:
+                if self.state is WatcherState.STOPPED:
+                    break
                 if self._retries_exhausted():
                     log.error(
                         "%s: %d spawns failed in a row, stopping the watcher",
@@ -460,11 +472,7 @@ class Watcher:
                 await asyncio.sleep(delay)
             async with self._lock:
                 if self.state is WatcherState.ACTIVE:
-                    try:
-                        await self._spawn_missing()
-                    except _HookRefused as refused:
-                        log.warning("%s: %s hook refused a spawn; stopping", self.name, refused)
-                        await self._stop_all()
+                    await self._spawn_missing()
 
     def _ensure_keeper(self) -> None:
         if self._keeper is None or self._keeper.done():
@@ -483,9 +491,9 @@ class Watcher:
             if process.exited or self.state is not WatcherState.ACTIVE:
                 return
             log.info("%s: pid %d reached max_age, replacing it", self.name, process.pid)
-            with contextlib.suppress(_HookRefused):
-                await self._spawn_one()
-            await self._stop_process(process)
+            await self._spawn_guarded()
+            if self.state is WatcherState.ACTIVE:
+                await self._stop_process(process)
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -567,12 +575,7 @@ class Watcher:
         self._spawn_failures = 0
         self._quick_deaths = 0
         self._ensure_keeper()
-        try:
-            started = await self._spawn_missing()
-        except _HookRefused as refused:
-            log.warning("%s: %s hook refused; stopping", self.name, refused)
-            await self._stop_all()
-            return {"started": [], "kept": kept}
+        started = await self._spawn_missing()
         if self.state is not WatcherState.STARTING:  # spawns failed: already stopped
             return {"started": started, "kept": kept}
         # STARTING -> ACTIVE: every process asked for was spawned
@@ -620,29 +623,33 @@ class Watcher:
         if not graceful:
             stopped = await self._stop_all()
             started = await self._start_locked()
+            self._emit("reload")
             return {"stopped": stopped, **started}
         old = list(self.processes.values())
         result: dict[str, Any]
+        started = []
         if self.send_hup:
             for process in old:
                 process.send_signal(signal.SIGHUP)
-            result = {"stopped": [], "started": [], "kept": [p.pid for p in old]}
+            result = {"stopped": [], "started": started, "kept": [p.pid for p in old]}
         elif sequential:
-            started = []
             for process in old:
                 await self._stop_process(process)
-                new = await self._spawn_one()
+                new = await self._spawn_guarded()
                 if new is not None:
                     started.append(new.pid)
+                elif self.state is WatcherState.STOPPED:
+                    break
                 if self.warmup_delay > 0:
                     await asyncio.sleep(self.warmup_delay)
             result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
         else:
-            started = []
             for _ in range(self.numprocesses):
-                new = await self._spawn_one()
+                new = await self._spawn_guarded()
                 if new is not None:
                     started.append(new.pid)
+                elif self.state is WatcherState.STOPPED:
+                    break
                 if self.warmup_delay > 0:
                     await asyncio.sleep(self.warmup_delay)
             await self._stop_processes(old)

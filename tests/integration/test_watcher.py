@@ -403,3 +403,28 @@ async def test_before_signal_refusal_skips_the_stop_signal_but_not_sigkill(make:
     await w.stop()
     assert not record.exists()  # SIGTERM never reached it
     assert ev.of("reap")[0]["exit_code"] == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("operation", ["incr", "reload", "sequential"])
+async def test_a_refusing_spawn_hook_stops_the_watcher_in_every_operation(
+    make: Any, operation: str
+) -> None:
+    allow = {"spawn": True}
+    w, _ = make(numprocesses=2, hooks={"before_spawn": lambda **kw: allow["spawn"]})
+    await w.start()
+    pids = w.pids
+    allow["spawn"] = False
+    if operation == "incr":
+        await w.incr(1)
+    else:
+        await w.reload(sequential=operation == "sequential")
+    assert w.state is WatcherState.STOPPED and w.pids == []
+    assert not any(pid_alive(p) for p in pids)
+
+
+async def test_shell_ignores_executable_on_both_spawn_paths(make: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    w, _ = make(cmd=f"echo shell-ran > {out}", shell=True, executable="/bin/false",
+                respawn=False)
+    await w.start()
+    await until(lambda: out.exists() and out.read_text() == "shell-ran\n", "the shell")
