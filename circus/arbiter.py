@@ -83,9 +83,11 @@ class Arbiter:
         debug: bool = False,
         config_file: str | None = None,
         background: bool = False,
+        allow_unauthenticated_remote: bool = False,
         **options: Any,
     ) -> None:
         self.run_in_thread = background
+        self.allow_unauthenticated_remote = allow_unauthenticated_remote
         self.watchers: list[Watcher] = []
         self.endpoint = endpoint
         self.pubsub_endpoint = pubsub_endpoint
@@ -310,6 +312,10 @@ class Arbiter:
         """Bind the sockets and start the watchers; return once they are started."""
         if self._open:
             return
+        from circus.endpoints import check_local
+
+        check_local(self.endpoint, "endpoint", self.allow_unauthenticated_remote)
+        check_local(self.pubsub_endpoint, "pubsub_endpoint", self.allow_unauthenticated_remote)
         self._loop = asyncio.get_running_loop()
         self._quit = asyncio.Event()
         self._stopped = asyncio.Event()

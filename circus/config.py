@@ -72,9 +72,30 @@ _STREAM_CLASSES = (
     "StdoutStream",
     "FancyStdoutStream",
     "QueueStream",
+    "SyslogStream",
 )
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _known_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _known_group(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 _HEADER = re.compile(r"^\[(?P<name>.*?)\]\s*(?:[;#].*)?$")
@@ -495,6 +516,14 @@ class _Builder:
         multicast = result["multicast_endpoint"]
         if multicast is not None:
             self.check_multicast(multicast)
+        from circus.endpoints import check_local
+
+        for key in ("endpoint", "pubsub_endpoint", "stats_endpoint"):
+            if result.get(key):
+                try:
+                    check_local(result[key], key, result["allow_unauthenticated_remote"])
+                except ValueError as exc:
+                    raise self.error(str(exc), section, key) from None
         return result
 
     def check_number(
@@ -779,6 +808,11 @@ class _Builder:
                 section,
                 "virtualenv",
             )
+        for key, lookup in (("uid", _known_user), ("gid", _known_group)):
+            value = w.get(key)
+            if isinstance(value, str) and not lookup(value):
+                raise self.error(f"no such {'user' if key == 'uid' else 'group'} {value!r}",
+                                 section, key)
         max_retry = w.get("max_retry")
         if max_retry is not None and max_retry < -1:
             raise self.error(

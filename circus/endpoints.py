@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
+import socket
 from typing import Any
+from urllib.parse import urlparse
 
 import zmq
 
@@ -13,16 +16,57 @@ def ipc_path(endpoint: str) -> str | None:
     return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
 
 
-def bind(socket: zmq.Socket[Any], endpoint: str, *, owner: str | int | None = None) -> None:
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc:// and inproc:// endpoints and TCP endpoints on a loopback address."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = (urlparse(endpoint).hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: reachable from outside
+
+
+def check_local(endpoint: str, option: str, allow_remote: bool) -> None:
+    """Refuse a TCP endpoint reachable from other hosts unless *allow_remote*.
+
+    Raises:
+        ValueError: naming the endpoint and the option that allows it.
+    """
+    if not allow_remote and not is_loopback(endpoint):
+        raise ValueError(
+            f"{endpoint} accepts connections from other hosts and anyone who reaches it "
+            f"can run any command; use a loopback or ipc:// endpoint, or set "
+            f"allow_unauthenticated_remote = true in [circus] to accept the risk"
+        )
+
+
+def _listening(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def bind(sock: zmq.Socket[Any], endpoint: str, *, owner: str | int | None = None) -> None:
     """Bind *socket*; an ``ipc://`` file is created mode 0600 and chowned to *owner*.
 
     Raises:
         OSError: the endpoint is in use or cannot be created, with the endpoint named.
     """
     path = ipc_path(endpoint)
+    if path and os.path.exists(path) and _listening(path):
+        # ZeroMQ would silently take the file over and strand the other daemon
+        raise OSError(98, f"cannot bind {endpoint}: another process is listening there")
     old_umask = os.umask(0o177) if path else None
     try:
-        socket.bind(endpoint)
+        sock.bind(endpoint)
     except zmq.ZMQError as exc:
         raise OSError(exc.errno, f"cannot bind {endpoint}: {exc.strerror}") from exc
     finally:

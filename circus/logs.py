@@ -86,3 +86,40 @@ def _dict_config(conf: dict[str, object]) -> None:
     # circus's loggers exist before the file is read; keep them unless told otherwise
     conf.setdefault("disable_existing_loggers", False)
     logging.config.dictConfig(conf)
+
+
+class StartupBuffer(logging.Handler):
+    """Holds log records emitted before circusd's log is configured."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        root = logging.getLogger()
+        self._previous_level = root.level
+        root.addHandler(self)
+        root.setLevel(logging.DEBUG)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def _detach(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self)
+
+    def replay(self) -> None:
+        """Send the held records through the handlers configured since."""
+        self._detach()
+        for record in self.records:
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        self.records.clear()
+
+    def flush_to_stderr(self) -> None:
+        self._detach()
+        logging.getLogger().setLevel(self._previous_level)
+        formatter = logging.Formatter("circusd: %(levelname)s: %(message)s")
+        for record in self.records:
+            if record.levelno >= logging.WARNING:
+                print(formatter.format(record), file=sys.stderr)
+        self.records.clear()

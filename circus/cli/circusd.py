@@ -134,6 +134,7 @@ def build_arbiter(config: Any) -> Any:
         statsd=c.get("statsd", False),
         debug=c.get("debug", False),
         config_file=config.path,
+        allow_unauthenticated_remote=c.get("allow_unauthenticated_remote", False),
     )
 
 
@@ -143,12 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         parser().print_usage()
         return 0
     from circus.config import load_config
-    from circus.logs import configure
+    from circus.logs import StartupBuffer, configure
 
+    # What the loader logs (warnings about the file) is kept until the log's destination
+    # is known, then written there; if the file is refused it goes to stderr.
+    startup = StartupBuffer()
     try:
         config = load_config(args.config)
         arbiter = build_arbiter(config)
     except ConfigError as exc:
+        startup.flush_to_stderr()
         print(f"circusd: {exc}", file=sys.stderr)
         return EX_CONFIG
     c = config.circus
@@ -158,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             args.logoutput or c.get("logoutput") or "-",
             args.loggerconfig or c.get("loggerconfig"),
         )
-    except (ValueError, OSError) as exc:
-        print(f"circusd: {config.path}: [circus] logging: {exc}", file=sys.stderr)
+    except Exception as exc:  # a logging config file can fail in many ways
+        startup.flush_to_stderr()
+        option = "loggerconfig" if (args.loggerconfig or c.get("loggerconfig")) else "logoutput"
+        print(f"circusd: {config.path}: [circus] {option}: {exc!r}", file=sys.stderr)
         return EX_CONFIG
+    startup.replay()
     if args.daemonize:
         daemonize()
     limit = raise_nofile_limit()
@@ -172,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, OSError) as exc:
             log.error("%s", exc)
             return 1
-    if c.get("stream_backend") not in (None, "thread"):
-        log.info("stream_backend is ignored: output is read on the event loop")
     try:
         asyncio.run(arbiter.run())
     except OSError as exc:

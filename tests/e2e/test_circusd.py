@@ -388,3 +388,40 @@ def test_uid_gid_and_working_dir(circusd: Any, short_tmp: Path) -> None:
     assert f"Uid:\t{nobody.pw_uid}" in status and f"Gid:\t{nobody.pw_gid}" in status
     assert "Umask:\t0077" in status
     assert os.readlink(f"/proc/{pid}/cwd") == str(short_tmp)
+
+
+def test_config_warnings_reach_the_configured_log(circusd: Any, short_tmp: Path) -> None:
+    logfile = short_tmp / "warn.log"
+    circusd("[watcher:a]\ncmd = sleep 3600\n[unknown-section]\nx = 1\n",
+            args=("--log-output", str(logfile)))
+    wait_until(lambda: logfile.exists() and "unknown-section" in logfile.read_text(),
+               what="the loader's warning in the log file")
+
+
+def test_an_unusable_ini_logger_config_exits_78(short_tmp: Path) -> None:
+    conf = short_tmp / "logging.ini"
+    conf.write_text("[loggers]\nkeys = root\n")
+    ini = short_tmp / "c.ini"
+    ini.write_text(f"[circus]\nendpoint = ipc://{short_tmp}/c\npubsub_endpoint = "
+                   f"ipc://{short_tmp}/p\nloggerconfig = {conf}\n[watcher:a]\ncmd = sleep 1\n")
+    result = _run_circusd(ini)
+    assert result.returncode == 78 and "loggerconfig" in result.stderr
+
+
+def test_a_second_daemon_cannot_steal_an_ipc_endpoint(circusd: Any, short_tmp: Path) -> None:
+    d = circusd("[watcher:a]\ncmd = sleep 3600\n")
+    ini = short_tmp / "thief.ini"
+    ini.write_text(f"[circus]\nendpoint = {d.endpoint}\npubsub_endpoint = ipc://{short_tmp}/t\n"
+                   "[watcher:b]\ncmd = sleep 3600\n")
+    result = _run_circusd(ini)
+    assert result.returncode == 1 and "another process is listening" in result.stdout
+    assert d.call({"command": "status"})["statuses"] == {"a": "active"}
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5555", "tcp://*:5555"])
+def test_a_remote_endpoint_needs_explicit_consent(short_tmp: Path, endpoint: str) -> None:
+    ini = short_tmp / "c.ini"
+    ini.write_text(f"[circus]\nendpoint = {endpoint}\n[watcher:a]\ncmd = sleep 1\n")
+    result = _run_circusd(ini)
+    assert result.returncode == 78
+    assert f"{ini}:2" in result.stderr and "allow_unauthenticated_remote" in result.stderr

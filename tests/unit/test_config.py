@@ -1398,3 +1398,15 @@ def test_read_error_of_main_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         load_config(path)
     assert info.value.path == str(path)
     assert str(info.value) == f"{path}: cannot read: Permission denied"
+
+
+@pytest.mark.parametrize(("key", "value"), [("uid", "no-such-user-here"),
+                                            ("gid", "no-such-group-here")])
+def test_unknown_user_or_group_is_a_config_error(tmp_path: Path, key: str, value: str) -> None:
+    err = load_error(tmp_path, f"[watcher:w]\ncmd = sleep 1\n{key} = {value}\n")
+    assert key in str(err) and value in str(err) and ":3:" in str(err)
+
+
+def test_syslog_stream_by_bare_name(tmp_path: Path) -> None:
+    c = load(tmp_path, "[watcher:w]\ncmd = sleep 1\nstdout_stream.class = SyslogStream\n")
+    assert c.watchers[0]["stdout_stream"]["class"] == "SyslogStream"
