@@ -116,7 +116,6 @@ class Option:
     from_wire: Converter
     help: str
     reload: bool = False  # True: `set` needs a graceful reload (new processes)
-    settable: bool = True  # False: `set` refuses it (a change needs reloadconfig)
     listed: bool = True  # shown by the `options` command
     kind: str = ""  # the _KINDS name of the converters (for the docs)
 
@@ -195,7 +194,7 @@ WATCHER_OPTIONS: dict[str, Option] = {
         _opt("use_sockets", False, "bool", "Processes inherit the [socket:*] sockets.",
              reload=True),
         _opt("on_demand", False, "bool",
-             "Start only when a socket of the watcher gets a connection.", settable=False),
+             "Start only when a socket of the watcher gets a connection."),
         _opt("stdin_socket", None, "optstr", "Socket given to the processes as stdin.",
              reload=True),
         _opt("close_child_stdin", True, "bool", "stdin of the processes is /dev/null.",
