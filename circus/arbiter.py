@@ -128,6 +128,18 @@ class Arbiter:
         watcher.arbiter = self
         watcher.publish = self.publish
         self.watchers.append(watcher)
+        self._update_output_wanted(watcher)
+
+    def _subscriptions_changed(self) -> None:
+        for watcher in self.watchers:
+            self._update_output_wanted(watcher)
+
+    def _update_output_wanted(self, watcher: Watcher) -> None:
+        publisher = self._publisher
+        prefix = f"output.{watcher.topic_name}."
+        watcher.output_wanted = publisher is not None and publisher.subscribed(
+            prefix + "stdout", prefix + "stderr"
+        )
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._publisher is not None:
@@ -324,11 +336,14 @@ class Arbiter:
         if self._context is None:
             self._context = zmq.asyncio.Context()
         self._publisher = EventPublisher(self._context, self.pubsub_endpoint,
-                                         owner=self.endpoint_owner)
+                                         owner=self.endpoint_owner,
+                                         on_subscriptions=self._subscriptions_changed)
+        self._loop.add_reader(self._publisher.fd, self._publisher.read_subscriptions)
         try:
             self._controller = Controller(self, self._context, self.endpoint,
                                           owner=self.endpoint_owner)
         except OSError:
+            self._loop.remove_reader(self._publisher.fd)
             self._publisher.close()
             self._publisher = None
             raise
@@ -357,6 +372,8 @@ class Arbiter:
                 await self._controller.close()
                 self._controller = None
             if self._publisher is not None:
+                if self._loop is not None:
+                    self._loop.remove_reader(self._publisher.fd)
                 self._publisher.close()
                 self._publisher = None
             if self._own_context and self._context is not None:
@@ -516,10 +533,8 @@ async def _apply_watcher_diff(watcher: Watcher, diff: Mapping[str, Any], reload:
             elif key in ("stdout_stream", "stderr_stream"):
                 old = getattr(watcher, key)
                 setattr(watcher, key + "_conf", dict(value) if value else None)
-                setattr(watcher, key, watcher._build_stream(value))
-                if old is not None:
-                    with contextlib.suppress(Exception):
-                        old.close()
+                setattr(watcher, key, watcher._build_stream(value, key))
+                watcher._replace_streams([old] if old is not None else [])
             elif key == "hooks":
                 from circus.hooks import Hook
 

@@ -183,6 +183,7 @@ class Process:
         self._exited: asyncio.Future[int] | None = None
         self._pipes: dict[int, tuple[str, IO[bytes]]] = {}
         self._pipe_timer: asyncio.TimerHandle | None = None
+        self._reading_paused = False
         self._psutil: psutil.Process | None = None
         if spawn:
             self.spawn()
@@ -404,6 +405,19 @@ class Process:
                     self.on_output(self, name, data)
         if self._pipes and self._loop is not None:
             self._pipe_timer = self._loop.call_later(PIPE_GRACE, self.close_pipes)
+
+    def pause_reading(self) -> None:
+        """Stop reading the pipes: the child blocks once they are full (backpressure)."""
+        if self._loop is not None and not self._reading_paused:
+            self._reading_paused = True
+            for fd in self._pipes:
+                self._loop.remove_reader(fd)
+
+    def resume_reading(self) -> None:
+        if self._loop is not None and self._reading_paused:
+            self._reading_paused = False
+            for fd in self._pipes:
+                self._loop.add_reader(fd, self._read_pipe, fd)
 
     def _close_pipe(self, fd: int) -> None:
         entry = self._pipes.pop(fd, None)

@@ -1,14 +1,19 @@
-"""Events: the PUB socket that tells subscribers what happens to watchers and processes.
+"""Events: the socket that tells subscribers what happens to watchers and processes.
 
 Every event is two frames, ``[topic, json]``; topics are ``watcher.<name>.<event>`` and
 ``arbiter.<event>`` (PROTOCOL.md §6). Publishing never blocks: with no subscriber, or a
 slow one past its high-water mark, ZeroMQ drops the message.
+
+The socket is an XPUB, so circusd learns which topics are subscribed. Output topics
+(``output.<name>.<stdout|stderr>``, used by ``circusctl tail -f``) are expensive to
+produce, so they are produced only while someone subscribes to them explicitly.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -19,16 +24,60 @@ log = logging.getLogger(__name__)
 
 
 class EventPublisher:
-    """Owns the PUB socket bound on ``pubsub_endpoint``."""
+    """Owns the XPUB socket bound on ``pubsub_endpoint``."""
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoint: str,
+        owner: str | None = None,
+        on_subscriptions: Callable[[], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
-        self._socket: zmq.Socket[Any] = context.socket(zmq.PUB)
-        self._socket.linger = 0
+        # The context may be an asyncio one; publishing happens from plain callbacks, so
+        # a synchronous view of the same socket is used (the owner keeps it alive).
+        self._owner: zmq.Socket[Any] = context.socket(zmq.XPUB)
+        self._owner.linger = 0
+        self._socket: zmq.Socket[Any] = zmq.Socket.shadow(self._owner.underlying)
         bind(self._socket, endpoint, owner=owner)
+        self.subscriptions: set[bytes] = set()
+        self.generation = 0  # bumped whenever the subscriptions change
+        self._on_subscriptions = on_subscriptions
+
+    @property
+    def fd(self) -> int:
+        """A file descriptor the loop can watch for subscription messages."""
+        return int(self._socket.getsockopt(zmq.FD))
+
+    def read_subscriptions(self) -> None:
+        """Take in (un)subscriptions; ZeroMQ passes only the first and last of each topic."""
+        changed = False
+        while not self._owner.closed and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                msg = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not msg:
+                continue
+            if msg[0] == 1:
+                self.subscriptions.add(msg[1:])
+            elif msg[0] == 0:
+                self.subscriptions.discard(msg[1:])
+            changed = True
+        if changed:
+            self.generation += 1
+            if self._on_subscriptions is not None:
+                self._on_subscriptions()
+
+    def subscribed(self, *topics: str) -> bool:
+        """True if an explicit (non-empty) subscription covers one of *topics*."""
+        for sub in self.subscriptions:
+            if sub and any(topic.encode().startswith(sub) for topic in topics):
+                return True
+        return False
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        if self._socket.closed:
+        if self._owner.closed:
             return
         try:
             self._socket.send_multipart(
@@ -36,6 +85,10 @@ class EventPublisher:
             )
         except zmq.Again:
             pass
+        # ZeroMQ's FD is edge-triggered: a subscription that arrived while we were sending
+        # would not wake the loop again, so look now.
+        if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self.read_subscriptions()
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        self._owner.close(linger=0)

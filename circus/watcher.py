@@ -31,6 +31,8 @@ from circus.hooks import Hook
 from circus.options import WATCHER_OPTIONS, check_watcher_option
 from circus.process import Process
 from circus.states import WatcherState
+from circus.streams.ring import OutputRing
+from circus.streams.writer import ForwardStream, StreamWriter
 from circus.tasks import TaskOwner
 from circus.util.convert import to_signum
 
@@ -177,6 +179,9 @@ class Watcher:
             hook_name: _build_hook(hook_name, spec) for hook_name, spec in (hooks or {}).items()
         }
         self.publish: Publish = publish or _no_publish
+        self.output = OutputRing()  # the latest output, for `tail`
+        self.output_wanted = False  # set by the arbiter while someone follows the output
+        self._writer: StreamWriter | None = None
         self.arbiter: Any = None  # set by the arbiter; given to hooks
         self.sockets: dict[str, int] = {}  # socket name -> fd, set by the arbiter
 
@@ -328,11 +333,15 @@ class Watcher:
             close_child_stdin=self.close_child_stdin,
             close_child_stdout=self.close_child_stdout,
             close_child_stderr=self.close_child_stderr,
-            pipe_stdout=self.stdout_stream is not None,
-            pipe_stderr=self.stderr_stream is not None,
+            # Output is always read (unless sent to /dev/null): it feeds `tail`, and goes
+            # on to the configured stream or to circusd's own stdout/stderr.
+            pipe_stdout=True,
+            pipe_stderr=True,
             on_output=self._on_output,
             on_exit=self._on_exit,
         )
+        if self._writer is not None and self._writer.paused:
+            process.pause_reading()
         self.processes[process.pid] = process
         self._spawn_failures = 0
         if self.max_age > 0:
@@ -405,18 +414,60 @@ class Watcher:
     # -- deaths ---------------------------------------------------------------------------
 
     def _on_output(self, process: Process, name: str, data: bytes) -> None:
-        stream = self.stdout_stream if name == "stdout" else self.stderr_stream
-        if stream is None:
+        """A chunk read from a process: into the ring, to tail -f readers, to the stream."""
+        self.output.add(process.pid, name, data)
+        if self.output_wanted:
+            self.publish(f"output.{self.topic_name}.{name}", {
+                "pid": process.pid,
+                "stream": name,
+                "data": data.decode("utf-8", "replace"),
+                "time": time.time(),
+            })
+        writer = self._writer or self._start_writer()
+        writer.put({"data": data, "pid": process.pid, "name": name})
+
+    def _streams(self) -> dict[str, Stream]:
+        return {
+            "stdout": self.stdout_stream or ForwardStream(sys.stdout),
+            "stderr": self.stderr_stream or ForwardStream(sys.stderr),
+        }
+
+    def _replace_streams(self, retired: list[Stream]) -> None:
+        """New stream objects are in place: switch the writer, close the old ones."""
+        if self._writer is not None:
+            self._writer.set_streams(self._streams())
+            for old in retired:
+                self._writer.retire(old)
             return
-        try:
-            stream({"data": data, "pid": process.pid, "name": name})
-        except Exception:
-            log.exception("%s: %s stream failed", self.name, name)
+        for old in retired:
+            with contextlib.suppress(Exception):
+                old.close()
+
+    def _start_writer(self) -> StreamWriter:
+        loop = asyncio.get_running_loop()
+        self._writer = StreamWriter(
+            self.name,
+            self._streams(),
+            pause=self._pause_reading,
+            resume=self._resume_reading,
+            call_soon=loop.call_soon_threadsafe,
+        )
+        return self._writer
+
+    def _pause_reading(self) -> None:
+        log.debug("%s: output streams are behind; pausing reads", self.name)
+        for process in self.processes.values():
+            process.pause_reading()
+
+    def _resume_reading(self) -> None:
+        for process in self.processes.values():
+            process.resume_reading()
 
     def _on_exit(self, process: Process) -> None:
         """Called by the process as soon as its exit status is collected."""
         if self.processes.pop(process.pid, None) is not None:
             heapq.heappush(self._free_wids, process.wid)
+        self.output.forget(process.pid)
         timer = self._age_timers.pop(process.pid, None)
         if timer is not None:
             timer.cancel()
@@ -857,15 +908,13 @@ class Watcher:
                 self.custom_options[key] = value
             self._emit("updated")
         self._env_cache = None
+        retired = []
         for which in streams_changed:
             old = getattr(self, which)
-            had_pipe = old is not None
             setattr(self, which, self._build_stream(getattr(self, which + "_conf"), which))
             if old is not None:
-                with contextlib.suppress(Exception):
-                    old.close()
-            if not had_pipe:
-                needs_reload = True  # the running processes write nowhere we read
+                retired.append(old)
+        self._replace_streams(retired)
         if needs_reload and self.state is not WatcherState.STOPPED:
             await self._reload_locked(graceful=True, sequential=False)
             return True
@@ -880,6 +929,11 @@ class Watcher:
         await self.stop()
         await self._tasks.close(timeout=5.0)
         self._keeper = None
+        for process in list(self.processes.values()):
+            process.close_pipes()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.close)
         for stream in (self.stdout_stream, self.stderr_stream):
             if stream is not None:
                 with contextlib.suppress(Exception):

@@ -285,11 +285,11 @@ def test_streams_keep_their_class(circusd: Start, short_tmp: Path) -> None:
     assert d.pids("t") == pids  # swapped live: the stream existed
     conf = get(d, "t", "stdout_stream_conf")["stdout_stream_conf"]
     assert conf["class"] == "WatchedFileStream" and conf["filename"] == str(second)  # type: ignore[index]
-    # a stream on stderr, which had none: the processes must be restarted to pipe it
+    # a stream on stderr, which had none: output is always read, so it is swapped in live
     third = short_tmp / "err.log"
     set_(d, "t", "stderr_stream.filename", str(third))
-    replaced(d, "t", pids)
     wait_until(lambda: third.exists() and b"tock" in third.read_bytes(), what="err.log")
+    assert d.pids("t") == pids
 
 
 HOOK = """\

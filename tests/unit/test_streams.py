@@ -765,7 +765,7 @@ def test_prefixer_lets_out_a_line_without_end() -> None:
 
 def test_output_ring_keeps_the_last_lines() -> None:
     clock = FakeClock()
-    ring = OutputRing(size=5, _clock=clock)
+    ring = OutputRing(max_bytes=64, _clock=clock)
     ring.add(1, "stdout", b"a1\na")
     ring.add(2, "stderr", b"b1\n")
     ring.add(1, "stdout", b"2\n")
@@ -779,11 +779,29 @@ def test_output_ring_keeps_the_last_lines() -> None:
     assert [line[3] for line in ring.last(10, pid=1)] == [b"a1", b"a2"]
     assert [line[3] for line in ring.last(10, names=("stderr",))] == [b"b1"]
     assert ring.last(0) == []
-
-    ring.add(3, "stdout", b"".join(b"x%d\n" % i for i in range(1000)))  # bounded
-    assert [line[3] for line in ring.last(10)] == [b"x995", b"x996", b"x997", b"x998", b"x999"]
-
+    # a line still being written shows at the end of its process's output
     ring({"data": b"held", "pid": 4, "name": "stdout"})
-    assert ring.last(1, pid=4) == []
-    ring.close()
     assert ring.last(1, pid=4) == [(now, 4, "stdout", b"held")]
+
+
+def test_output_ring_is_bounded_by_bytes_and_drops_cut_lines() -> None:
+    ring = OutputRing(max_bytes=100)
+    stream = b"".join(b"x%03d\n" % j for j in range(1000))
+    for i in range(0, len(stream), 7):  # chunks that do not follow line ends
+        ring.add(3, "stdout", stream[i:i + 7])
+    lines = [line[3] for line in ring.last(1000)]
+    assert lines[-3:] == [b"x997", b"x998", b"x999"]
+    assert 15 <= len(lines) <= 20
+    # whole lines only, and consecutive: nothing lost inside the ring
+    numbers = [int(line[1:]) for line in lines]
+    assert all(len(line) == 4 for line in lines) and numbers == list(range(numbers[0], 1000))
+    assert sum(len(c[3]) for c in ring._chunks) <= 100
+
+
+def test_output_ring_costs_one_append_per_chunk() -> None:
+    ring = OutputRing(max_bytes=1 << 20)
+    chunk = b"".join(b"%07d\n" % i for i in range(8192))  # 64 KiB of short lines
+    for _ in range(100):
+        ring.add(1, "stdout", chunk)
+    assert len(ring._chunks) == 16  # 1 MiB of 64 KiB chunks, not 800,000 lines
+    assert ring.last(2)[-1][3] == b"0008191"
