@@ -12,17 +12,14 @@ A call that gets no answer within ``timeout`` raises :class:`TimedOut`, or
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
 import time
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import zmq
-import zmq.asyncio
 
 from circus.errors import CallError
 
@@ -83,7 +80,7 @@ def _prepare(cmd: Message | str | bytes) -> tuple[Message, bytes]:
     msg = json.loads(cmd) if isinstance(cmd, str | bytes) else dict(cmd)
     if not isinstance(msg, dict):
         raise CallError(f"a message is a JSON object, got {msg!r}")
-    msg.setdefault("id", uuid.uuid4().hex)
+    msg.setdefault("id", os.urandom(16).hex())
     return msg, json.dumps(msg).encode()
 
 
@@ -127,7 +124,7 @@ class CircusClient:
         self._own = context is None
         self.context = context or zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
+        self.socket.setsockopt(zmq.IDENTITY, os.urandom(16).hex().encode())
         self.socket.linger = 0
         self.socket.connect(endpoint)
         self._poller = zmq.Poller()
@@ -176,6 +173,12 @@ class CircusClient:
         self.stop()
 
 
+if TYPE_CHECKING:
+    import asyncio
+
+    import zmq.asyncio
+
+
 class AsyncCircusClient:
     """asyncio client: ``await AsyncCircusClient(endpoint=...).call({...})``.
 
@@ -189,12 +192,14 @@ class AsyncCircusClient:
         timeout: float = 5.0,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
+        import zmq.asyncio  # here, so that the blocking client (circusctl) never loads asyncio
+
         self.endpoint = endpoint
         self.timeout = timeout
         self._own = context is None
         self.context = context or zmq.asyncio.Context()
         self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
+        self.socket.setsockopt(zmq.IDENTITY, os.urandom(16).hex().encode())
         self.socket.linger = 0
         self.socket.connect(endpoint)
         self._pending: dict[str, asyncio.Future[Message]] = {}  # by JSON of the id
@@ -209,6 +214,8 @@ class AsyncCircusClient:
 
     async def call(self, cmd: Message | str) -> Message:
         """Send *cmd* and return its reply. Raises TimedOut or Unreachable."""
+        import asyncio
+
         msg, data = _prepare(cmd)
         if msg.get("msg_type") == "cast":
             await self.socket.send(data)

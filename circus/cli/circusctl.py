@@ -19,7 +19,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from circus import __version__
@@ -43,10 +43,37 @@ HISTORY_LENGTH = 1000
 PUBSUB_PROBE = 1.0
 
 
-def _commands() -> dict[str, Command]:
-    from circus.commands import get_commands
+class _Commands(Mapping[str, "Command"]):
+    """The commands by name, each imported the first time it is looked up.
 
-    return get_commands()
+    A one-shot `circusctl status` then loads one command module instead of all of them.
+    """
+
+    def __init__(self) -> None:
+        from circus.commands import REGISTRY
+
+        self._names = sorted(REGISTRY)
+        self._loaded: dict[str, Command] = {}
+
+    def __getitem__(self, name: str) -> Command:
+        if name not in self._loaded:
+            from circus.commands import get_command
+
+            command = get_command(name)
+            if command is None:
+                raise KeyError(name)
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _commands() -> Mapping[str, Command]:
+    return _Commands()
 
 
 def usage() -> str:

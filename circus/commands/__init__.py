@@ -1,73 +1,76 @@
 """The commands circusd understands; one module per command.
 
-``COMMANDS`` is the explicit registry: a command exists when its class is listed here.
+``REGISTRY`` is the explicit list: a command exists when it is named there. A test checks
+that each name matches its class and that every module in this package is registered.
 """
 
 from __future__ import annotations
 
 import builtins
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from circus.commands.addwatcher import AddWatcher
-from circus.commands.base import Command
-from circus.commands.decrproc import DecrProc
-from circus.commands.dstats import Dstats
-from circus.commands.get import Get
-from circus.commands.globaloptions import GlobalOptions
-from circus.commands.incrproc import IncrProc
-from circus.commands.ipythonshell import IPythonShell
-from circus.commands.kill import Kill
-from circus.commands.list import List
-from circus.commands.listen import Listen
-from circus.commands.listpids import ListPids
-from circus.commands.listsockets import ListSockets
-from circus.commands.numprocesses import NumProcesses
-from circus.commands.numwatchers import NumWatchers
-from circus.commands.options import Options
-from circus.commands.quit import Quit
-from circus.commands.reload import Reload
-from circus.commands.reloadconfig import ReloadConfig
-from circus.commands.restart import Restart
-from circus.commands.rmwatcher import RmWatcher
-from circus.commands.sendsignal import Signal
-from circus.commands.set import Set
-from circus.commands.start import Start
-from circus.commands.stats import Stats
-from circus.commands.status import Status
-from circus.commands.stop import Stop
+if TYPE_CHECKING:
+    from circus.commands.base import Command
 
-COMMANDS: tuple[type[Command], ...] = (
-    AddWatcher,
-    DecrProc,
-    Dstats,
-    Get,
-    GlobalOptions,
-    IncrProc,
-    IPythonShell,
-    Kill,
-    List,
-    Listen,
-    ListPids,
-    ListSockets,
-    NumProcesses,
-    NumWatchers,
-    Options,
-    Quit,
-    Reload,
-    ReloadConfig,
-    Restart,
-    RmWatcher,
-    Set,
-    Signal,
-    Start,
-    Stats,
-    Status,
-    Stop,
-)
+# name -> (module in circus.commands, class). Modules are imported when a command is
+# needed, so a one-shot `circusctl status` loads one small module, not all of them.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "add": ("addwatcher", "AddWatcher"),
+    "decr": ("decrproc", "DecrProc"),
+    "dstats": ("dstats", "Dstats"),
+    "get": ("get", "Get"),
+    "globaloptions": ("globaloptions", "GlobalOptions"),
+    "incr": ("incrproc", "IncrProc"),
+    "ipython": ("ipythonshell", "IPythonShell"),
+    "kill": ("kill", "Kill"),
+    "list": ("list", "List"),
+    "listen": ("listen", "Listen"),
+    "listpids": ("listpids", "ListPids"),
+    "listsockets": ("listsockets", "ListSockets"),
+    "numprocesses": ("numprocesses", "NumProcesses"),
+    "numwatchers": ("numwatchers", "NumWatchers"),
+    "options": ("options", "Options"),
+    "quit": ("quit", "Quit"),
+    "reload": ("reload", "Reload"),
+    "reloadconfig": ("reloadconfig", "ReloadConfig"),
+    "restart": ("restart", "Restart"),
+    "rm": ("rmwatcher", "RmWatcher"),
+    "set": ("set", "Set"),
+    "signal": ("sendsignal", "Signal"),
+    "start": ("start", "Start"),
+    "stats": ("stats", "Stats"),
+    "status": ("status", "Status"),
+    "stop": ("stop", "Stop"),
+}
+
+
+def command_class(name: str) -> type[Command] | None:
+    """The class of the command *name*, importing only its module; None if unknown."""
+    entry = REGISTRY.get(name)
+    if entry is None:
+        return None
+    module = importlib.import_module(f"circus.commands.{entry[0]}")
+    cls: type[Command] = getattr(module, entry[1])
+    return cls
+
+
+def get_command(name: str) -> Command | None:
+    cls = command_class(name)
+    return cls() if cls is not None else None
 
 
 def get_commands() -> dict[str, Command]:
     """One instance of each command, by name."""
-    return {cls.name: cls() for cls in COMMANDS}
+    return {cls.name: cls() for cls in __getattr__("COMMANDS")}
+
+
+def __getattr__(attr: str) -> Any:
+    if attr == "COMMANDS":  # every command class, imported on first use
+        classes = tuple(command_class(name) for name in sorted(REGISTRY))
+        globals()["COMMANDS"] = classes
+        return classes
+    raise AttributeError(f"module 'circus.commands' has no attribute {attr!r}")
 
 
 def reference() -> str:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-import uuid
+import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from circus.errors import ArgumentError, Errno, MessageError, NotFoundError
@@ -47,7 +46,7 @@ def error_reply(reason: str, errno: int = Errno.NOT_SPECIFIED, msg_id: Any = Non
 
 
 def make_message(command: str, **props: Any) -> Props:
-    return {"id": uuid.uuid4().hex, "command": command, "properties": props}
+    return {"id": os.urandom(16).hex(), "command": command, "properties": props}
 
 
 def cast_message(command: str, **props: Any) -> Props:
@@ -56,8 +55,7 @@ def cast_message(command: str, **props: Any) -> Props:
     return msg
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(NamedTuple):
     """A circusctl option of a command: ``--waiting``, ``--match glob`` …"""
 
     name: str

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from circus.commands.base import Command, Props, Reply
 from circus.commands.stats import format_procinfo
-from circus.process import process_info
 
 if TYPE_CHECKING:
+    import psutil
+
     from circus.arbiter import Arbiter
 
 
@@ -48,11 +46,17 @@ class Dstats(Command):
         self._me: psutil.Process | None = None
 
     def _info(self) -> dict[str, Any]:
+        import psutil  # daemon side only: circusctl never pays for it
+
+        from circus.process import process_info
+
         if self._me is None or self._me.pid != os.getpid():
             self._me = psutil.Process(os.getpid())
         return process_info(self._me, with_children=False)
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+        import asyncio
+
         return {"info": await asyncio.to_thread(self._info)}
 
     def console_msg(self, reply: Reply) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +9,8 @@ from circus.commands.base import Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, NotFoundError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from circus.arbiter import Arbiter
     from circus.process import Process
     from circus.watcher import Watcher
@@ -74,7 +75,7 @@ class Stats(Command):
     def __init__(self) -> None:
         # One collection at a time: each process keeps one psutil object, and its CPU
         # percentage is measured between two reads of it.
-        self._collecting = asyncio.Lock()
+        self._collecting: asyncio.Lock | None = None
 
     async def collect(self, processes: Iterable[Process]) -> dict[str, Any]:
         """``{pid as str: procinfo}`` for *processes*.
@@ -82,7 +83,11 @@ class Stats(Command):
         psutil reads /proc, which takes a while for a thousand processes, so this runs
         in a worker thread while the loop keeps serving.
         """
+        import asyncio  # daemon side only
+
         snapshot = list(processes)
+        if self._collecting is None:
+            self._collecting = asyncio.Lock()
         async with self._collecting:
             return await asyncio.to_thread(_collect, snapshot)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from circus.commands._lifecycle import LifecycleCommand
@@ -48,5 +47,7 @@ class Stop(LifecycleCommand):
             await arbiter.stop_watchers()
             return None
         watchers = self.match_watchers(arbiter, props)
+        import asyncio  # daemon side only
+
         await asyncio.gather(*(w.stop() for w in watchers))
         return {"info": None} if len(watchers) == 1 else None
