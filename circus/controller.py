@@ -79,8 +79,27 @@ class CommandQueue:
         return len(self._slots)
 
 
+class _Pending:
+    """A validated request whose command must run as a task (it awaits something)."""
+
+    __slots__ = ("cmd", "props", "msg_id", "slot", "cast")
+
+    def __init__(self, cmd: Command, props: Props, msg_id: Any, slot: Any, cast: bool) -> None:
+        self.cmd = cmd
+        self.props = props
+        self.msg_id = msg_id
+        self.slot = slot
+        self.cast = cast
+
+
 class Controller:
-    """Serves commands on *endpoint* for *arbiter*."""
+    """Serves commands on *endpoint* for *arbiter*.
+
+    The socket is read from a loop reader callback, not through asyncio futures: a request
+    to a command that only reads state (``status``, ``list``, …) is parsed, answered and
+    replied to within that callback, so its round trip costs no task at all. Any other
+    command runs in a task of its own.
+    """
 
     def __init__(
         self,
@@ -93,51 +112,81 @@ class Controller:
         self.endpoint = endpoint
         self.commands: dict[str, Command] = get_commands()
         self.queue = CommandQueue()
-        self._socket = context.socket(zmq.ROUTER)
-        self._socket.linger = 0
+        # a plain (blocking-API) view of the socket: it is only used with NOBLOCK
+        self._owner = context.socket(zmq.ROUTER)
+        self._owner.linger = 0
+        self._socket: zmq.Socket[Any] = zmq.Socket.shadow(self._owner.underlying)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
         bind(self._socket, endpoint, owner=owner)
         self._requests = TaskOwner("controller")
-        self._serving: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
 
     def start(self) -> None:
-        self._serving = self._requests.spawn(self._serve(), name="controller")
+        self._loop = asyncio.get_running_loop()
+        self._fd = self._socket.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._on_readable()  # anything that arrived before the reader was in place
 
-    async def _serve(self) -> None:
-        while True:
+    def _on_readable(self) -> None:
+        # ZeroMQ's FD is edge-triggered: read until the socket says there is nothing left.
+        while not self._owner.closed:
             try:
-                frames = await self._socket.recv_multipart(copy=True)
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.ETERM or self._socket.closed:
+                if not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     return
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
                 log.warning("controller: receive failed: %s", exc)
-                continue
-            self._requests.spawn(self._handle(frames), name="request")
+                return
+            self._receive(frames)
 
-    async def _handle(self, frames: list[bytes]) -> None:
+    def _receive(self, frames: list[bytes]) -> None:
         identity = frames[0]
         # [identity, b""] is an empty request from a DEALER, not a REQ's delimiter
         delimiter = len(frames) >= 3 and frames[1] == b""
         body = frames[2:] if delimiter else frames[1:]
+        outcome: Reply | _Pending | None
         if len(body) == 1:
-            reply = await self.dispatch(body[0])
+            outcome = self._prepare(body[0])
         else:
             log.warning("controller: refused a message of %d frames", len(frames))
-            reply = error_reply(
+            outcome = error_reply(
                 f"message invalid: expected the request in one frame, got {len(body)}",
                 Errno.MESSAGE_ERROR,
             )
-        if reply is None:
+        if isinstance(outcome, _Pending):
+            self._requests.spawn(self._finish(identity, delimiter, outcome), name="request")
+        elif outcome is not None:
+            self._send(identity, delimiter, outcome)
+
+    async def _finish(self, identity: bytes, delimiter: bool, pending: _Pending) -> None:
+        reply = await self._complete(pending)
+        if reply is not None:
+            self._send(identity, delimiter, reply)
+
+    def _send(self, identity: bytes, delimiter: bool, reply: Reply) -> None:
+        if self._owner.closed:
             return
         data = json.dumps(reply).encode()
         out = [identity, b"", data] if delimiter else [identity, data]
         try:
-            await self._socket.send_multipart(out)
-        except zmq.ZMQError as exc:
+            self._socket.send_multipart(out, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client is gone, or not reading its replies
             log.debug("controller: could not reply: %s", exc)
+        if self._loop is not None and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._loop.call_soon(self._on_readable)  # input that came while we sent
 
     async def dispatch(self, raw: bytes) -> Reply | None:
         """Run one request and build its reply (None for a cast). Never raises Exception."""
+        outcome = self._prepare(raw)
+        if isinstance(outcome, _Pending):
+            return await self._complete(outcome)
+        return outcome
+
+    def _prepare(self, raw: bytes) -> Reply | _Pending | None:
+        """Parse and validate; answer at once when possible. None: a cast needs no reply."""
         if len(raw) > MAX_MESSAGE:
             return error_reply(
                 f"message too large ({len(raw)} bytes, at most {MAX_MESSAGE})",
@@ -156,10 +205,12 @@ class Controller:
             )
         msg_id = msg.get("id")
         cast = msg.get("msg_type") == "cast"
-        reply = await self._run(msg, msg_id)
-        return None if cast else reply
+        outcome = self._start(msg, msg_id, cast)
+        if cast and not isinstance(outcome, _Pending):
+            return None
+        return outcome
 
-    async def _run(self, msg: dict[str, Any], msg_id: Any) -> Reply:
+    def _start(self, msg: dict[str, Any], msg_id: Any, cast: bool) -> Reply | _Pending:
         name = msg.get("command")
         if name is None:
             return error_reply("message invalid 'command' is missing", Errno.MESSAGE_ERROR, msg_id)
@@ -184,6 +235,8 @@ class Controller:
                                msg_id)
         try:
             cmd.validate(self.arbiter, props)
+            if cmd.inline:
+                return ok_reply(cmd.answer(self.arbiter, props), msg_id)
             scope = cmd.scope(self.arbiter, props)
             waiting = Command.bool_prop(props, "waiting")
             slot = self.queue.admit(scope) if scope is not None else None
@@ -197,21 +250,32 @@ class Controller:
                 self.arbiter.background(self._execute_later(cmd, props, slot),
                                         name=f"command-{cmd.name}")
                 return ok_reply(early, msg_id)
-            result = await self._execute(cmd, props, slot)
-            return ok_reply(result, msg_id)
-        except CommandError as exc:
+        except Exception as exc:
+            return self._error(cmd, exc, msg_id)
+        return _Pending(cmd, props, msg_id, slot, cast)
+
+    async def _complete(self, pending: _Pending) -> Reply | None:
+        try:
+            result = await self._execute(pending.cmd, pending.props, pending.slot)
+            reply = ok_reply(result, pending.msg_id)
+        except Exception as exc:
+            reply = self._error(pending.cmd, exc, pending.msg_id)
+        return None if pending.cast else reply
+
+    def _error(self, cmd: Command, exc: Exception, msg_id: Any) -> Reply:
+        """The one place where an exception becomes an error reply."""
+        if isinstance(exc, CommandError):
             return error_reply(str(exc), exc.errno, msg_id)
-        except ConfigError as exc:
+        if isinstance(exc, ConfigError):
             return error_reply(f"configuration refused: {exc}", Errno.COMMAND_ERROR, msg_id)
-        except OSError as exc:
+        if isinstance(exc, OSError):
             return error_reply(f"{cmd.name}: {exc}", Errno.OS_ERROR, msg_id)
-        except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, ValueError | KeyError | TypeError):
             reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             return error_reply(f"{cmd.name}: {reason}", Errno.MESSAGE_ERROR, msg_id)
-        except Exception as exc:  # a bug: tell the client briefly, keep circusd serving
-            log.exception("command %r failed", cmd.name)
-            return error_reply(f"command {cmd.name!r} failed: {exc}", Errno.COMMAND_ERROR,
-                               msg_id)
+        # a bug: tell the client briefly, keep circusd serving
+        log.error("command %r failed", cmd.name, exc_info=exc)
+        return error_reply(f"command {cmd.name!r} failed: {exc}", Errno.COMMAND_ERROR, msg_id)
 
     async def _execute(self, cmd: Command, props: Props, slot: Any) -> Reply | None:
         if slot is None:
@@ -231,12 +295,13 @@ class Controller:
                         cmd.name, _short(props), exc)
 
     async def close(self, drain: float = 1.0) -> None:
-        """Let in-flight requests answer (at most *drain* s), then stop serving."""
-        if self._serving is not None:
-            self._serving.cancel()
+        """Stop taking requests; let those in flight answer (at most *drain* s)."""
+        if self._loop is not None and self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._fd = -1
         await self._requests.join(timeout=drain)
         await self._requests.close(timeout=1.0)
-        self._socket.close(linger=0)
+        self._owner.close(linger=0)
 
 
 def _short(value: Any, limit: int = 60) -> str:

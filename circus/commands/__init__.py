@@ -42,6 +42,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "stats": ("stats", "Stats"),
     "status": ("status", "Status"),
     "stop": ("stop", "Stop"),
+    "tail": ("tail", "Tail"),
 }
 
 

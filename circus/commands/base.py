@@ -98,6 +98,9 @@ class Command:
     required: ClassVar[tuple[str, ...]] = ()
     flags: ClassVar[tuple[Flag, ...]] = ()
     waitable: ClassVar[bool] = False  # without `waiting`, reply at once and run in background
+    # inline: the command only reads state; the controller calls answer() right where the
+    # request is read, without a task (the quickest round trip)
+    inline: ClassVar[bool] = False
     usage: ClassVar[str] = ""  # circusctl synopsis, for errors and completion
     free_words: ClassVar[bool] = False  # circusctl: unknown --words are arguments
     desc: ClassVar[str] = ""
@@ -146,6 +149,12 @@ class Command:
         return None
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        if self.inline:
+            return self.answer(arbiter, props)
+        raise NotImplementedError
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply | None:
+        """The reply of an inline command (validated already); it must not block."""
         raise NotImplementedError
 
     # -- property helpers --------------------------------------------------------------

@@ -91,7 +91,9 @@ class Get(Command):
         for key in keys:
             option_value(watcher, key)
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    inline = True  # reads state only: answered without a task
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         watcher = self.watcher(arbiter, props)
         return {"options": {key: option_value(watcher, key) for key in props["keys"]}}
 

@@ -55,7 +55,9 @@ class GlobalOptions(Command):
         if option is not None and option not in KEYS:
             raise MessageError(f"{option!r} not an existing option (one of {', '.join(KEYS)})")
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    inline = True  # reads state only: answered without a task
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         values: dict[str, Any] = {
             "endpoint": arbiter.endpoint,
             "pubsub_endpoint": arbiter.pubsub_endpoint,

@@ -51,7 +51,9 @@ class List(Command):
         if "name" in props:
             self.watcher(arbiter, props)
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    inline = True  # reads state only: answered without a task
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         if "name" in props:
             watcher = self.watcher(arbiter, props)
             return {"pids": sorted(watcher.pids)}

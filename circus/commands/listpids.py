@@ -46,7 +46,9 @@ class ListPids(Command):
         super().validate(arbiter, props)
         self.watcher(arbiter, props)
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    inline = True  # reads state only: answered without a task
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         return {"pids": sorted(self.watcher(arbiter, props).pids)}
 
     def console_msg(self, reply: Reply) -> str:

@@ -50,7 +50,9 @@ class NumProcesses(Command):
         if "name" in props:
             self.watcher(arbiter, props)
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    inline = True  # reads state only: answered without a task
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         if "name" in props:
             watcher = self.watcher(arbiter, props)
             return {"numprocesses": len(watcher.processes), "watcher_name": props["name"]}

@@ -35,7 +35,9 @@ class NumWatchers(Command):
     name = "numwatchers"
     usage = "numwatchers"
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    inline = True  # reads state only: answered without a task
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         return {"numwatchers": arbiter.numwatchers()}
 
     def console_msg(self, reply: Reply) -> str:

@@ -50,7 +50,9 @@ class Options(Command):
         super().validate(arbiter, props)
         self.watcher(arbiter, props)
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    inline = True  # reads state only: answered without a task
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         return {"options": wire_options(self.watcher(arbiter, props).options())}
 
     def console_msg(self, reply: Reply) -> str:

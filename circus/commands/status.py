@@ -51,7 +51,9 @@ class Status(Command):
         if "name" in props:
             self.watcher(arbiter, props)
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    inline = True  # reads state only: answered without a task
+
+    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         if "name" in props:
             return {"status": self.watcher(arbiter, props).status}
         return {"statuses": {w.name: w.status for w in arbiter.watchers}}
