@@ -38,14 +38,18 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
-
-import psutil
+from typing import IO, TYPE_CHECKING, Any
 
 from circus.options import rlimit_resource
+from circus.util.imports import lazy_import
 from circus.util.convert import human_bytes, signal_name
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import psutil
+else:
+    psutil = lazy_import("psutil")  # only stats and children need it
 
 # Values of Process.status, as Circus exposes them.
 RUNNING = 0
@@ -57,6 +61,23 @@ OTHER = 3
 # process itself exited.
 PIPE_GRACE = 1.0
 READ_SIZE = 65536
+
+
+def _spawn_dup2_keeps_fd() -> bool:
+    """Does posix_spawn's dup2 action with fd == newfd clear close-on-exec (POSIX 2024)?
+
+    glibc does since 2.29; elsewhere (or unknown) the fds to pass go through Popen.
+    """
+    try:
+        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except (ValueError, OSError):
+        return False
+    return name == "glibc" and (major, minor) >= (2, 29)
+
+
+# Shared sockets (pass_fds) keep the posix_spawn fast path where the libc allows it.
+SPAWN_KEEPS_FDS = _spawn_dup2_keeps_fd()
 
 OutputCallback = Callable[["Process", str, bytes], None]
 ExitCallback = Callable[["Process"], None]
@@ -206,13 +227,14 @@ class Process:
             self._watch(self._loop)
 
     def _needs_popen(self) -> bool:
-        """posix_spawn cannot change user, directory, umask or limits, or keep extra fds."""
+        """posix_spawn cannot change user, directory, umask or limits (nor keep fds on an
+        old libc)."""
         return bool(
             self.rlimits
             or self.uid is not None
             or self.gid is not None
             or self.umask is not None
-            or self.pass_fds
+            or (self.pass_fds and not SPAWN_KEEPS_FDS)
             or (self.working_dir and not _is_cwd(self.working_dir))
         )
 
@@ -226,6 +248,8 @@ class Process:
             actions.append((os.POSIX_SPAWN_DUP2, self.stdin_fd, 0))
         elif self.close_child_stdin:
             actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+        for fd in self.pass_fds:  # clears close-on-exec on that fd in the child only
+            actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
         pipes: list[tuple[str, int, int]] = []  # (name, read end, write end)
         for fd, name, close, pipe in (
             (1, "stdout", self.close_child_stdout, self.pipe_stdout),

@@ -19,13 +19,44 @@ partial lines per (pid, stream name). :class:`~circus.streams.ring.OutputRing` k
 lines in memory for a ``tail`` command.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from circus.streams.base import Stream, StreamConfigError
-from circus.streams.build import BUILTIN_STREAMS, build_stream
-from circus.streams.console import FancyStdoutStream, StdoutStream
-from circus.streams.files import FileStream, TimedRotatingFileStream, WatchedFileStream
-from circus.streams.memory import QueueStream
-from circus.streams.ring import OutputRing
-from circus.streams.syslog import SyslogStream
+
+if TYPE_CHECKING:
+    from circus.streams.build import BUILTIN_STREAMS, build_stream
+    from circus.streams.console import FancyStdoutStream, StdoutStream
+    from circus.streams.files import FileStream, TimedRotatingFileStream, WatchedFileStream
+    from circus.streams.memory import QueueStream
+    from circus.streams.ring import OutputRing
+    from circus.streams.syslog import SyslogStream
+
+# Each name is imported from its module on first use: a watcher that only keeps its
+# output in the ring never loads the file, syslog or console classes.
+_HOMES = {
+    "BUILTIN_STREAMS": "build",
+    "build_stream": "build",
+    "FancyStdoutStream": "console",
+    "StdoutStream": "console",
+    "FileStream": "files",
+    "TimedRotatingFileStream": "files",
+    "WatchedFileStream": "files",
+    "QueueStream": "memory",
+    "OutputRing": "ring",
+    "SyslogStream": "syslog",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'circus.streams' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"circus.streams.{home}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "BUILTIN_STREAMS",
