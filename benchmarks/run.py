@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import envs, measure, procfs, report
-from benchmarks.targets import TARGETS, Target, TargetFailed, Workload
+from benchmarks.targets import TARGETS, Target, TargetFailed, Workload, ensure_bytecode
 
 METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale")
 ALIASES = {"throughput": "stream", "roundtrip": "rtt", "round-trip": "rtt"}
@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--markdown", type=Path, help="write the report here as well")
     args = parser.parse_args(argv)
+    ensure_bytecode()
 
     plan = make_plan(args.mode or "quick", args.targets, args.only, args.repeats, args.ns)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)

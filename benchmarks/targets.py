@@ -201,8 +201,24 @@ def daemon_environment() -> dict[str, str]:
     A ``PYTHONPATH`` pointing at this checkout would make Circus 0.19's ``circusd`` import our
     ``circus`` package instead of its own.
     """
-    drop = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONSAFEPATH")
+    # PYTHONDONTWRITEBYTECODE goes too: every daemon runs from compiled bytecode, as an
+    # installed package does (see ensure_bytecode for ours).
+    drop = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONSAFEPATH",
+            "PYTHONDONTWRITEBYTECODE")
     return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def ensure_bytecode() -> None:
+    """Compile our package, as pip does for the anchors' installed packages.
+
+    An editable install is never compiled by pip; without this, each start of our circusd
+    would compile its modules from source while the anchors load theirs from .pyc files.
+    """
+    import compileall
+
+    import circus
+
+    compileall.compile_dir(os.path.dirname(circus.__file__), quiet=1)
 
 
 def _circus_ini(workload: Workload, workdir: Path) -> str:
