@@ -39,6 +39,7 @@ import zmq.asyncio
 from circus.controller import Controller
 from circus.errors import AlreadyExistsError, ConfigError, NotFoundError
 from circus.pubsub import EventPublisher
+from circus.sockets import CircusSockets, OnDemand
 from circus.states import WatcherState
 from circus.tasks import TaskOwner
 from circus.watcher import Watcher
@@ -101,7 +102,8 @@ class Arbiter:
         self.statsd = statsd
         self.debug = debug
         self.plugins = list(plugins or [])
-        self.sockets = list(sockets or [])
+        self.sockets = CircusSockets(sockets or [])  # bound by open(), closed by close()
+        self._on_demand = OnDemand(self.sockets, self.background)
         self.config_file = config_file
         self.options = options
         self._context = context
@@ -127,6 +129,7 @@ class Arbiter:
             raise AlreadyExistsError(f"a watcher named {watcher.name!r} already exists")
         watcher.arbiter = self
         watcher.publish = self.publish
+        watcher.sockets = self.sockets.fds  # every socket, by name; updated in place
         self.watchers.append(watcher)
         self._update_output_wanted(watcher)
 
@@ -144,6 +147,8 @@ class Arbiter:
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._publisher is not None:
             self._publisher.publish(topic, payload)
+        if topic.endswith(".stop"):  # a stopped on_demand watcher waits for a connection
+            self._on_demand.refresh()
 
     def get_watcher(self, name: str) -> Watcher:
         """The watcher called *name* (any case). Raises NotFoundError."""
@@ -278,6 +283,11 @@ class Arbiter:
             diff = _config_diff(watcher, conf)
             if diff:
                 changes[key] = diff
+        # Sockets: new ones are bound first (one that cannot be bound refuses the file);
+        # the users of a changed socket are stopped while it is rebound, started below.
+        socket_plan = self.sockets.plan(config.sockets)
+        self.sockets.bind_added(socket_plan)
+        rebound = await self.sockets.apply(socket_plan, self.watchers)
         summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [],
                                          "resized": []}
         for key in sorted(set(current) - set(wanted)):
@@ -299,6 +309,14 @@ class Arbiter:
             if watcher.autostart and not watcher.on_demand and reload_running:
                 await watcher.start()
             summary["added"].append(watcher.name)
+        for watcher in rebound:
+            if watcher in self.watchers and watcher.state is WatcherState.STOPPED:
+                await watcher.start()
+        self._on_demand.refresh()
+        if socket_plan:
+            log.info("sockets: added %s, changed %s, removed %s",
+                     [s.name for s in socket_plan.added], [s.name for s in socket_plan.changed],
+                     socket_plan.removed)
         log.info(
             "configuration applied: %s",
             ", ".join(f"{k} {v}" for k, v in summary.items() if v) or "no change",
@@ -351,6 +369,12 @@ class Arbiter:
         self._open = True
         self.started_at = time.time()
         log.info("circusd listening on %s (events on %s)", self.endpoint, self.pubsub_endpoint)
+        try:
+            self.sockets.bind_all()  # before any watcher starts; the error names [socket:X]
+        except OSError:
+            await self.close()
+            raise
+        self._on_demand.open(lambda: self.watchers)
         await self.start_watchers(autostart_only=True)
 
     async def close(self) -> None:
@@ -359,6 +383,7 @@ class Arbiter:
             return
         self._open = False
         log.info("stopping every watcher")
+        self._on_demand.close()  # no on_demand start while everything stops
         try:
             async with self._lock:
                 await self._stop_all()
@@ -379,6 +404,7 @@ class Arbiter:
             if self._own_context and self._context is not None:
                 self._context.term()
                 self._context = None
+            self.sockets.close_all()
 
     async def __aenter__(self) -> Arbiter:
         await self.open()

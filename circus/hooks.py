@@ -5,6 +5,11 @@ A hook is given as ``"package.module.function"`` (or ``package.module:function``
 ``hook_name`` and the extras of that hook. A truthy return value is success; ``None`` or
 another false value refuses (``before_start`` then keeps the watcher stopped). An
 exception is logged and counts as success only if the hook's failures are ignored.
+
+A ``before_spawn`` hook may also return :data:`SKIP` (or ``Skip(delay)``): no process is
+started this time, the watcher keeps its state, and the missing process is asked for
+again after the delay (one second by default), when the hook runs again. Any other hook
+takes a ``Skip`` as a plain success.
 """
 
 from __future__ import annotations
@@ -14,11 +19,27 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from circus.options import HOOK_NAMES, HOOKS_IGNORED_BY_DEFAULT
 
 log = logging.getLogger(__name__)
+
+__all__ = ["SKIP", "Hook", "Skip", "resolve"]
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Returned by a ``before_spawn`` hook: not this spawn; ask again in *delay* seconds."""
+
+    delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.delay >= 0:
+            raise ValueError(f"Skip delay must be 0 or more seconds, got {self.delay!r}")
+
+
+SKIP: Final = Skip()
 
 
 def resolve(path: str) -> Callable[..., Any]:
@@ -73,8 +94,11 @@ class Hook:
         target = target.strip()
         return cls(name, resolve(target), ignore, target)
 
-    async def call(self, **kwargs: Any) -> tuple[bool, BaseException | None]:
-        """Run the hook; return (success, the exception it raised or None)."""
+    async def call(self, **kwargs: Any) -> tuple[bool | Skip, BaseException | None]:
+        """Run the hook; return (success, the exception it raised or None).
+
+        Success is a bool, or the :class:`Skip` the hook returned (which is truthy).
+        """
         try:
             result = self.func(hook_name=self.name, **kwargs)
             if inspect.isawaitable(result):
@@ -82,4 +106,6 @@ class Hook:
         except Exception as exc:  # a user's hook: its failure must not stop circusd
             log.exception("hook %s (%s) failed", self.name, self.path)
             return self.ignore_failure, exc
+        if isinstance(result, Skip):
+            return result, None
         return bool(result), None

@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from circus.errors import OptionError
-from circus.hooks import Hook
+from circus.hooks import Hook, Skip
 from circus.options import WATCHER_OPTIONS, check_watcher_option
 from circus.process import Process
+from circus.sockets import sockets_for_spawn
 from circus.states import WatcherState
 from circus.streams.ring import OutputRing
 from circus.streams.writer import ForwardStream, StreamWriter
@@ -198,6 +199,7 @@ class Watcher:
         self._next_wid = 0
         self._env_cache: dict[str, str] | None = None
         self._stopped_event: asyncio.Event | None = None
+        self._spawn_retry: asyncio.TimerHandle | None = None  # a before_spawn hook's Skip
         # `stopped` (the seed's "not started yet") is accepted for compatibility: a watcher
         # is always created stopped, and `autostart` decides whether the arbiter starts it.
 
@@ -259,32 +261,36 @@ class Watcher:
         self._env_cache = env
         return env
 
-    def _variables(self, wid: int, env: Mapping[str, str]) -> dict[str, object]:
+    def _variables(self, wid: int, env: Mapping[str, str],
+                   sockets: Mapping[str, int] | None = None) -> dict[str, object]:
         values: dict[str, object] = {"wid": wid, "name": self.name}
         for key in WATCHER_OPTIONS:
             values[key] = getattr(self, key)
         for key, value in env.items():
             values["env." + key.lower()] = value
-        for name, fd in self.sockets.items():
+        for name, fd in (self.sockets if sockets is None else sockets).items():
             values["sockets." + name.lower()] = fd
         for key, value in self.rlimits.items():
             values["rlimits." + key.lower()] = value
         return values
 
-    def _expand(self, text: str, wid: int, env: Mapping[str, str]) -> str:
+    def _expand(self, text: str, wid: int, env: Mapping[str, str],
+                sockets: Mapping[str, int] | None = None) -> str:
         if "$" not in text and "((" not in text:
             return text
         from circus.util.template import expand, expand_wid
 
-        return expand_wid(expand(text, self._variables(wid, env)), wid)
+        return expand_wid(expand(text, self._variables(wid, env, sockets)), wid)
 
-    def _command(self, wid: int, env: Mapping[str, str]) -> tuple[str, str | list[str] | None]:
-        cmd = self._expand(self.cmd, wid, env)
+    def _command(self, wid: int, env: Mapping[str, str],
+                 sockets: Mapping[str, int] | None = None
+                 ) -> tuple[str, str | list[str] | None]:
+        cmd = self._expand(self.cmd, wid, env, sockets)
         args = self.args
         if isinstance(args, str):
-            args = self._expand(args, wid, env)
+            args = self._expand(args, wid, env, sockets)
         elif args is not None:
-            args = [self._expand(str(a), wid, env) for a in args]
+            args = [self._expand(str(a), wid, env, sockets) for a in args]
         return cmd, args
 
     # -- spawning -------------------------------------------------------------------------
@@ -296,8 +302,9 @@ class Watcher:
         self._next_wid += 1
         return self._next_wid
 
-    def _pass_fds(self) -> list[int]:
-        return list(self.sockets.values()) if self.use_sockets else []
+    def _pass_fds(self, sockets: Mapping[str, int] | None = None) -> list[int]:
+        return list((self.sockets if sockets is None else sockets).values()
+                    ) if self.use_sockets else []
 
     def spawn_process(self) -> Process:
         """Start one process now (no hooks); raise OSError/ValueError if it cannot start."""
@@ -309,11 +316,19 @@ class Watcher:
             raise
 
     def _spawn_wid(self, wid: int) -> Process:
+        if not getattr(self.sockets, "per_process", None):
+            return self._start_process(wid, self.sockets)
+        # so_reuseport: a socket of its own for this process, closed here once it is spawned
+        with sockets_for_spawn(self.sockets, self.cmd, self.args, self.stdin_socket,
+                               self.use_sockets) as sockets:
+            return self._start_process(wid, sockets)
+
+    def _start_process(self, wid: int, sockets: Mapping[str, int]) -> Process:
         env = self.spawn_env()
-        cmd, args = self._command(wid, env)
+        cmd, args = self._command(wid, env, sockets)
         stdin_fd = None
         if self.stdin_socket:
-            stdin_fd = self.sockets.get(self.stdin_socket.lower())
+            stdin_fd = sockets.get(self.stdin_socket.lower())
         process = Process(
             wid,
             cmd,
@@ -328,7 +343,7 @@ class Watcher:
             name=self.name,
             shell_args=self._expand(self.shell_args, wid, env) if self.shell_args else None,
             umask=self.umask,
-            pass_fds=self._pass_fds(),
+            pass_fds=self._pass_fds(sockets),
             stdin_fd=stdin_fd,
             close_child_stdin=self.close_child_stdin,
             close_child_stdout=self.close_child_stdout,
@@ -353,9 +368,16 @@ class Watcher:
         return process
 
     async def _spawn_one(self) -> Process | None:
-        """Spawn with hooks. None: a hook refused, or the spawn failed (counted)."""
-        if "before_spawn" in self.hooks and not await self.call_hook("before_spawn"):
-            raise _HookRefused("before_spawn")
+        """Spawn with hooks. None: a hook skipped or refused, or the spawn failed (counted)."""
+        if "before_spawn" in self.hooks:
+            if self._spawn_retry is not None:
+                return None  # the hook said "not now": the keeper asks again later
+            verdict = await self.call_hook("before_spawn")
+            if isinstance(verdict, Skip):
+                self._defer_spawns(verdict.delay)
+                return None
+            if not verdict:
+                raise _HookRefused("before_spawn")
         try:
             process = self.spawn_process()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
@@ -379,6 +401,17 @@ class Watcher:
             await self._stop_all()
             return None
 
+    def _defer_spawns(self, delay: float) -> None:
+        """before_spawn returned Skip: no spawn now; the keeper tries again after *delay*."""
+        log.info("%s: the before_spawn hook skipped a spawn; asking again in %.1fs",
+                 self.name, delay)
+        loop = asyncio.get_running_loop()
+        self._spawn_retry = loop.call_later(delay, self._spawn_retry_due)
+
+    def _spawn_retry_due(self) -> None:
+        self._spawn_retry = None
+        self._wake()
+
     def _retries_exhausted(self) -> bool:
         return self.max_retry != -1 and self._spawn_failures > self.max_retry
 
@@ -392,7 +425,7 @@ class Watcher:
                 break
             process = await self._spawn_guarded()
             if process is None:
-                if self.state is WatcherState.STOPPED:
+                if self.state is WatcherState.STOPPED or self._spawn_retry is not None:
                     break
                 if self._retries_exhausted():
                     log.error(
@@ -548,8 +581,11 @@ class Watcher:
 
     # -- hooks ------------------------------------------------------------------------------
 
-    async def call_hook(self, hook_name: str, **extra: Any) -> bool:
-        """Run the hook *hook_name* if there is one; True if absent or it succeeded."""
+    async def call_hook(self, hook_name: str, **extra: Any) -> bool | Skip:
+        """Run the hook *hook_name* if there is one; True if absent or it succeeded.
+
+        A hook's :class:`~circus.hooks.Skip` is returned as is (it is truthy).
+        """
         hook = self.hooks.get(hook_name)
         if hook is None:
             return True
@@ -578,7 +614,7 @@ class Watcher:
             timer.cancel()
         send = True
         if "before_signal" in self.hooks and not process.exited:
-            send = await self.call_hook("before_signal", pid=process.pid, signum=sig)
+            send = bool(await self.call_hook("before_signal", pid=process.pid, signum=sig))
         process.stopping = True
         code = await process.stop(
             sig,
@@ -606,6 +642,9 @@ class Watcher:
         await self.call_hook("before_stop")
         stopped = await self._stop_processes(list(self.processes.values()))
         self._set_state(WatcherState.STOPPED)
+        if self._spawn_retry is not None:  # a skipped spawn is not retried once stopped
+            self._spawn_retry.cancel()
+            self._spawn_retry = None
         await self.call_hook("after_stop")
         self._emit("stop")
         log.info("%s: stopped", self.name)
