@@ -118,6 +118,17 @@ def build_arbiter(config: Any) -> Any:
             section = f"watcher:{conf['name']}"
             path, line = config.location(section) or (config.path, None)
             raise ConfigError(str(exc), path=path, line=line, section=section) from exc
+    from circus.plugins.launch import check_plugin
+
+    for plugin in config.plugins:  # the class must import, its options must parse
+        try:
+            check_plugin(plugin)
+        except OptionError as exc:
+            section = f"plugin:{plugin['name']}"
+            path, line = config.location(section, exc.option) or (config.path, None)
+            message = str(exc).removeprefix(f"{exc.option}: ")
+            raise ConfigError(message, path=path, line=line, section=section,
+                              option=exc.option) from exc
     c = config.circus
     return Arbiter(
         watchers,
