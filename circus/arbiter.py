@@ -121,6 +121,25 @@ class Arbiter:
         self.started_at = 0.0
         for watcher in watchers:
             self._attach(watcher)
+        for conf in self._plugin_watcher_confs(self.plugins):
+            self._attach(watcher_from_config(conf))
+
+    def _plugin_watcher_confs(self, plugins: Sequence[Mapping[str, Any]]
+                              ) -> list[dict[str, Any]]:
+        """The singleton watchers that run *plugins* (see circus/plugins/launch.py)."""
+        from circus.errors import OptionError
+        from circus.plugins.launch import plugin_watcher_conf
+
+        confs = []
+        for plugin in plugins:
+            try:
+                confs.append(plugin_watcher_conf(plugin, self.endpoint, self.pubsub_endpoint,
+                                                 self.check_delay, self.debug))
+            except OptionError as exc:
+                section = f"plugin:{plugin.get('name') or plugin.get('use')}"
+                raise ConfigError(str(exc).removeprefix(f"{exc.option}: "), section=section,
+                                  option=exc.option) from exc
+        return confs
 
     # -- watchers ---------------------------------------------------------------------------
 
@@ -228,6 +247,8 @@ class Arbiter:
             await self._stop_all()
 
     async def _stop_all(self) -> None:
+        # Plugins first, so none of them restarts a watcher that is being stopped.
+        await asyncio.gather(*(w.stop() for w in self.watchers if w.name.startswith("plugin:")))
         for group in self._by_priority(reverse=True):
             await asyncio.gather(*(w.stop() for w in group))
 
@@ -269,7 +290,8 @@ class Arbiter:
         if not self.config_file:
             raise ConfigError("circusd was not started from a configuration file")
         config = load_config(self.config_file)  # ConfigError: nothing is touched
-        wanted = {d["name"].lower(): d for d in config.watchers}
+        plugins = self._plugin_watcher_confs(config.plugins)  # ConfigError: nothing touched
+        wanted = {d["name"].lower(): d for d in [*config.watchers, *plugins]}
         current = {w.name.lower(): w for w in self.watchers}
         # Build every new/changed watcher first, so a bad stream or hook refuses the whole
         # file before anything is stopped.
