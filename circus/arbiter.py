@@ -169,6 +169,12 @@ class Arbiter:
         if topic.endswith(".stop"):  # a stopped on_demand watcher waits for a connection
             self._on_demand.refresh()
 
+    async def wait_subscribed(self, topic: str, limit: float) -> bool:
+        """True once a subscription to exactly *topic* reached the event socket (``tail -f``)."""
+        if self._publisher is None:
+            return False
+        return await self._publisher.wait_subscribed(topic, limit)
+
     def get_watcher(self, name: str) -> Watcher:
         """The watcher called *name* (any case). Raises NotFoundError."""
         lowered = name.lower()

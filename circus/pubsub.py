@@ -11,6 +11,7 @@ produce, so they are produced only while someone subscribes to them explicitly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class EventPublisher:
         self.subscriptions: set[bytes] = set()
         self.generation = 0  # bumped whenever the subscriptions change
         self._on_subscriptions = on_subscriptions
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
 
     @property
     def fd(self) -> int:
@@ -52,6 +54,7 @@ class EventPublisher:
     def read_subscriptions(self) -> None:
         """Take in (un)subscriptions; ZeroMQ passes only the first and last of each topic."""
         changed = False
+        arrived: list[bytes] = []
         while not self._owner.closed and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             try:
                 msg = self._socket.recv(zmq.NOBLOCK)
@@ -61,6 +64,7 @@ class EventPublisher:
                 continue
             if msg[0] == 1:
                 self.subscriptions.add(msg[1:])
+                arrived.append(msg[1:])
             elif msg[0] == 0:
                 self.subscriptions.discard(msg[1:])
             changed = True
@@ -68,6 +72,36 @@ class EventPublisher:
             self.generation += 1
             if self._on_subscriptions is not None:
                 self._on_subscriptions()
+        for topic in arrived:  # after the callback: what it enables is in place
+            for waiter in self._waiters.pop(topic, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_subscribed(self, topic: str, limit: float) -> bool:
+        """Wait until a subscription to exactly *topic* reaches the socket (event loop only).
+
+        ZeroMQ hands one subscriber's subscriptions over in the order it made them, so once
+        a topic it subscribed last has arrived, its earlier subscriptions are in effect too.
+        False if none came within *limit* seconds.
+        """
+        wanted = topic.encode()
+        self.read_subscriptions()  # the FD is edge-triggered: look before waiting
+        if wanted in self.subscriptions:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(wanted, []).append(waiter)
+        try:
+            async with asyncio.timeout(limit):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiting = self._waiters.get(wanted)
+            if waiting is not None and waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._waiters[wanted]
 
     def subscribed(self, *topics: str) -> bool:
         """True if an explicit (non-empty) subscription covers one of *topics*."""

@@ -214,7 +214,29 @@ class Controller:
         except ArgumentError as exc:
             self.error(f"circusctl {command.name}: {exc}")
             return EX_USAGE
+        if command.name == "tail" and message["properties"].pop("follow", False):
+            return self.follow(command, message["properties"])
         return self.send(command, message)
+
+    def follow(self, command: Command, props: dict[str, Any]) -> int:
+        """``tail -f``: the last lines, then new output as it comes, until Ctrl-C/SIGTERM."""
+        from circus.client import TimedOut, Unreachable
+        from circus.commands.tail import Follow
+        from circus.errors import CallError
+
+        follower = Follow(props, self.out, as_json=self.as_json or self.prettify)
+        try:
+            reply = follower.run(self.client.call)
+        except Unreachable as exc:
+            self.error(f"circusctl: {exc}")
+            return EX_UNAVAILABLE
+        except (TimedOut, CallError) as exc:
+            self.error(f"circusctl: {exc}")
+            return EX_TEMPFAIL
+        if reply is not None:
+            self.error(command.console_msg(reply))
+            return EX_ERROR_REPLY
+        return EX_OK
 
     def send(self, command: Command, message: dict[str, Any]) -> int:
         from circus.client import TimedOut, Unreachable

@@ -52,6 +52,10 @@ class OutputRing:
         chunk, pid, name = chunk_of(data)
         self.add(pid, name, chunk)
 
+    def unfinished(self) -> set[tuple[int, str]]:
+        """The ``(pid, name)`` whose latest output does not end with a newline yet."""
+        return {key for key, ended in self._line_start.items() if not ended}
+
     def forget(self, pid: int) -> None:
         """The process is gone: its pid may be reused, so its partial line is closed."""
         for name in ("stdout", "stderr"):
