@@ -121,6 +121,25 @@ def test_seed_logger_plugin_runs_unchanged(circusd: Callable[..., Daemon],
     assert not pid_alive(pid)
 
 
+def test_reloadconfig_adds_keeps_and_removes_plugins(circusd: Callable[..., Daemon],
+                                                     short_tmp: Path) -> None:
+    logger = f"[plugin:logger]\nuse = {LOGGER}\nfilename = {short_tmp / 'a.log'}\n"
+    d = circusd(f"[watcher:w]\ncmd = {SLEEPER}\n")
+    body = d.ini.read_text()
+    d.ini.write_text(body + logger)
+    assert d.ctl("reloadconfig", "--waiting").returncode == 0
+    pid = plugin_pid(d, "logger")
+    d.ctl("reloadconfig", "--waiting")  # unchanged: the same plugin process
+    assert d.pids("plugin:logger") == [pid]
+    d.ini.write_text(body + logger.replace("a.log", "b.log"))
+    d.ctl("reloadconfig", "--waiting")  # changed: a new plugin process
+    replaced(d, "plugin:logger", [pid])
+    d.ini.write_text(body)
+    d.ctl("reloadconfig", "--waiting")
+    assert d.ctl("list").stdout.strip() == "w"
+    wait_until(lambda: not pid_alive(pid), what="the old plugin process to exit")
+
+
 def test_circus_plugin_command(circusd: Callable[..., Daemon], short_tmp: Path) -> None:
     """`circus-plugin` runs a plugin by hand, prints the seed's banner, and stops cleanly on
     SIGTERM; Circus 0.19's key:value config form is read."""
