@@ -88,7 +88,8 @@ class Tail(Command):
 
     circusctl prints the lines as they were written, stdout and stderr interleaved as
     they were read; each line starts with ``[<pid>] `` when the watcher has more than one
-    process or the lines come from several processes (decided once, at the start). With
+    process or the lines come from several processes, unless one was asked for with
+    ``--pid`` (decided once, at the start). With
     ``--json``, ``tail`` prints the reply and ``tail -f`` one JSON object per line,
     ``{"time", "pid", "stream", "line"}``. ``tail -f`` holds an unfinished line until its
     end arrives, its process exits, or it has waited half a second.
@@ -109,9 +110,11 @@ class Tail(Command):
         {"status": "ok",
          "lines": [{"time": <float>, "pid": <pid>, "stream": "stdout", "line": "<text>",
                     "partial": false}, ...],
-         "pids": [<pid>, ...], "numprocesses": <n>, "snapshot": <float>}
+         "pid": <pid> | null, "pids": [<pid>, ...], "numprocesses": <n>,
+         "snapshot": <float>}
 
-    ``time`` is when the line's last piece was read, ``pids`` the watcher's processes now.
+    ``time`` is when the line's last piece was read, ``pid`` the process asked for (null:
+    all), ``pids`` the watcher's processes now.
     A ``pid`` that neither runs nor has output left gets errno 3.
 
     Command line
@@ -226,6 +229,7 @@ class Tail(Command):
         lines.reverse()
         return {
             "lines": lines,
+            "pid": pid,
             "pids": watcher.pids,
             "numprocesses": watcher.numprocesses,
             "snapshot": snapshot,
@@ -233,7 +237,10 @@ class Tail(Command):
 
 
 def several_processes(reply: Reply) -> bool:
-    """Whether lines get a ``[<pid>] `` tag: several processes run or wrote them."""
+    """Whether lines get a ``[<pid>] `` tag: several processes run or wrote them, and the
+    reply is not about one process."""
+    if reply.get("pid") is not None:
+        return False
     lines = reply.get("lines") or []
     numprocesses = reply.get("numprocesses")
     return (isinstance(numprocesses, int) and numprocesses > 1) or len(
@@ -318,7 +325,7 @@ class Follow:
 
     def _start(self, reply: Reply) -> None:
         self.snapshot = float(reply.get("snapshot") or 0.0)
-        self.tagged = self.pid is None and several_processes(reply)
+        self.tagged = several_processes(reply)
         now = self._clock()
         for line in reply.get("lines") or []:
             if line.get("partial"):  # its end is still to come: hold it
