@@ -166,7 +166,7 @@ class Arbiter:
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._publisher is not None:
             self._publisher.publish(topic, payload)
-        if topic.endswith(".stop"):  # a stopped on_demand watcher waits for a connection
+        if topic.endswith((".stop", ".start")):  # on_demand: wait for a connection or not
             self._on_demand.refresh()
 
     async def wait_subscribed(self, topic: str, limit: float) -> bool:

@@ -18,11 +18,12 @@ fd 0 instead.
 A socket with ``so_reuseport = true`` is handled differently. circusd binds it with
 SO_REUSEPORT to reserve the address (and learn the port when ``port = 0``) but does not
 listen on it, because the kernel would hand circusd its share of the connections and
-nobody would accept them. Instead every process whose ``cmd`` or ``args`` references
-``$(circus.sockets.NAME)`` (or whose ``stdin_socket`` names it) gets a socket of its own,
-bound to the same address and listening, which circusd closes right after the spawn.
-The kernel then spreads connections evenly over the processes. The price: connections
-queued on a process's own socket are reset when that process exits.
+nobody would accept them (for the same reason a datagram socket is closed once bound).
+Instead every process whose ``cmd`` or ``args`` references ``$(circus.sockets.NAME)``
+(or whose ``stdin_socket`` names it) gets a socket of its own, bound to the same address
+and listening, which circusd closes right after the spawn. The kernel then spreads
+connections evenly over the processes. The price: connections queued on a process's own
+socket are reset when that process exits.
 
 ``on_demand``
 -------------
@@ -159,6 +160,7 @@ class CircusSocket:
         self.section = section or f"socket:{self.name}"
         self.sock: socket.socket | None = None
         self._address: Any = None  # the address bound, for the per-process sockets
+        self.bound = False
         self._path_inode: tuple[int, int] | None = None  # (dev, ino) of the file we bound
 
     @classmethod
@@ -257,7 +259,7 @@ class CircusSocket:
 
     def bind(self) -> None:
         """Create, bind and (for stream sockets) listen. Raises :class:`SocketBindError`."""
-        if self.sock is not None:
+        if self.bound:
             return
         try:
             address = self._resolve()
@@ -275,8 +277,16 @@ class CircusSocket:
         except OSError as exc:
             sock.close()
             raise SocketBindError(self, exc) from exc
-        self.sock = sock
         self._address = sock.getsockname()
+        self.bound = True
+        if self.so_reuseport and self.type not in _LISTENING_TYPES:
+            # A datagram socket in a SO_REUSEPORT group gets its share of the datagrams
+            # whether or not anyone reads it: only learn the address, keep no socket.
+            sock.close()
+            log.info("socket %s: address %s for one socket per process", self.name,
+                     self.address_text())
+            return
+        self.sock = sock
         log.info("socket %s bound to %s (fd %d)", self.name, self.address_text(), sock.fileno())
 
     def _bind_path(self, sock: socket.socket) -> None:
@@ -317,6 +327,7 @@ class CircusSocket:
 
     def close(self) -> None:
         """Close circusd's socket and remove the Unix socket file it created."""
+        self.bound = False
         sock, self.sock = self.sock, None
         if sock is None:
             return
@@ -443,6 +454,8 @@ class CircusSockets:
     def __init__(self, specs: Iterable[Mapping[str, Any] | CircusSocket] = ()) -> None:
         self._sockets: dict[str, CircusSocket] = {}
         self.fds = SocketFds()
+        # called before any socket is closed, so nothing is left registered on its fd
+        self.before_close: list[Callable[[], None]] = []
         for spec in specs:
             sock = spec if isinstance(spec, CircusSocket) else CircusSocket.from_config(spec)
             if sock.name in self._sockets:
@@ -473,7 +486,7 @@ class CircusSockets:
         for name, sock in self._sockets.items():
             if sock.fd is not None:
                 self.fds[name] = sock.fd
-            if sock.so_reuseport and sock.sock is not None:
+            if sock.so_reuseport and sock.bound:
                 self.fds.per_process[name] = sock
 
     def bind_all(self) -> None:
@@ -486,7 +499,12 @@ class CircusSockets:
             raise
         self._refresh()
 
+    def _closing(self) -> None:
+        for callback in self.before_close:
+            callback()
+
     def close_all(self) -> None:
+        self._closing()
         for sock in self._sockets.values():
             sock.close()
         self._refresh()
@@ -541,6 +559,8 @@ class CircusSockets:
                     await watcher.stop()
                     stopped.append(watcher)
         error: SocketBindError | None = None
+        if plan.changed or plan.removed:
+            self._closing()
         for new in plan.changed:
             old = self._sockets[new.name]
             old.close()
@@ -584,6 +604,9 @@ class OnDemand:
         self._retry: dict[_Watcher, asyncio.TimerHandle] = {}
         self._closed = True
         self._watchers: Callable[[], Sequence[_Watcher]] = list
+        # a socket about to close must not stay registered with the loop; refresh() arms
+        # the watchers again on the new descriptors
+        sockets.before_close.append(self._disarm_all)
 
     def open(self, watchers: Callable[[], Sequence[_Watcher]]) -> None:
         """Begin watching; *watchers* returns the arbiter's current watchers."""
@@ -594,11 +617,14 @@ class OnDemand:
     def close(self) -> None:
         """Stop watching every socket (at shutdown, before the watchers are stopped)."""
         self._closed = True
-        for watcher in list(self._fds):
-            self._disarm(watcher)
+        self._disarm_all()
         for timer in self._retry.values():
             timer.cancel()
         self._retry.clear()
+
+    def _disarm_all(self) -> None:
+        for watcher in list(self._fds):
+            self._disarm(watcher)
 
     def fds_of(self, watcher: _Watcher) -> list[int]:
         """The listening fds whose first connection starts *watcher*.
@@ -636,6 +662,9 @@ class OnDemand:
                 log.warning("%s: on_demand, but no listening socket to wait on; start it "
                             "with a start command", watcher.name)
                 continue
+            if not watcher.use_sockets and not watcher.stdin_socket:
+                log.warning("%s: on_demand without use_sockets or stdin_socket: its processes "
+                            "cannot accept the connection that starts them", watcher.name)
             self._arm(watcher, fds)
 
     def _arm(self, watcher: _Watcher, fds: list[int]) -> None:

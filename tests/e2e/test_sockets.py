@@ -378,6 +378,32 @@ def test_so_reuseport_gives_each_worker_its_own_socket(circusd: Start,
     assert not inodes & fd_inodes(d.pid)  # circusd kept none of the per-worker sockets
 
 
+def test_so_reuseport_datagram_sockets_are_the_workers_own(circusd: Start,
+                                                           workers: list[int]) -> None:
+    d = circusd(
+        "[socket:udp]\nhost = 127.0.0.1\nport = 0\ntype = SOCK_DGRAM\nso_reuseport = true\n"
+        f"[watcher:w]\ncmd = {WORKER} --dgram --fd $(circus.sockets.udp)\nuse_sockets = true\n"
+        "numprocesses = 2\n"
+    )
+    sock = entry(d, "udp")
+    # circusd keeps no socket in the group (it would swallow its share of the datagrams)
+    assert sock["fd"] is None and sock["port"] > 0
+    pids = wait_until(lambda: len(d.pids("w")) == 2 and d.pids("w"), what="2 workers")
+    answers = []
+    for n in range(20):
+        # a new source port each time, so the kernel's hash may pick either worker
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind(("127.0.0.1", 0))
+            sender.settimeout(10)
+            sender.sendto(b"ping %d" % n, ("127.0.0.1", sock["port"]))
+            answers.append(json.loads(sender.recv(65536)))
+    workers.extend(a["pid"] for a in answers)
+    assert {a["pid"] for a in answers} <= set(pids)
+    assert all(a["reuseport"] for a in answers)
+    by_pid = {a["pid"]: a["inode"] for a in answers}
+    assert len(set(by_pid.values())) == len(by_pid)  # one socket per worker
+
+
 def test_socket_names_match_without_regard_to_case(circusd: Start, workers: list[int]) -> None:
     d = circusd(
         "[socket:WeB]\nhost = 127.0.0.1\nport = 0\n"
@@ -496,6 +522,22 @@ def test_reloadconfig_rebinds_a_changed_socket_and_restarts_its_users(
     assert reply["status"] == "ok", reply
     assert [s["name"] for s in listsockets(d)] == ["web"]
     assert extra_inode not in fd_inodes(d.pid)
+
+
+def test_an_on_demand_watcher_waits_on_its_rebound_socket(circusd: Start,
+                                                         workers: list[int]) -> None:
+    d = circusd(web(watcher="on_demand = true"))
+    d.ini.write_text(d.ini.read_text().replace("port = 0\n", "port = 0\nbacklog = 5\n"))
+    assert call_ok(d, "reloadconfig")
+    new = entry(d, "web")
+    assert new["backlog"] == 5 and d.pids("w") == []
+    assert ask_tcp(d, "web", workers)["fd"] == new["fd"]
+
+
+def call_ok(d: Daemon, command: str) -> bool:
+    reply = d.call({"command": command, "properties": {"waiting": True}}, timeout=30)
+    assert reply["status"] == "ok", reply
+    return True
 
 
 def test_reloadconfig_refuses_a_socket_it_cannot_bind(circusd: Start) -> None:
