@@ -219,8 +219,12 @@ class CircusSocket:
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def describe(self) -> dict[str, Any]:
-        """The entry ``listsockets`` shows."""
-        entry: dict[str, Any] = {"fd": self.fd, "name": self.name, "backlog": self.backlog}
+        """The entry ``listsockets`` shows; ``fd`` is -1 while circusd holds no descriptor
+        (not bound yet, or a so_reuseport datagram socket), so clients formatting it as a
+        number keep working."""
+        fd = self.fd
+        entry: dict[str, Any] = {"fd": -1 if fd is None else fd, "name": self.name,
+                                 "backlog": self.backlog}
         if self.path:
             entry["path"] = self.path
         else:
@@ -477,7 +481,7 @@ class CircusSockets:
     def describe(self) -> list[dict[str, Any]]:
         """``listsockets``: one entry per socket, sorted by fd."""
         entries = [s.describe() for s in self._sockets.values()]
-        entries.sort(key=lambda e: (e["fd"] is None, e["fd"] or 0, e["name"]))
+        entries.sort(key=lambda e: (e["fd"], e["name"]))
         return entries
 
     def _refresh(self) -> None:

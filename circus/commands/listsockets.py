@@ -19,6 +19,8 @@ def _field(sock: Any, key: str) -> Any:
 
 def describe(sock: Any) -> dict[str, Any]:
     """The listsockets entry of one socket (an object or a configuration mapping)."""
+    if hasattr(sock, "describe"):  # circus.sockets.CircusSocket
+        return dict(sock.describe())
     entry: dict[str, Any] = {
         "fd": _field(sock, "fd"),
         "name": _field(sock, "name"),

@@ -387,7 +387,7 @@ def test_so_reuseport_datagram_sockets_are_the_workers_own(circusd: Start,
     )
     sock = entry(d, "udp")
     # circusd keeps no socket in the group (it would swallow its share of the datagrams)
-    assert sock["fd"] is None and sock["port"] > 0
+    assert sock["fd"] == -1 and sock["port"] > 0
     pids = wait_until(lambda: len(d.pids("w")) == 2 and d.pids("w"), what="2 workers")
     answers = []
     for n in range(20):

@@ -23,14 +23,14 @@ def test_defaults_follow_circus() -> None:
     assert (sock.host, sock.port, sock.backlog, sock.umask) == ("localhost", 8080, 2048, 8)
     assert sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM
     assert sock.listening and sock.fd is None
-    assert sock.describe() == {"fd": None, "name": "web", "backlog": 2048,
+    assert sock.describe() == {"fd": -1, "name": "web", "backlog": 2048,
                                "host": "localhost", "port": 8080}
 
 
 def test_a_path_makes_a_unix_socket_and_so_reuseport_does_not_apply() -> None:
     sock = CircusSocket.from_config({"name": "u", "path": "/tmp/x.sock", "so_reuseport": True})
     assert sock.family == socket.AF_UNIX and not sock.so_reuseport
-    assert sock.describe() == {"fd": None, "name": "u", "backlog": 2048, "path": "/tmp/x.sock"}
+    assert sock.describe() == {"fd": -1, "name": "u", "backlog": 2048, "path": "/tmp/x.sock"}
 
 
 def test_circusd_listens_only_on_stream_sockets_without_so_reuseport() -> None:
