@@ -328,6 +328,21 @@ def test_blocking_flag_reaches_the_workers(circusd: Start, workers: list[int],
     assert ask_tcp(d, "web", workers)["blocking"] is blocking
 
 
+def test_proto_by_name(circusd: Start, workers: list[int]) -> None:
+    d = circusd(web("proto = tcp"))
+    assert ask_tcp(d, "web", workers)["proto"] == socket.IPPROTO_TCP
+
+
+def test_an_unknown_proto_stops_circusd_naming_the_socket(short_tmp: Path) -> None:
+    ini = short_tmp / "c.ini"
+    ini.write_text(f"[circus]\nendpoint = ipc://{short_tmp}/c\npubsub_endpoint = "
+                   f"ipc://{short_tmp}/p\n[socket:web]\nhost = 127.0.0.1\nport = 0\n"
+                   "proto = nosuchproto\n[watcher:w]\ncmd = sleep 3600\n")
+    result = subprocess.run([*CIRCUSD, str(ini)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "[socket:web]" in result.stdout + result.stderr
+
+
 def test_interface_binds_to_the_device(circusd: Start, workers: list[int]) -> None:
     d = circusd(web("interface = lo"))
     answer = ask_tcp(d, "web", workers)
