@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import ssl
 import time
@@ -88,6 +89,8 @@ async def fetch_status(url: str, limit: float) -> int:
     finally:
         if writer is not None:
             writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
     words = line.decode("latin-1").split()
     if len(words) < 2 or not words[0].startswith("HTTP/") or not words[1].isdigit():
         raise CheckFailed(f"not an HTTP answer: {line[:80]!r}")

@@ -423,13 +423,16 @@ async def test_command_reloader_restarts_on_change(made: list[CircusPlugin],
 
 async def _serve(answer: bytes) -> tuple[asyncio.Server, int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        if answer:
-            writer.write(answer)
-            await writer.drain()
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            if answer:
+                writer.write(answer)
+                await writer.drain()
+            else:
+                await reader.read()  # say nothing until the client gives up
+        finally:
             writer.close()
-        else:
-            await asyncio.sleep(10)
+            await writer.wait_closed()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
