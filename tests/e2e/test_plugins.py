@@ -240,9 +240,11 @@ def test_statsd_counters_and_full_stats_gauges(circusd: Callable[..., Daemon],
         return "circus.shop.watcher.web.spawn:1|c" in lines
 
     wait_until(counted, what="the spawn counter", timeout=15)
-    wait_until(lambda: lines.extend(packets(udp)) or any(
-        line.startswith("circus.app._stats.web.watchers_num:") for line in lines),
-               what="the FullStats gauges")
+    def gauged() -> bool:
+        lines.extend(packets(udp))
+        return any(line.startswith("circus.app._stats.web.watchers_num:") for line in lines)
+
+    wait_until(gauged, what="the FullStats gauges")
     gauges = {line.split(":")[0] for line in lines if line.endswith("|g")}
     for name in ("watchers_num", "cpu_max", "cpu_sum", "mem_pct_max", "mem_pct_sum",
                  "mem_max", "mem_sum"):
@@ -403,7 +405,8 @@ def test_redis_observer_restarts_when_redis_stops(
         wait_until(lambda: _ping(client), what="redis-server to answer")
 
         def pings() -> int:
-            stats = client.info("commandstats").get("cmdstat_ping") or {}
+            info: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+            stats = info.get("cmdstat_ping") or {}
             return int(stats.get("calls", 0))
 
         d = circusd(
