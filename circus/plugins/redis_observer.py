@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from circus.errors import CallError
+from circus.errors import CallError, OptionError
 from circus.plugins.base import CircusPlugin, PluginOption, optional, positive_seconds
 from circus.plugins.statsd import make_statsd, statsd_options
 
@@ -43,14 +43,20 @@ class RedisObserver(CircusPlugin):
         **statsd_options("redis_observer"),
     }
 
-    def __init__(self, *args: Any, **config: Any) -> None:
-        super().__init__(*args, **config)
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        # circusd calls this at start-up: a missing client is a configuration error there,
+        # not a plugin process that dies at every respawn
         try:
             import redis.asyncio  # noqa: F401
         except ImportError:
-            raise RuntimeError(
-                "RedisObserver needs the redis client: pip install 'circus[redis]'"
+            raise OptionError(
+                "use", "RedisObserver needs the redis client: pip install 'circus[redis]'"
             ) from None
+        return super().check_config(config)
+
+    def __init__(self, *args: Any, **config: Any) -> None:
+        super().__init__(*args, **config)
         self.statsd = make_statsd(self.settings)
         self.redis: Any = None
         self.every(self.settings["loop_rate"], self.check)

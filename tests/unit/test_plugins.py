@@ -462,3 +462,20 @@ async def test_fetch_status_failures() -> None:
         server.close()
     with pytest.raises(CheckFailed):
         await fetch_status(f"http://127.0.0.1:{port}/", 2.0)
+
+
+# --------------------------------------------------------------------------- redis
+
+
+def test_redis_observer_without_the_client_is_a_config_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from circus.plugins.redis_observer import RedisObserver
+
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(OptionError, match=r"circus\[redis\]") as err:
+        check_plugin({"use": "circus.plugins.redis_observer.RedisObserver"})
+    assert err.value.option == "use"
+    monkeypatch.undo()
+    assert RedisObserver.check_config({"redis_url": "redis://h:1/0"})["timeout"] == 5.0
+    with pytest.raises(OptionError):
+        RedisObserver.check_config({"redis_url": "http://h/"})
