@@ -14,6 +14,7 @@ State machine (values are the wire strings)::
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import heapq
 import logging
@@ -183,6 +184,7 @@ class Watcher:
         self.output = OutputRing()  # the latest output, for `tail`
         self.output_wanted = False  # set by the arbiter while someone follows the output
         self._writer: StreamWriter | None = None
+        self._decoders: dict[tuple[int, str], codecs.IncrementalDecoder] = {}
         self.arbiter: Any = None  # set by the arbiter; given to hooks
         self.sockets: dict[str, int] = {}  # socket name -> fd, set by the arbiter
 
@@ -450,10 +452,16 @@ class Watcher:
         """A chunk read from a process: into the ring, to tail -f readers, to the stream."""
         self.output.add(process.pid, name, data)
         if self.output_wanted:
+            key = (process.pid, name)
+            decoder = self._decoders.get(key)
+            if decoder is None:
+                # one per process and stream: a character split between two chunks is
+                # decoded whole, not turned into two replacement characters
+                decoder = self._decoders[key] = _utf8_decoder()
             self.publish(f"output.{self.topic_name}.{name}", {
                 "pid": process.pid,
                 "stream": name,
-                "data": data.decode("utf-8", "replace"),
+                "data": decoder.decode(data),
                 "time": time.time(),
             })
         writer = self._writer or self._start_writer()
@@ -501,6 +509,8 @@ class Watcher:
         if self.processes.pop(process.pid, None) is not None:
             heapq.heappush(self._free_wids, process.wid)
         self.output.forget(process.pid)
+        self._decoders.pop((process.pid, "stdout"), None)
+        self._decoders.pop((process.pid, "stderr"), None)
         timer = self._age_timers.pop(process.pid, None)
         if timer is not None:
             timer.cancel()
@@ -983,6 +993,10 @@ class Watcher:
 
     def __repr__(self) -> str:
         return f"<Watcher {self.name} {self.state.value} {len(self.processes)}/{self.numprocesses}>"
+
+
+def _utf8_decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 def _build_hook(name: str, spec: Any) -> Hook:

@@ -428,3 +428,15 @@ async def test_shell_ignores_executable_on_both_spawn_paths(make: Any, tmp_path:
                 respawn=False)
     await w.start()
     await until(lambda: out.exists() and out.read_text() == "shell-ran\n", "the shell")
+
+
+async def test_output_events_keep_characters_split_between_chunks(make: Any) -> None:
+    w, ev = make(cmd="sleep 3600")
+    await w.start()
+    w.output_wanted = True
+    process = w.processes[w.pids[0]]
+    text = "héllo wörld\n".encode()
+    for i in range(len(text)):  # one byte per chunk: every character is split
+        w._on_output(process, "stdout", text[i:i + 1])
+    published = "".join(p["data"] for t, p in ev.items if t == "output.w.stdout")
+    assert published == "héllo wörld\n"
