@@ -60,7 +60,10 @@ def test_status_is_not_delayed_by_a_5s_stop(circusd: Start, short_tmp: Path) -> 
             assert asker.poll(5000), "status got no answer during the stop"
             reply = json.loads(asker.recv())
             times.append(time.perf_counter() - t0)
-            assert reply["statuses"] == {"slow": "stopping", "other": "active"}
+            # "stopped" can be read in the instant between the end of the stop and its
+            # reply reaching the other socket
+            assert reply["statuses"]["other"] == "active"
+            assert reply["statuses"]["slow"] in ("stopping", "stopped")
             time.sleep(0.02)
         stop_reply = json.loads(stopper.recv())
         took = time.monotonic() - started
