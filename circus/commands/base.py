@@ -8,9 +8,9 @@ The class docstring is the user documentation, printed by ``circusctl help NAME`
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import time
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -304,3 +304,36 @@ def format_options(options: Mapping[str, Any]) -> str:
 
 def dumps(reply: Reply) -> str:
     return json.dumps(reply)
+
+
+class OptionalWatcherQuery(Command):
+    """A read-only command on one watcher or on all of them: ``<command> [<name>]``."""
+
+    inline = True  # reads state only: answered without a task
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) > 1:
+            raise ArgumentError(f"usage: {self.usage}")
+        props = {"name": args[0]} if args else {}
+        return make_message(self.name, **props)
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        if "name" in props:
+            self.watcher(arbiter, props)
+
+
+class WatcherQuery(Command):
+    """A read-only command on one watcher: ``<command> <name>``."""
+
+    required = ("name",)
+    inline = True  # reads state only: answered without a task
+
+    def message(self, *args: str, **opts: Any) -> Props:
+        if len(args) != 1:
+            raise ArgumentError(f"usage: {self.usage}")
+        return make_message(self.name, name=args[0])
+
+    def validate(self, arbiter: Arbiter, props: Props) -> None:
+        super().validate(arbiter, props)
+        self.watcher(arbiter, props)

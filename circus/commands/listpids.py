@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from circus.commands.base import Command, Props, Reply, make_message
-from circus.errors import ArgumentError
+from circus.commands.base import Props, Reply, WatcherQuery
 
 if TYPE_CHECKING:
     from circus.arbiter import Arbiter
 
 
-class ListPids(Command):
+class ListPids(WatcherQuery):
     """\
     Get list of pids in a watcher
     =============================
@@ -35,19 +34,6 @@ class ListPids(Command):
 
     name = "listpids"
     usage = "listpids <name>"
-    required = ("name",)
-
-    def message(self, *args: str, **opts: Any) -> Props:
-        if len(args) != 1:
-            raise ArgumentError(f"usage: {self.usage}")
-        return make_message(self.name, name=args[0])
-
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
-        super().validate(arbiter, props)
-        self.watcher(arbiter, props)
-
-    inline = True  # reads state only: answered without a task
-
     def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         return {"pids": sorted(self.watcher(arbiter, props).pids)}
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from circus.commands.base import Command, Props, Reply, format_options, make_message
+from circus.commands.base import Props, Reply, WatcherQuery, format_options
 from circus.commands.get import wire_options
-from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
     from circus.arbiter import Arbiter
 
 
-class Options(Command):
+class Options(WatcherQuery):
     """\
     Get the options of a watcher
     ============================
@@ -39,19 +38,6 @@ class Options(Command):
 
     name = "options"
     usage = "options <name>"
-    required = ("name",)
-
-    def message(self, *args: str, **opts: Any) -> Props:
-        if len(args) != 1:
-            raise ArgumentError(f"usage: {self.usage}")
-        return make_message(self.name, name=args[0])
-
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
-        super().validate(arbiter, props)
-        self.watcher(arbiter, props)
-
-    inline = True  # reads state only: answered without a task
-
     def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         return {"options": wire_options(self.watcher(arbiter, props).options())}
 

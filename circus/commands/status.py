@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from circus.commands.base import Command, Props, Reply, make_message
-from circus.errors import ArgumentError
+from circus.commands.base import OptionalWatcherQuery, Props, Reply
 
 if TYPE_CHECKING:
     from circus.arbiter import Arbiter
 
 
-class Status(Command):
+class Status(OptionalWatcherQuery):
     """\
     Get the status of a watcher or all watchers
     ===========================================
@@ -39,19 +38,6 @@ class Status(Command):
 
     name = "status"
     usage = "status [<name>]"
-
-    def message(self, *args: str, **opts: Any) -> Props:
-        if len(args) > 1:
-            raise ArgumentError(f"usage: {self.usage}")
-        props = {"name": args[0]} if args else {}
-        return make_message(self.name, **props)
-
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
-        super().validate(arbiter, props)
-        if "name" in props:
-            self.watcher(arbiter, props)
-
-    inline = True  # reads state only: answered without a task
 
     def answer(self, arbiter: Arbiter, props: Props) -> Reply:
         if "name" in props:
