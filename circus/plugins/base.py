@@ -32,7 +32,7 @@ import zmq
 import zmq.asyncio
 
 from circus.client import AsyncCircusClient, CircusClient, cast_message, make_message
-from circus.errors import OptionError
+from circus.errors import CallError, OptionError
 from circus.tasks import TaskOwner
 from circus.util.convert import to_bool, to_float, to_int
 
@@ -238,6 +238,20 @@ class CircusPlugin:
     async def async_call(self, command: str, **props: Any) -> dict[str, Any]:
         """:meth:`call` for coroutines: the loop keeps running while circusd answers."""
         return await self._aclient().call(make_message(command, **props))
+
+    async def restart_on(self, watcher: str | None, reason: str) -> None:
+        """Log *reason*; restart *watcher* if one is named. Failures are logged, not raised."""
+        if watcher is None:
+            log.warning("%s: %s", self.label, reason)
+            return
+        log.warning("%s: %s: restarting %s", self.label, reason, watcher)
+        try:
+            reply = await self.async_call("restart", name=watcher)
+        except CallError as exc:
+            log.error("%s: restart %s: %s", self.label, watcher, exc)
+            return
+        if reply.get("status") == "error":
+            log.error("%s: restart %s: %s", self.label, watcher, reply.get("reason"))
 
     async def async_cast(self, command: str, **props: Any) -> None:
         """:meth:`cast` for coroutines."""

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from circus.errors import CallError
 from circus.plugins.base import CircusPlugin, PluginOption, optional, positive_seconds
 from circus.plugins.statsd import make_statsd, statsd_options
 
@@ -138,15 +137,4 @@ class HttpObserver(CircusPlugin):
         return True
 
     async def on_error(self, reason: str) -> None:
-        watcher = self.settings["restart_on_error"]
-        if watcher is None:
-            log.warning("%s: %s", self.label, reason)
-            return
-        log.warning("%s: %s: restarting %s", self.label, reason, watcher)
-        try:
-            reply = await self.async_call("restart", name=watcher)
-        except CallError as exc:
-            log.error("%s: restart %s: %s", self.label, watcher, exc)
-            return
-        if reply.get("status") == "error":
-            log.error("%s: restart %s: %s", self.label, watcher, reply.get("reason"))
+        await self.restart_on(self.settings["restart_on_error"], reason)
