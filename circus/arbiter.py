@@ -331,7 +331,7 @@ class Arbiter:
             else:
                 await _apply_watcher_diff(watcher, diff, reload_running)
                 summary["changed"].append(watcher.name)
-        for key, watcher in sorted(built.items(), key=lambda kv: -kv[1].priority):
+        for watcher in sorted(built.values(), key=lambda w: -w.priority):
             self._attach(watcher)
             watcher._emit("add")
             if watcher.autostart and not watcher.on_demand and reload_running:

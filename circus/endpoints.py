@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import pwd
-import socket
 from typing import Any
 from urllib.parse import urlparse
 
 import zmq
+
+from circus.client import endpoint_reachable
 
 
 def ipc_path(endpoint: str) -> str | None:
@@ -43,17 +44,6 @@ def check_local(endpoint: str, option: str, allow_remote: bool) -> None:
         )
 
 
-def _listening(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
-
-
 def bind(sock: zmq.Socket[Any], endpoint: str, *, owner: str | int | None = None) -> None:
     """Bind *socket*; an ``ipc://`` file is created mode 0600 and chowned to *owner*.
 
@@ -61,7 +51,7 @@ def bind(sock: zmq.Socket[Any], endpoint: str, *, owner: str | int | None = None
         OSError: the endpoint is in use or cannot be created, with the endpoint named.
     """
     path = ipc_path(endpoint)
-    if path and os.path.exists(path) and _listening(path):
+    if path and endpoint_reachable(endpoint):
         # ZeroMQ would silently take the file over and strand the other daemon
         raise OSError(98, f"cannot bind {endpoint}: another process is listening there")
     old_umask = os.umask(0o177) if path else None

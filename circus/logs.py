@@ -30,10 +30,7 @@ def _handler(output: str) -> logging.Handler:
         if facility is None:
             raise ValueError(f"unknown syslog facility {facility_name!r}")
         address: str | tuple[str, int]
-        if url.hostname:
-            address = (url.hostname, url.port or 514)
-        else:
-            address = url.path or "/dev/log"
+        address = (url.hostname, url.port or 514) if url.hostname else url.path or "/dev/log"
         handler = logging.handlers.SysLogHandler(address=address, facility=facility)
         handler.setFormatter(logging.Formatter("circusd[%(process)d]: [%(levelname)s] %(message)s"))
         return handler

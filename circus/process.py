@@ -41,8 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from circus.options import rlimit_resource
-from circus.util.imports import lazy_import
 from circus.util.convert import human_bytes, signal_name
+from circus.util.imports import lazy_import
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,7 @@ def build_argv(
     shell_args: str | None = None,
 ) -> list[str]:
     """The argv to execute for *cmd* and *args* (already substituted)."""
-    if isinstance(args, str):
-        extra = shlex.split(args)
-    else:
-        extra = [str(a) for a in args or ()]
+    extra = shlex.split(args) if isinstance(args, str) else [str(a) for a in args or ()]
     if shell:
         line = " ".join([cmd, *(shlex.quote(a) for a in extra)]) if extra else cmd
         argv = ["/bin/sh", "-c", line]
@@ -276,7 +273,8 @@ class Process:
         for name, read_end, write_end in pipes:
             os.close(write_end)
             os.set_blocking(read_end, False)
-            self._pipes[read_end] = (name, open(read_end, "rb", buffering=0))
+            # kept open for the life of the process; closed by _close_pipe
+            self._pipes[read_end] = (name, open(read_end, "rb", buffering=0))  # noqa: SIM115
 
     def _spawn_popen(self, argv: list[str]) -> None:
         user, group, extra_groups = self._credentials()
@@ -470,8 +468,8 @@ class Process:
         if self.returncode is not None:
             return self.returncode
         if self._exited is None:
-            # spawned outside a loop: poll cheaply
-            while not self._collect(block=False):
+            # spawned outside an event loop, so there is no pidfd reader: poll cheaply
+            while not self._collect(block=False):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             assert self.returncode is not None
             return self.returncode

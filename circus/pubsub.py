@@ -12,6 +12,7 @@ produce, so they are produced only while someone subscribes to them explicitly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -113,12 +114,10 @@ class EventPublisher:
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._owner.closed:
             return
-        try:
+        with contextlib.suppress(zmq.Again):  # no room for a slow subscriber: dropped
             self._socket.send_multipart(
                 [topic.encode(), json.dumps(payload).encode()], flags=zmq.NOBLOCK
             )
-        except zmq.Again:
-            pass
         # ZeroMQ's FD is edge-triggered: a subscription that arrived while we were sending
         # would not wake the loop again, so look now.
         if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:

@@ -40,7 +40,7 @@ class TaskOwner:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def close(self, timeout: float | None = None) -> None:
+    async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Cancel every task and wait for them to finish (at most *timeout* seconds)."""
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
@@ -49,7 +49,7 @@ class TaskOwner:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
-    async def join(self, timeout: float | None = None) -> None:
+    async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait for the tasks to finish by themselves (at most *timeout* seconds)."""
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]

@@ -20,8 +20,8 @@ import heapq
 import logging
 import os
 import random
-import subprocess
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -171,8 +171,12 @@ class Watcher:
         self.rlimits: dict[str, int | None] = dict(rlimits or {})
         self.prereload_fn = prereload_fn
         self.stream_backend = stream_backend
-        self.stdout_stream_conf: dict[str, Any] | None = dict(stdout_stream) if stdout_stream else None
-        self.stderr_stream_conf: dict[str, Any] | None = dict(stderr_stream) if stderr_stream else None
+        self.stdout_stream_conf: dict[str, Any] | None = (
+            dict(stdout_stream) if stdout_stream else None
+        )
+        self.stderr_stream_conf: dict[str, Any] | None = (
+            dict(stderr_stream) if stderr_stream else None
+        )
         self.stdout_stream: Stream | None = self._build_stream(self.stdout_stream_conf,
                                                                "stdout_stream")
         self.stderr_stream: Stream | None = self._build_stream(self.stderr_stream_conf,
@@ -735,23 +739,13 @@ class Watcher:
         elif sequential:
             for process in old:
                 await self._stop_process(process)
-                new = await self._spawn_guarded()
-                if new is not None:
-                    started.append(new.pid)
-                elif self.state is WatcherState.STOPPED:
+                if not await self._reload_spawn(started):
                     break
-                if self.warmup_delay > 0:
-                    await asyncio.sleep(self.warmup_delay)
             result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
         else:
             for _ in range(self.numprocesses):
-                new = await self._spawn_guarded()
-                if new is not None:
-                    started.append(new.pid)
-                elif self.state is WatcherState.STOPPED:
+                if not await self._reload_spawn(started):
                     break
-                if self.warmup_delay > 0:
-                    await asyncio.sleep(self.warmup_delay)
             await self._stop_processes(old)
             result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
         # top up if spawns failed or deaths happened meanwhile
@@ -759,6 +753,17 @@ class Watcher:
         self._emit("reload")
         log.info("%s: reloaded", self.name)
         return result
+
+    async def _reload_spawn(self, started: list[int]) -> bool:
+        """One new process of a reload, then warmup_delay; False once the watcher stopped."""
+        new = await self._spawn_guarded()
+        if new is not None:
+            started.append(new.pid)
+        elif self.state is WatcherState.STOPPED:
+            return False  # a spawn hook refused: the watcher is stopped
+        if self.warmup_delay > 0:
+            await asyncio.sleep(self.warmup_delay)
+        return True
 
     async def _reconcile(self) -> None:
         """Bring the process count to numprocesses: spawn or stop the oldest."""
