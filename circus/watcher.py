@@ -844,6 +844,37 @@ class Watcher:
                 if recursive:
                     process.send_signal_children(signum, recursive=True)
 
+    async def signal_processes(
+        self,
+        signum: int,
+        pid: int | None = None,
+        childpid: int | None = None,
+        children: bool = False,
+        recursive: bool = False,
+    ) -> None:
+        """:meth:`send_signal` with the before_signal/after_signal hooks around each process.
+
+        A refusing before_signal keeps that process from getting the signal (SIGKILL is
+        always sent). Signals to children bypass the hooks, as in Circus.
+        """
+        hooked = "before_signal" in self.hooks or "after_signal" in self.hooks
+        if not hooked or childpid is not None or children:
+            self.send_signal(signum, pid, childpid, children, recursive)
+            return
+        if pid is None:
+            targets = list(self.processes.values())
+        else:
+            process = self.processes.get(pid)
+            targets = [process] if process is not None else []
+        for process in targets:
+            allowed = await self.call_hook("before_signal", pid=process.pid, signum=signum)
+            if not allowed and signum != signal.SIGKILL:
+                continue
+            process.send_signal(signum)
+            if recursive:
+                process.send_signal_children(signum, recursive=True)
+            await self.call_hook("after_signal", pid=process.pid, signum=signum)
+
     # -- the seed's names for these operations -----------------------------------------------
 
     def send_msg(self, topic: str, msg: Mapping[str, Any]) -> None:

@@ -86,7 +86,7 @@ class Signal(Command):
         pid = self.int_prop(props, "pid") if "pid" in props else None
         childpid = self.int_prop(props, "childpid") if "childpid" in props else None
         try:
-            watcher.send_signal(
+            await watcher.signal_processes(
                 self.signal_prop(props),
                 pid=pid,
                 childpid=childpid,

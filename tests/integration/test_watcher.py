@@ -440,3 +440,25 @@ async def test_output_events_keep_characters_split_between_chunks(make: Any) -> 
         w._on_output(process, "stdout", text[i:i + 1])
     published = "".join(p["data"] for t, p in ev.items if t == "output.w.stdout")
     assert published == "héllo wörld\n"
+
+
+async def test_signal_runs_the_signal_hooks(make: Any, tmp_path: Path) -> None:
+    """OPTIONS.md §9: before_signal may keep a signal from a process; after_signal follows."""
+    record = tmp_path / "record"
+    pidfile = tmp_path / "pid"
+    calls: list[tuple[str, int]] = []
+
+    def hook(**kw: Any) -> bool:
+        calls.append((kw["hook_name"], kw["signum"]))
+        return kw["signum"] != signal.SIGUSR1  # refuse USR1 only
+
+    w, _ = make(cmd=f"{PYTHON} {CHILD} --record {record} --pidfile {pidfile}",
+                hooks={"before_signal": hook, "after_signal": hook})
+    await w.start()
+    await until(pidfile.exists, "the child to be ready")
+    await w.signal_processes(signal.SIGUSR1)
+    await w.signal_processes(signal.SIGUSR2)
+    await until(lambda: record.exists() and "SIGUSR2" in record.read_text(), "SIGUSR2")
+    assert "SIGUSR1" not in record.read_text()
+    assert calls == [("before_signal", signal.SIGUSR1), ("before_signal", signal.SIGUSR2),
+                     ("after_signal", signal.SIGUSR2)]
