@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -62,6 +61,20 @@ def python_cmd(code: str) -> str:
     return f"{shlex.quote(PYTHON)} -c {shlex.quote(code)}"
 
 
+async def wait_for(check: Callable[[], T], what: str, timeout: float = 10.0) -> T:  # noqa: ASYNC109
+    """The asyncio form of :func:`wait_until`: the loop keeps running while we wait."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A temp dir with a short path, so ipc:// endpoints fit the 107-byte limit."""
@@ -81,5 +94,5 @@ def descendants_alive(pids: list[int]) -> list[int]:
     return [p for p in pids if pid_alive(p)]
 
 
-__all__ = ["wait_until", "pid_alive", "proc_cmdline", "proc_environ", "python_cmd", "PYTHON",
-           "os"]
+__all__ = ["wait_until", "wait_for", "pid_alive", "proc_cmdline", "proc_environ", "python_cmd",
+           "PYTHON"]

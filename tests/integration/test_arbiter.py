@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,7 @@ from circus.client import AsyncCircusClient, CircusClient
 from circus.states import WatcherState
 from circus.watcher import Watcher
 from tests.conftest import pid_alive, wait_until
-
-
-async def until(check: Any, what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-    return result
+from tests.conftest import wait_for as until
 
 
 class Subscriber:

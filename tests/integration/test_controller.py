@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from circus.consumer import AsyncCircusConsumer
 from circus.controller import MAX_MESSAGE
 from circus.errors import Errno
 from circus.watcher import Watcher
-from tests.conftest import pid_alive, python_cmd
+from tests.conftest import pid_alive, python_cmd, wait_for
 
 SLEEPER = python_cmd("import time; time.sleep(600)")
 # Ignores SIGTERM: a stop waits graceful_timeout, then SIGKILLs it.
@@ -45,13 +45,6 @@ def ignores_sigterm(pid: int) -> bool:
     return False
 
 
-async def wait_for(check: Callable[[], Any], what: str, limit: float = 10.0) -> Any:
-    deadline = time.monotonic() + limit
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {limit}s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
 
 
 @pytest.fixture

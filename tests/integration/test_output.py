@@ -7,7 +7,7 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from circus.client import AsyncCircusClient
 from circus.commands.tail import Follow
 from circus.errors import Errno
 from circus.watcher import Watcher
-from tests.conftest import python_cmd
+from tests.conftest import python_cmd, wait_for
 
 # Two lines on each stream, then an unfinished line on stdout.
 WRITER = python_cmd(
@@ -37,13 +37,6 @@ TICKER = python_cmd(
 )
 
 
-async def wait_for(check: Callable[[], Any], what: str, limit: float = 10.0) -> Any:
-    deadline = time.monotonic() + limit
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {limit}s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 
 from circus.process import Process
 from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ
+from tests.conftest import wait_for as _wait_for
 
 CHILD = str(Path(__file__).parent.parent / "fixtures" / "child.py")
 
@@ -24,13 +25,6 @@ def _status_field(pid: int, name: str) -> str:
     raise KeyError(name)
 
 
-async def _wait_for(check, what: str, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from circus.sockets import CircusSocket, SocketBindError
 from circus.states import WatcherState
 from circus.watcher import Watcher
 from tests.conftest import PYTHON, pid_alive
+from tests.conftest import wait_for as until
 
 # accept one connection on the descriptor given as argv[1], answer with the pid, exit
 ONE_SHOT = (
@@ -24,13 +24,6 @@ ONE_SHOT = (
 )
 
 
-async def until(check: Any, what: str, limit: float = 10.0) -> Any:
-    deadline = time.monotonic() + limit
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {limit}s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
 
 
 async def fetch(port: int) -> int:

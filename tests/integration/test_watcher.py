@@ -16,6 +16,7 @@ import pytest
 from circus.states import WatcherState
 from circus.watcher import Watcher
 from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ
+from tests.conftest import wait_for as until
 
 CHILD = str(Path(__file__).parent.parent / "fixtures" / "child.py")
 
@@ -36,13 +37,6 @@ class Events:
         return [p for t, p in self.items if t.endswith("." + name)]
 
 
-async def until(check: Any, what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-    return result
 
 
 @pytest.fixture
