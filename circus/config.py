@@ -44,6 +44,7 @@ from circus.options import (
     Option,
     rlimit_resource,
 )
+from circus.util.accounts import group_id, user_id
 from circus.util.convert import to_bool, to_int
 from circus.util.template import env_values, expand, expand_env_vars
 
@@ -78,24 +79,6 @@ _STREAM_CLASSES = (
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
-def _known_user(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-def _known_group(name: str) -> bool:
-    import grp
-
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 _HEADER = re.compile(r"^\[(?P<name>.*?)\]\s*(?:[;#].*)?$")
@@ -808,11 +791,13 @@ class _Builder:
                 section,
                 "virtualenv",
             )
-        for key, lookup in (("uid", _known_user), ("gid", _known_group)):
+        for key, lookup in (("uid", user_id), ("gid", group_id)):
             value = w.get(key)
-            if isinstance(value, str) and not lookup(value):
-                raise self.error(f"no such {'user' if key == 'uid' else 'group'} {value!r}",
-                                 section, key)
+            if value is not None:
+                try:
+                    lookup(value)
+                except ValueError as exc:
+                    raise self.error(str(exc), section, key) from None
         max_retry = w.get("max_retry")
         if max_retry is not None and max_retry < -1:
             raise self.error(

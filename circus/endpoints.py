@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import pwd
 from typing import Any
 from urllib.parse import urlparse
 
 import zmq
 
 from circus.client import endpoint_reachable
+from circus.util.accounts import user_id
 
 
 def ipc_path(endpoint: str) -> str | None:
@@ -63,7 +63,4 @@ def bind(sock: zmq.Socket[Any], endpoint: str, *, owner: str | int | None = None
         if old_umask is not None:
             os.umask(old_umask)
     if path and owner is not None:
-        uid = owner if isinstance(owner, int) else (
-            int(owner) if str(owner).isdigit() else pwd.getpwnam(str(owner)).pw_uid
-        )
-        os.chown(path, uid, -1)
+        os.chown(path, user_id(owner), -1)

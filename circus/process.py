@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from circus.options import rlimit_resource
+from circus.util.accounts import group_id
 from circus.util.convert import human_bytes, signal_name
 from circus.util.imports import lazy_import
 
@@ -333,7 +334,7 @@ class Process:
         gid: int | None = None
         extra: list[int] | None = None
         if self.gid is not None:
-            gid = self.gid if isinstance(self.gid, int) else _group_id(self.gid)
+            gid = group_id(self.gid)
         if self.uid is not None:
             try:
                 pw = (
@@ -342,7 +343,7 @@ class Process:
             except KeyError:
                 if isinstance(self.uid, int):
                     return self.uid, gid, None
-                raise ValueError(f"unknown user {self.uid!r}") from None
+                raise ValueError(f"no user named {self.uid!r}") from None
             uid = pw.pw_uid
             if gid is None:
                 gid = pw.pw_gid
@@ -665,15 +666,6 @@ def _resolve_executable(name: str, env: Mapping[str, str]) -> str:
 
 
 _resolve_executable.cache_clear = _lookup.cache_clear  # type: ignore[attr-defined]
-
-
-def _group_id(name: str) -> int:
-    import grp
-
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise ValueError(f"unknown group {name!r}") from None
 
 
 def _cpu_time(seconds: float) -> str:

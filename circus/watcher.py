@@ -803,22 +803,24 @@ class Watcher:
         graceful_timeout: float | None = None,
     ) -> None:
         """Stop one process (or all) like ``stop`` does; the watcher stays active and respawns."""
-        if pid is None:
-            targets = list(self.processes.values())
-        else:
-            process = self.processes.get(pid)
-            if process is None:
-                raise KeyError(pid)
-            targets = [process]
+        if pid is not None and pid not in self.processes:
+            raise KeyError(pid)
         await asyncio.gather(
-            *(self._stop_process_and_respawn(p, signum, graceful_timeout) for p in targets)
+            *(self.kill_process(p, signum, graceful_timeout) for p in self._targets(pid))
         )
 
-    async def _stop_process_and_respawn(
-        self, process: Process, signum: int | None, graceful_timeout: float | None
-    ) -> None:
-        await self._stop_process(process, signum, graceful_timeout)
-        self._wake()
+    def _targets(self, pid: int | None) -> list[Process]:
+        """Every process, or the one with *pid* (none if it is not ours)."""
+        if pid is None:
+            return list(self.processes.values())
+        process = self.processes.get(pid)
+        return [process] if process is not None else []
+
+    @staticmethod
+    def _signal_one(process: Process, signum: int, recursive: bool) -> None:
+        process.send_signal(signum)
+        if recursive:
+            process.send_signal_children(signum, recursive=True)
 
     def send_signal(
         self,
@@ -829,20 +831,13 @@ class Watcher:
         recursive: bool = False,
     ) -> None:
         """Send *signum* to the processes (or one), their children, or their descendants."""
-        if pid is None:
-            targets = list(self.processes.values())
-        else:
-            process = self.processes.get(pid)
-            targets = [process] if process is not None else []
-        for process in targets:
+        for process in self._targets(pid):
             if childpid is not None:
                 process.send_signal_child(childpid, signum)
             elif children:
                 process.send_signal_children(signum, recursive=recursive)
             else:
-                process.send_signal(signum)
-                if recursive:
-                    process.send_signal_children(signum, recursive=True)
+                self._signal_one(process, signum, recursive)
 
     async def signal_processes(
         self,
@@ -861,18 +856,11 @@ class Watcher:
         if not hooked or childpid is not None or children:
             self.send_signal(signum, pid, childpid, children, recursive)
             return
-        if pid is None:
-            targets = list(self.processes.values())
-        else:
-            process = self.processes.get(pid)
-            targets = [process] if process is not None else []
-        for process in targets:
+        for process in self._targets(pid):
             allowed = await self.call_hook("before_signal", pid=process.pid, signum=signum)
             if not allowed and signum != signal.SIGKILL:
                 continue
-            process.send_signal(signum)
-            if recursive:
-                process.send_signal_children(signum, recursive=True)
+            self._signal_one(process, signum, recursive)
             await self.call_hook("after_signal", pid=process.pid, signum=signum)
 
     # -- the seed's names for these operations -----------------------------------------------
@@ -901,14 +889,20 @@ class Watcher:
         async with self._lock:
             return await self._spawn_missing()
 
-    async def kill_process(self, process: Process, sig: int = signal.SIGTERM) -> int:
-        """Stop one process with *sig* (SIGKILL after graceful_timeout); it is respawned."""
-        code = await self._stop_process(process, sig)
+    async def kill_process(
+        self,
+        process: Process,
+        sig: int | None = signal.SIGTERM,
+        graceful_timeout: float | None = None,
+    ) -> int:
+        """Stop one process with *sig* (None: stop_signal), SIGKILL after *graceful_timeout*
+        (None: the watcher's); it is respawned."""
+        code = await self._stop_process(process, sig, graceful_timeout)
         self._wake()
         return code
 
     async def kill_processes(self, sig: int = signal.SIGTERM) -> None:
-        await asyncio.gather(*(self.kill_process(p, sig) for p in list(self.processes.values())))
+        await asyncio.gather(*(self.kill_process(p, sig) for p in self._targets(None)))
 
     def send_signal_child(self, pid: int, child_pid: int, signum: int) -> None:
         """Send *signum* to *child_pid*, a child of the watcher's process *pid*."""

@@ -9,9 +9,7 @@ hook that cannot be imported, a stream class that does not exist).
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
-import pwd
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from circus.options import (
     check_watcher_option,
     rlimit_resource,
 )
+from circus.util.accounts import group_id, user_id
 from circus.util.convert import to_bool
 
 if TYPE_CHECKING:
@@ -122,16 +121,10 @@ def _check_stream(which: str, conf: Mapping[str, Any]) -> None:
 
 
 def _check_account(key: str, value: int | str) -> None:
-    if isinstance(value, int):
-        return
     try:
-        if key == "uid":
-            pwd.getpwnam(value)
-        else:
-            grp.getgrnam(value)
-    except KeyError:
-        what = "user" if key == "uid" else "group"
-        raise MessageError(f"invalid value for {key!r}: no {what} named {value!r}") from None
+        (user_id if key == "uid" else group_id)(value)
+    except ValueError as exc:
+        raise MessageError(f"invalid value for {key!r}: {exc}") from None
 
 
 def _check_hook(name: str, spec: Any) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import pwd
 from typing import TYPE_CHECKING, Any
 
 from circus.commands._options import check_options, watcher_kwargs
 from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
 from circus.errors import AlreadyExistsError, ArgumentError, MessageError
+from circus.util.accounts import user_id
 
 if TYPE_CHECKING:
     from circus.arbiter import Arbiter
@@ -100,11 +100,9 @@ class AddWatcher(Command):
         def uid_of(user: Any) -> int | None:
             if user is None:
                 return None
-            if isinstance(user, int) or str(user).isdigit():
-                return int(user)
             try:
-                return pwd.getpwnam(str(user)).pw_uid
-            except KeyError:
+                return user_id(user if isinstance(user, int) else str(user))
+            except ValueError:
                 return None
 
         wanted = uid_of(owner)
