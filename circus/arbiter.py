@@ -148,6 +148,7 @@ class Arbiter:
             raise AlreadyExistsError(f"a watcher named {watcher.name!r} already exists")
         watcher.arbiter = self
         watcher.publish = self.publish
+        watcher.on_state_change = self._state_changed
         watcher.sockets = self.sockets.fds  # every socket, by name; updated in place
         self.watchers.append(watcher)
         self._update_output_wanted(watcher)
@@ -166,8 +167,9 @@ class Arbiter:
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._publisher is not None:
             self._publisher.publish(topic, payload)
-        if topic.endswith((".stop", ".start")):  # on_demand: wait for a connection or not
-            self._on_demand.refresh()
+
+    def _state_changed(self, watcher: Watcher) -> None:
+        self._on_demand.refresh()  # a stopped on_demand watcher waits for a connection
 
     async def wait_subscribed(self, topic: str, limit: float) -> bool:
         """True once a subscription to exactly *topic* reached the event socket (``tail -f``)."""

@@ -193,6 +193,7 @@ class Watcher:
         self.sockets: dict[str, int] = {}  # socket name -> fd, set by the arbiter
 
         self.state = WatcherState.STOPPED
+        self.on_state_change: Callable[[Watcher], None] | None = None  # set by the arbiter
         self.processes: dict[int, Process] = {}  # pid -> process, oldest first
         self._lock = asyncio.Lock()
         self._tasks = TaskOwner(f"watcher {name}")
@@ -232,6 +233,8 @@ class Watcher:
             return
         log.debug("%s: %s -> %s", self.name, self.state.value, new.value)
         self.state = new
+        if self.on_state_change is not None:
+            self.on_state_change(self)
 
     @property
     def pids(self) -> list[int]:
