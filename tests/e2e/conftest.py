@@ -104,6 +104,23 @@ class Daemon:
                 self.proc.wait()
         return self.proc.returncode
 
+    def close(self) -> None:
+        """Stop the daemon and close every socket the test opened on it."""
+        self.stop()
+        for sock in self._subs:
+            sock.close(linger=0)
+        self._ctx.destroy(linger=0)
+
+    def wait_ready(self, what: str, timeout: float, interval: float) -> None:
+        """Wait until the daemon answers ``status``; fail with its log if it exits."""
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                pytest.fail(f"{what} exited with {self.proc.returncode}:\n{self.log_text()}")
+            return os.path.exists(self.endpoint[6:]) and self.try_call(
+                {"command": "status"}) is not None
+
+        wait_until(ready, what=f"{what} to answer", timeout=timeout, interval=interval)
+
 
 def recv_event(sock: zmq.Socket[Any], timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
     if not sock.poll(timeout * 1000):
@@ -154,17 +171,9 @@ def circusd(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
         daemon = Daemon(proc, short_tmp, ini, endpoint, pubsub, log)
         daemons.append(daemon)
         if wait:
-            def ready() -> bool:
-                if proc.poll() is not None:
-                    pytest.fail(f"circusd exited with {proc.returncode}:\n{daemon.log_text()}")
-                return os.path.exists(endpoint[6:]) and daemon.try_call(
-                    {"command": "status"}) is not None
-            wait_until(ready, what="circusd to answer", timeout=20, interval=0.05)
+            daemon.wait_ready("circusd", timeout=20, interval=0.05)
         return daemon
 
     yield start
     for daemon in daemons:
-        daemon.stop()
-        for sock in daemon._subs:
-            sock.close(linger=0)
-        daemon._ctx.destroy(linger=0)
+        daemon.close()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
 from tests.e2e.conftest import Daemon
 from tests.e2e.conftest import circusd as circusd  # noqa: F401  (our daemon, for comparisons)
 
@@ -110,17 +109,9 @@ def circusd019(circus019: Path, short_tmp: Path) -> Iterator[Callable[..., Daemo
                                     stderr=subprocess.STDOUT, cwd=short_tmp, env=env)
         daemon = Daemon(proc, short_tmp, ini, endpoint, pubsub, log)
         daemons.append(daemon)
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"circusd 0.19 exited with {proc.returncode}:\n{daemon.log_text()}")
-            return os.path.exists(endpoint[6:]) and daemon.try_call(
-                {"command": "status"}) is not None
-
-        wait_until(ready, what="circusd 0.19 to answer", timeout=30, interval=0.1)
+        daemon.wait_ready("circusd 0.19", timeout=30, interval=0.1)
         return daemon
 
     yield start
     for daemon in daemons:
-        daemon.stop()
-        daemon._ctx.term()
+        daemon.close()
