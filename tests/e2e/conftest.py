@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import zmq
 
-from tests.conftest import wait_until
+from tests.conftest import pid_alive, wait_until
 
 BIN = Path(sys.executable).parent
 CIRCUSD = [sys.executable, "-m", "circus.cli.circusd"]
@@ -141,6 +141,17 @@ def wait_event(sock: zmq.Socket[Any], predicate: Callable[[str, dict[str, Any]],
         topic, payload = recv_event(sock, remaining)
         if predicate(topic, payload):
             return topic, payload
+
+
+@pytest.fixture
+def workers() -> Iterator[list[int]]:
+    """Pids a test saw (processes circusd no longer owns); any still alive at teardown is
+    killed by its pid."""
+    seen: list[int] = []
+    yield seen
+    for pid in seen:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -40,16 +40,6 @@ def probe(short_tmp: Path) -> Iterator[Path]:
     yield short_tmp / "marks"
 
 
-@pytest.fixture
-def workers() -> Iterator[list[int]]:
-    """Pids a test saw; any still alive at teardown is killed by its pid."""
-    seen: list[int] = []
-    yield seen
-    for pid in seen:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
 def marks(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []

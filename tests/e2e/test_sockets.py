@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,6 @@ from tests.e2e.conftest import CIRCUSD, Daemon
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 WORKER = f"{PYTHON} {FIXTURES / 'sock_worker.py'}"
 Start = Callable[..., Daemon]
-
-
-@pytest.fixture
-def workers() -> Iterator[list[int]]:
-    """Worker pids a test saw; any still alive at teardown is killed by its pid."""
-    seen: list[int] = []
-    yield seen
-    for pid in seen:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 def listsockets(d: Daemon) -> list[dict[str, Any]]:
