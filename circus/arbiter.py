@@ -37,7 +37,7 @@ import zmq
 import zmq.asyncio
 
 from circus.controller import Controller
-from circus.errors import AlreadyExistsError, ConfigError, NotFoundError
+from circus.errors import AlreadyExistsError, ConfigError, NotFoundError, OptionError
 from circus.pubsub import EventPublisher
 from circus.sockets import CircusSockets, OnDemand
 from circus.states import WatcherState
@@ -310,9 +310,14 @@ class Arbiter:
             if watcher is None:
                 built[key] = watcher_from_config(conf)
                 continue
-            diff = _config_diff(watcher, conf)
+            diff = config_changes(watcher, conf)
             if diff:
-                changes[key] = diff
+                try:  # a value the watcher refuses refuses the whole file
+                    changes[key] = watcher.check_options(diff)
+                except OptionError as exc:
+                    raise ConfigError(str(exc).removeprefix(f"{exc.option}: "),
+                                      section=f"watcher:{watcher.name}",
+                                      option=exc.option) from exc
         # Sockets: new ones are bound first (one that cannot be bound refuses the file);
         # the users of a changed socket are stopped while it is rebound, started below.
         socket_plan = self.sockets.plan(config.sockets)
@@ -327,12 +332,9 @@ class Arbiter:
         for key in ordered:
             watcher = current[key]
             diff = changes[key]
-            if set(diff) == {"numprocesses"}:
-                await watcher.set_numprocesses(diff["numprocesses"])
-                summary["resized"].append(watcher.name)
-            else:
-                await _apply_watcher_diff(watcher, diff, reload_running)
-                summary["changed"].append(watcher.name)
+            await watcher.set_options(diff, reload="always" if reload_running else "never")
+            summary["resized" if set(diff) == {"numprocesses"} else "changed"].append(
+                watcher.name)
         for watcher in sorted(built.values(), key=lambda w: -w.priority):
             self._attach(watcher)
             watcher._emit("add")
@@ -532,77 +534,13 @@ def watcher_from_config(conf: Mapping[str, Any]) -> Watcher:
     return Watcher(name, cmd, **options)
 
 
-_NOT_COMPARED = frozenset({"name"})
+def config_changes(watcher: Watcher, conf: Mapping[str, Any]) -> dict[str, Any]:
+    """The changes that make the running *watcher* match its mapping in the config file."""
+    from circus.keys import diff, flatten
 
-
-def _config_diff(watcher: Watcher, conf: Mapping[str, Any]) -> dict[str, Any]:
-    """Options of *conf* that differ from the running *watcher*."""
-    from circus.options import WATCHER_OPTIONS
-
-    diff: dict[str, Any] = {}
-    for key, value in conf.items():
-        if key in _NOT_COMPARED:
-            continue
-        if key in WATCHER_OPTIONS:
-            current = getattr(watcher, key)
-        elif key == "env":
-            current = watcher.env
-        elif key == "rlimits":
-            current = watcher.rlimits
-        elif key in ("stdout_stream", "stderr_stream"):
-            current = getattr(watcher, key + "_conf")
-        elif key == "hooks":
-            current = {n: (h.path, h.ignore_failure) for n, h in watcher.hooks.items()}
-            value = {n: (v[0], bool(v[1])) if isinstance(v, tuple | list) else (v, False)
-                     for n, v in value.items()}
-            if {n: p for n, (p, _) in current.items()} == {n: p for n, (p, _) in value.items()}:
-                continue
-        else:
-            current = watcher.custom_options.get(key)
-        if current != value:
-            diff[key] = value
-    # options removed from the file go back to their defaults
-    for key, opt in WATCHER_OPTIONS.items():
-        if key not in conf and key != "cmd" and getattr(watcher, key) != opt.default:
-            diff[key] = opt.default
-    for key in ("env", "rlimits"):
-        if key not in conf and getattr(watcher, key):
-            diff[key] = {}
-    for key in list(watcher.custom_options):
-        if key not in conf:
-            diff[key] = None
-    return diff
-
-
-async def _apply_watcher_diff(watcher: Watcher, diff: Mapping[str, Any], reload: bool) -> None:
-    """Apply a config diff to a running watcher, reloading it gracefully if it runs."""
-    from circus.options import WATCHER_OPTIONS
-
-    async with watcher._lock:
-        for key, value in diff.items():
-            if key in WATCHER_OPTIONS:
-                setattr(watcher, key, value)
-            elif key == "env":
-                watcher.env = dict(value)
-            elif key == "rlimits":
-                watcher.rlimits = dict(value)
-            elif key in ("stdout_stream", "stderr_stream"):
-                old = getattr(watcher, key)
-                setattr(watcher, key + "_conf", dict(value) if value else None)
-                setattr(watcher, key, watcher._build_stream(value, key))
-                watcher._replace_streams([old] if old is not None else [])
-            elif key == "hooks":
-                from circus.hooks import Hook
-
-                watcher.hooks = {n: Hook.build(n, spec) for n, spec in value.items()}
-            elif value is None:
-                watcher.custom_options.pop(key, None)
-            else:
-                watcher.custom_options[key] = value
-            watcher._emit("updated")
-        watcher._env_cache = None
-        if reload and watcher.state is not WatcherState.STOPPED:
-            await watcher._reload_locked(graceful=True, sequential=False)
+    flat = flatten(conf)
+    flat.pop("name", None)
+    return diff(watcher, flat)
 
 
 def get_arbiter(

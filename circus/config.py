@@ -35,17 +35,15 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from circus.errors import ConfigError
+from circus.keys import CUSTOM, ENV, STREAMS, group, key_for, together
 from circus.options import (
     CIRCUS_OPTIONS,
-    HOOK_NAMES,
-    HOOKS_IGNORED_BY_DEFAULT,
     SOCKET_OPTIONS,
     WATCHER_OPTIONS,
     Option,
-    rlimit_resource,
 )
 from circus.util.accounts import group_id, user_id
-from circus.util.convert import to_bool, to_int
+from circus.util.convert import to_int
 from circus.util.template import env_values, expand, expand_env_vars
 
 __all__ = ["Config", "load_config", "watcher_defaults"]
@@ -62,23 +60,7 @@ _RESERVED_WATCHER_KEYS = frozenset(
     {"stdout_stream", "stderr_stream", "hooks", "rlimits", "loop", "prereload_fn"}
 )
 
-# Watcher keys whose values are never $(circus.env.X)-expanded.
-_NOT_EXPANDED = ("stop_signal",)
-
-# Stream classes known by a bare name; anything with a dot is a dotted path.
-_STREAM_CLASSES = (
-    "FileStream",
-    "WatchedFileStream",
-    "TimedRotatingFileStream",
-    "StdoutStream",
-    "FancyStdoutStream",
-    "QueueStream",
-    "SyslogStream",
-)
-
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 _HEADER = re.compile(r"^\[(?P<name>.*?)\]\s*(?:[;#].*)?$")
@@ -633,132 +615,45 @@ class _Builder:
         values = env_values(self.environ) | env_values(env)
 
         watcher: dict[str, Any] = {"_section": section, "name": name}
-        rlimits: dict[str, int | None] = {}
-        hooks: dict[str, tuple[str, bool]] = {}
-        streams: dict[str, dict[str, str]] = {}
+        flat: dict[str, Any] = {}
         own_env: dict[str, str] = {}
         for key, entry, _inherited in items:
             if key == "name":
                 continue
-            option = WATCHER_OPTIONS.get(key)
-            if option is not None:
-                raw = entry.value if key in _NOT_EXPANDED else expand(entry.value, values)
-                watcher[key] = self.convert(option, raw, section, key)
-            elif key == "env":
-                own_env = self.parse_env(expand(entry.value, values), section)
-            elif key.startswith("rlimit_"):
-                rlimits[key[len("rlimit_") :].lower()] = self.parse_rlimit(
-                    key, entry.value, section
-                )
-            elif key.startswith("hooks."):
-                hooks[key[len("hooks.") :]] = self.parse_hook(key, entry.value, section)
-            elif key.startswith(("stdout_stream.", "stderr_stream.")):
-                stream, _, sub = key.partition(".")
-                if not sub:
-                    raise self.error(f"expected {stream}.<option>", section, key)
-                streams.setdefault(stream, {})[sub] = expand(entry.value, values)
-            elif key in _RESERVED_WATCHER_KEYS:
+            if key in _RESERVED_WATCHER_KEYS:
                 raise self.error(
                     f"{key!r} is reserved; use the dotted form ({key}.<option> or rlimit_<name>)",
                     section,
                     key,
                 )
+            family = key_for(key) or CUSTOM
+            if family is CUSTOM and key.lower() in WATCHER_OPTIONS and key.lower() != key:
+                log.warning(
+                    "%s:%d: [%s] %s is kept as a custom key (option names are "
+                    "case-sensitive; did you mean %s?)",
+                    entry.path, entry.line, section, key, key.lower(),
+                )
+            raw = expand(entry.value, values) if family.expand else entry.value
+            try:
+                value = family.from_text(key, raw)
+            except (ValueError, TypeError) as exc:
+                raise self.error(str(exc), section, key) from None
+            if family is ENV:
+                own_env = value
             else:
-                if key.lower() in WATCHER_OPTIONS and key.lower() != key:
-                    log.warning(
-                        "%s:%d: [%s] %s is kept as a custom key (option names are "
-                        "case-sensitive; did you mean %s?)",
-                        entry.path,
-                        entry.line,
-                        section,
-                        key,
-                        key.lower(),
-                    )
-                watcher[key] = expand(entry.value, values)
+                flat[key] = value
 
         env.update(own_env)
-        watcher["env"] = {
+        flat["env"] = {
             k.strip(): expand_env_vars(v, self.environ).strip() for k, v in env.items()
         }
-        if rlimits:
-            watcher["rlimits"] = rlimits
-        if hooks:
-            watcher["hooks"] = hooks
-        for stream, conf in streams.items():
-            watcher[stream] = self.check_stream(stream, conf, section)
+        for stream in STREAMS:
+            keys = [k for k in flat if k.startswith(stream + ".")]
+            if keys and not any(k in (f"{stream}.class", f"{stream}.filename") for k in keys):
+                raise self.error(f"{stream} needs a class or a filename", section, keys[0])
+        watcher.update(group(flat))
         self.check_watcher(watcher, section, socket_names)
         return watcher
-
-    def parse_env(self, text: str, section: str) -> dict[str, str]:
-        result: dict[str, str] = {}
-        for item in (part.strip() for part in text.split(",")):
-            if not item:
-                continue
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise self.error(
-                    f"expected KEY=VALUE pairs separated by commas, got {item!r}", section, "env"
-                )
-            result[key.strip()] = value.strip()
-        return result
-
-    def parse_rlimit(self, key: str, raw: str, section: str) -> int | None:
-        try:
-            rlimit_resource(key[len("rlimit_") :])
-        except ValueError as exc:
-            raise self.error(str(exc), section, key) from None
-        if raw.strip().lower() in ("", "unlimited", "infinity"):
-            return None
-        try:
-            return to_int(raw)
-        except ValueError as exc:
-            raise self.error(f"{exc} (or nothing, for unlimited)", section, key) from None
-
-    def parse_hook(self, key: str, raw: str, section: str) -> tuple[str, bool]:
-        hook = key[len("hooks.") :]
-        if hook not in HOOK_NAMES:
-            raise self.error(
-                f"unknown hook {hook!r} (known: {', '.join(HOOK_NAMES)})", section, key
-            )
-        target, comma, flag = raw.partition(",")
-        target = target.strip()
-        if not _DOTTED.match(target):
-            raise self.error(
-                f"expected package.module.function or package.module:function, got {target!r}",
-                section,
-                key,
-            )
-        if not comma:
-            return target, hook in HOOKS_IGNORED_BY_DEFAULT
-        try:
-            return target, to_bool(flag)
-        except ValueError as exc:
-            raise self.error(f"ignore_failure flag: {exc}", section, key) from None
-
-    def check_stream(self, stream: str, conf: dict[str, str], section: str) -> dict[str, str]:
-        first_key = f"{stream}.{next(iter(conf))}"
-        if "class" not in conf:
-            if "filename" not in conf:
-                raise self.error(f"{stream} needs a class or a filename", section, first_key)
-            conf = {"class": "FileStream", **conf}
-            return conf
-        cls = conf["class"].strip()
-        if "." not in cls:
-            canonical = {c.lower(): c for c in _STREAM_CLASSES}.get(cls.lower())
-            if canonical is None:
-                raise self.error(
-                    f"unknown stream class {cls!r} (known: {', '.join(_STREAM_CLASSES)}, "
-                    "or a dotted path)",
-                    section,
-                    f"{stream}.class",
-                )
-            cls = canonical
-        elif not _DOTTED.match(cls):
-            raise self.error(
-                f"expected a dotted class path, got {cls!r}", section, f"{stream}.class"
-            )
-        conf["class"] = cls
-        return conf
 
     def check_watcher(self, w: dict[str, Any], section: str, sockets: set[str]) -> None:
         if not str(w.get("cmd", "")).strip():
@@ -767,30 +662,15 @@ class _Builder:
                 section,
                 "cmd" if "cmd" in w else None,
             )
-        numprocesses = w.get("numprocesses", WATCHER_OPTIONS["numprocesses"].default)
-        if numprocesses < 0:
-            raise self.error(f"must not be negative, got {numprocesses}", section, "numprocesses")
-        if numprocesses == 0 and "numprocesses" in w:
+        table = {k: w.get(k, opt.default) for k, opt in WATCHER_OPTIONS.items()}
+        if table["numprocesses"] == 0 and "numprocesses" in w:
             log.warning("[%s] numprocesses = 0: the watcher will not run any process", section)
-        if w.get("singleton") and numprocesses > 1:
-            raise self.error(
-                f"a singleton runs at most one process, but numprocesses = {numprocesses}",
-                section,
-                "numprocesses" if "numprocesses" in w else "singleton",
-            )
-        copy_env = w.get("copy_env", False)
-        if w.get("copy_path") and not copy_env:
-            raise self.error(
-                "copy_path needs copy_env = true (set copy_env = true in this section)",
-                section,
-                "copy_path",
-            )
-        if w.get("virtualenv") and not copy_env:
-            raise self.error(
-                "virtualenv needs copy_env = true (set copy_env = true in this section)",
-                section,
-                "virtualenv",
-            )
+        broken = together(table)
+        if broken is not None:
+            key, message = broken
+            if key not in w:  # blame the key that is in the section
+                key = "singleton" if key == "numprocesses" else "copy_env"
+            raise self.error(message, section, key)
         for key, lookup in (("uid", user_id), ("gid", group_id)):
             value = w.get(key)
             if value is not None:
@@ -798,13 +678,6 @@ class _Builder:
                     lookup(value)
                 except ValueError as exc:
                     raise self.error(str(exc), section, key) from None
-        max_retry = w.get("max_retry")
-        if max_retry is not None and max_retry < -1:
-            raise self.error(
-                f"must be -1 (retry forever) or more, got {max_retry}", section, "max_retry"
-            )
-        for key in ("graceful_timeout", "warmup_delay", "max_age", "max_age_variance"):
-            self.check_number(w, section, key)
         stdin_socket = w.get("stdin_socket")
         if stdin_socket is not None:
             folded = stdin_socket.strip().lower()

@@ -73,26 +73,24 @@ class Hook:
 
     @classmethod
     def build(cls, name: str, spec: Any) -> Hook:
-        """From the config forms: ``"path"``, ``"path, true"``, ``(path, flag)`` or a callable."""
+        """From the forms of :func:`circus.keys.hook_spec` (``"path"``, ``"path, flag"``,
+        ``[path, flag]``), or a callable (optionally ``(callable, flag)``).
+
+        Without a flag the hook's own default applies; an explicit flag wins.
+        """
         if name not in HOOK_NAMES:
             raise ValueError(f"unknown hook {name!r} (known: {', '.join(HOOK_NAMES)})")
-        ignore = name in HOOKS_IGNORED_BY_DEFAULT
-        if isinstance(spec, tuple | list):
-            target, flag = spec[0], (spec[1] if len(spec) > 1 else False)
-            ignore = ignore or bool(flag)
-        elif isinstance(spec, str) and "," in spec:
-            from circus.util.convert import to_bool
-
-            target, _, flag_text = spec.partition(",")
-            ignore = ignore or to_bool(flag_text)
-        else:
-            target = spec
+        flag: Any = None
+        target = spec
+        if isinstance(spec, tuple | list) and spec and callable(spec[0]):
+            target, flag = spec[0], (spec[1] if len(spec) > 1 else None)
         if callable(target):
+            ignore = name in HOOKS_IGNORED_BY_DEFAULT if flag is None else bool(flag)
             return cls(name, target, ignore, getattr(target, "__qualname__", repr(target)))
-        if not isinstance(target, str):
-            raise ValueError(f"hook {name!r}: expected a dotted path, got {target!r}")
-        target = target.strip()
-        return cls(name, resolve(target), ignore, target)
+        from circus.keys import hook_spec
+
+        path, ignore = hook_spec(name, spec)
+        return cls(name, resolve(path), ignore, path)
 
     async def call(self, **kwargs: Any) -> tuple[bool | Skip, BaseException | None]:
         """Run the hook; return (success, the exception it raised or None).

@@ -11,6 +11,7 @@ as opposed to being applied live.
 
 from __future__ import annotations
 
+import math
 import resource
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -120,12 +121,26 @@ class Option(NamedTuple):
     reload: bool = False  # True: `set` needs a graceful reload (new processes)
     listed: bool = True  # shown by the `options` command
     kind: str = ""  # the _KINDS name of the converters (for the docs)
+    minimum: float | None = None  # the smallest value accepted, if any
 
     def text(self, raw: str) -> Any:
-        return self.from_text(raw)
+        return self.check(self.from_text(raw))
 
     def wire(self, value: Any) -> Any:
-        return self.from_wire(value)
+        return self.check(self.from_wire(value))
+
+    def check(self, value: Any) -> Any:
+        """*value* if it is in range; ValueError naming the bound otherwise."""
+        if self.minimum is None or value is None:
+            return value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value}")
+        if value < self.minimum:
+            if self.minimum == 0:
+                raise ValueError(f"must not be negative, got {value}")
+            bound = int(self.minimum) if float(self.minimum).is_integer() else self.minimum
+            raise ValueError(f"must be {bound} or more, got {value}")
+        return value
 
 
 def _opt(name: str, default: Any, kind: str, help: str, **kw: Any) -> Option:
@@ -150,69 +165,111 @@ _KINDS: dict[str, tuple[Converter, Converter]] = {
     "socktype": (to_socktype, to_socktype),
 }
 
-WATCHER_OPTIONS: dict[str, Option] = {
-    o.name: o
-    for o in (
-        _opt("cmd", "", "str", "Program to run, with its arguments (split like a shell).",
-             reload=True),
-        _opt("args", None, "args", "More arguments, added after those of cmd.", reload=True),
-        _opt("executable", None, "optstr",
-             "File actually executed; the first word of cmd becomes argv[0].", reload=True),
-        _opt("shell", False, "bool", "Run the command through /bin/sh -c.", reload=True),
-        _opt("shell_args", None, "optstr",
-             "Arguments given to the shell after the command string ($0, $1, ...).",
-             reload=True),
-        _opt("working_dir", None, "optstr", "Directory the command runs in.", reload=True),
-        _opt("uid", None, "user", "User (name or number) the processes run as.", reload=True),
-        _opt("gid", None, "user", "Group (name or number) the processes run as.", reload=True),
-        _opt("umask", None, "octal", "umask (octal) the processes start with.", reload=True),
-        _opt("copy_env", False, "bool", "Start the environment from circusd's own.",
-             reload=True),
-        _opt("copy_path", False, "bool",
-             "Set PYTHONPATH to circusd's sys.path (needs copy_env).", reload=True),
-        _opt("virtualenv", None, "optstr",
-             "Run inside this virtualenv: its bin/ on PATH and its site-packages on "
-             "PYTHONPATH.", reload=True),
-        _opt("virtualenv_py_ver", None, "optstr",
-             "Python version (X.Y) of the virtualenv's lib/pythonX.Y.", reload=True),
-        _opt("numprocesses", 1, "int", "Number of processes to keep running."),
-        _opt("warmup_delay", 0.0, "float", "Seconds to wait between two spawns."),
-        _opt("priority", 0, "int", "Start order: higher first; stop goes the other way."),
-        _opt("singleton", False, "bool", "At most one process."),
-        _opt("respawn", True, "bool", "Replace processes that exit."),
-        _opt("autostart", True, "bool", "Start the watcher when circusd starts."),
-        _opt("max_retry", 5, "int",
-             "Retries after a failed spawn before the watcher is stopped (-1: forever)."),
-        _opt("graceful_timeout", 30.0, "float",
-             "Seconds between the stop signal and SIGKILL."),
-        _opt("stop_signal", 15, "signal", "Signal that asks a process to stop."),
-        _opt("stop_children", False, "bool",
-             "Also send the stop signal to each process's direct children."),
-        _opt("send_hup", False, "bool", "Reload by sending SIGHUP instead of new processes."),
-        _opt("max_age", 0, "int",
-             "Replace a process older than this many seconds (0: never).", reload=True),
-        _opt("max_age_variance", 30, "int",
-             "Random extra seconds (0..N) added to max_age for each process.", reload=True),
-        _opt("use_sockets", False, "bool", "Processes inherit the [socket:*] sockets.",
-             reload=True),
-        _opt("on_demand", False, "bool",
-             "Start only when a socket of the watcher gets a connection."),
-        _opt("stdin_socket", None, "optstr", "Socket given to the processes as stdin.",
-             reload=True),
-        _opt("close_child_stdin", True, "bool", "stdin of the processes is /dev/null.",
-             reload=True),
-        _opt("close_child_stdout", False, "bool", "stdout of the processes is /dev/null.",
-             reload=True),
-        _opt("close_child_stderr", False, "bool", "stderr of the processes is /dev/null.",
-             reload=True),
-        _opt("check_flapping", True, "bool",
-             "Legacy switch, kept for old configs; the flapping plugin reads flapping.active.",
-             listed=False),
-    )
-}
 
-# Keys the INI reader and `add`/`set` accept by prefix; their values go to sub-mappings.
-PREFIXES = ("rlimit_", "stdout_stream.", "stderr_stream.", "hooks.")
+class _Declared(NamedTuple):
+    default: Any
+    kind: str
+    help: str
+    reload: bool
+    listed: bool
+    minimum: float | None
+
+
+def _w(default: Any, kind: str, help: str, *, reload: bool = False, listed: bool = True,
+       minimum: float | None = None) -> Any:
+    """Declare a watcher option inside :class:`WatcherSettings` (see :func:`_table`)."""
+    return _Declared(default, kind, help, reload, listed, minimum)
+
+
+class WatcherSettings:
+    """Every option of ``[watcher:NAME]`` with its type, default, parser and help, once.
+
+    Each line is ``name: type = _w(default, kind, help, ...)``: the annotation is the type
+    the value has in a running watcher, ``kind`` names the text and JSON parsers, ``reload``
+    says that a change needs new processes (a graceful reload) rather than applying live,
+    ``minimum`` is the smallest value accepted. :class:`~circus.watcher.Watcher` inherits
+    these attributes; :data:`WATCHER_OPTIONS` is built from this class, and every door
+    (the INI reader, ``set``/``add``, ``circusctl``, the docs) reads that table.
+    """
+
+    cmd: str = _w("", "str", "Program to run, with its arguments (split like a shell).",
+                  reload=True)
+    args: str | list[str] | None = _w(None, "args", "More arguments, added after those of cmd.",
+                                      reload=True)
+    executable: str | None = _w(
+        None, "optstr", "File actually executed; the first word of cmd becomes argv[0].",
+        reload=True)
+    shell: bool = _w(False, "bool", "Run the command through /bin/sh -c.", reload=True)
+    shell_args: str | None = _w(
+        None, "optstr", "Arguments given to the shell after the command string ($0, $1, ...).",
+        reload=True)
+    working_dir: str | None = _w(None, "optstr", "Directory the command runs in.", reload=True)
+    uid: int | str | None = _w(None, "user", "User (name or number) the processes run as.",
+                               reload=True)
+    gid: int | str | None = _w(None, "user", "Group (name or number) the processes run as.",
+                               reload=True)
+    umask: int | None = _w(None, "octal", "umask (octal) the processes start with.",
+                           reload=True)
+    copy_env: bool = _w(False, "bool", "Start the environment from circusd's own.",
+                        reload=True)
+    copy_path: bool = _w(False, "bool",
+                         "Set PYTHONPATH to circusd's sys.path (needs copy_env).", reload=True)
+    virtualenv: str | None = _w(
+        None, "optstr",
+        "Run inside this virtualenv: its bin/ on PATH and its site-packages on PYTHONPATH.",
+        reload=True)
+    virtualenv_py_ver: str | None = _w(
+        None, "optstr", "Python version (X.Y) of the virtualenv's lib/pythonX.Y.", reload=True)
+    numprocesses: int = _w(1, "int", "Number of processes to keep running.", minimum=0)
+    warmup_delay: float = _w(0.0, "float", "Seconds to wait between two spawns.", minimum=0)
+    priority: int = _w(0, "int", "Start order: higher first; stop goes the other way.")
+    singleton: bool = _w(False, "bool", "At most one process.")
+    respawn: bool = _w(True, "bool", "Replace processes that exit.")
+    autostart: bool = _w(True, "bool", "Start the watcher when circusd starts.")
+    max_retry: int = _w(
+        5, "int", "Retries after a failed spawn before the watcher is stopped (-1: forever).",
+        minimum=-1)
+    graceful_timeout: float = _w(30.0, "float", "Seconds between the stop signal and SIGKILL.",
+                                 minimum=0)
+    stop_signal: int = _w(15, "signal", "Signal that asks a process to stop.")
+    stop_children: bool = _w(False, "bool",
+                             "Also send the stop signal to each process's direct children.")
+    send_hup: bool = _w(False, "bool", "Reload by sending SIGHUP instead of new processes.")
+    max_age: int = _w(0, "int", "Replace a process older than this many seconds (0: never).",
+                      reload=True, minimum=0)
+    max_age_variance: int = _w(
+        30, "int", "Random extra seconds (0..N) added to max_age for each process.",
+        reload=True, minimum=0)
+    use_sockets: bool = _w(False, "bool", "Processes inherit the [socket:*] sockets.",
+                           reload=True)
+    on_demand: bool = _w(False, "bool",
+                         "Start only when a socket of the watcher gets a connection.")
+    stdin_socket: str | None = _w(None, "optstr", "Socket given to the processes as stdin.",
+                                  reload=True)
+    close_child_stdin: bool = _w(True, "bool", "stdin of the processes is /dev/null.",
+                                 reload=True)
+    close_child_stdout: bool = _w(False, "bool", "stdout of the processes is /dev/null.",
+                                  reload=True)
+    close_child_stderr: bool = _w(False, "bool", "stderr of the processes is /dev/null.",
+                                  reload=True)
+    check_flapping: bool = _w(
+        True, "bool",
+        "Legacy switch, kept for old configs; the flapping plugin reads flapping.active.",
+        listed=False)
+
+
+def _table(cls: type) -> dict[str, Option]:
+    """The :class:`Option` table of *cls*; each declaration becomes its plain default."""
+    table: dict[str, Option] = {}
+    for name, value in list(vars(cls).items()):
+        if isinstance(value, _Declared):
+            table[name] = _opt(name, value.default, value.kind, value.help,
+                               reload=value.reload, listed=value.listed, minimum=value.minimum)
+            setattr(cls, name, value.default)
+    return table
+
+
+WATCHER_OPTIONS: dict[str, Option] = _table(WatcherSettings)
 
 HOOK_NAMES = (
     "before_start",
@@ -305,36 +362,3 @@ SOCKET_OPTIONS: dict[str, Option] = {
         _opt("interface", None, "optstr", "Network interface to bind to (SO_BINDTODEVICE)."),
     )
 }
-
-
-def check_watcher_option(key: str, value: Any) -> Any:
-    """Check and convert a JSON *value* sent for watcher option *key* (``set``, ``add``).
-
-    Raises:
-        KeyError: *key* is not a watcher option.
-        ValueError: the value has the wrong type or is unusable.
-    """
-    if key in WATCHER_OPTIONS:
-        return WATCHER_OPTIONS[key].wire(value)
-    if key == "env":
-        return _env(value)
-    if key.startswith("rlimit_"):
-        rlimit_resource(key[7:])
-        if value is None:
-            return None
-        return _wire_int(value) if not isinstance(value, str) else to_int(value)
-    if key in ("stdout_stream", "stderr_stream"):
-        if not isinstance(value, dict):
-            raise ValueError(f"expected an object with a 'class' key, got {value!r}")
-        return value
-    if key.startswith(("stdout_stream.", "stderr_stream.")):
-        return value
-    if key == "hooks":
-        if not isinstance(value, dict):
-            raise ValueError(f"expected an object keyed by hook names, got {value!r}")
-        return value
-    if key.startswith("hooks."):
-        if key[6:] not in HOOK_NAMES:
-            raise ValueError(f"unknown hook {key[6:]!r} (known: {', '.join(HOOK_NAMES)})")
-        return value
-    raise KeyError(key)

@@ -25,18 +25,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from circus.errors import OptionError
 from circus.hooks import Hook, Skip
-from circus.options import WATCHER_OPTIONS, check_watcher_option
+from circus.keys import UNSET, key_for, together
+from circus.options import WATCHER_OPTIONS, WatcherSettings
 from circus.process import Process
 from circus.sockets import sockets_for_spawn
 from circus.states import WatcherState
 from circus.streams.ring import OutputRing
 from circus.streams.writer import ForwardStream, StreamWriter
 from circus.tasks import TaskOwner
-from circus.util.convert import to_signum
 
 if TYPE_CHECKING:
     from circus.streams import Stream
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], None]
+Reload = Literal["needed", "always", "never"]
 
 # A process that exits sooner than this after its spawn counts as a quick death; quick
 # deaths in a row make the watcher wait before respawning, so a command that crashes at
@@ -62,7 +63,7 @@ def _no_publish(topic: str, payload: dict[str, Any]) -> None:
     pass
 
 
-class Watcher:
+class Watcher(WatcherSettings):
     """A group of identical processes.
 
     Args follow Circus's ``Watcher``: ``name``, ``cmd``, ``args``, ``numprocesses``,
@@ -128,43 +129,14 @@ class Watcher:
                 given[key] = value
             else:
                 self.custom_options[key] = value
-        for key, opt in WATCHER_OPTIONS.items():
-            value = given.get(key, opt.default)
-            if key == "stop_signal":
-                value = to_signum(value)
+        # the option table's types and checks, whichever way the watcher is made
+        for key, value in given.items():
+            if value != WATCHER_OPTIONS[key].default:
+                try:
+                    value = WATCHER_OPTIONS[key].wire(value)
+                except (ValueError, TypeError) as exc:
+                    raise OptionError(key, str(exc)) from None
             setattr(self, key, value)
-        self.cmd: str
-        self.args: str | Sequence[str] | None
-        self.numprocesses: int
-        self.warmup_delay: float
-        self.working_dir: str | None
-        self.shell: bool
-        self.shell_args: str | None
-        self.uid: int | str | None
-        self.gid: int | str | None
-        self.umask: int | None
-        self.max_retry: int
-        self.send_hup: bool
-        self.graceful_timeout: float
-        self.executable: str | None
-        self.priority: int
-        self.singleton: bool
-        self.respawn: bool
-        self.autostart: bool
-        self.stop_signal: int
-        self.stop_children: bool
-        self.max_age: int
-        self.max_age_variance: int
-        self.copy_env: bool
-        self.copy_path: bool
-        self.virtualenv: str | None
-        self.virtualenv_py_ver: str | None
-        self.use_sockets: bool
-        self.on_demand: bool
-        self.stdin_socket: str | None
-        self.close_child_stdin: bool
-        self.close_child_stdout: bool
-        self.close_child_stderr: bool
         if self.singleton and self.numprocesses > 1:
             raise ValueError(f"watcher {name!r} is a singleton: numprocesses must be 0 or 1")
         self.env: dict[str, str] = dict(env or {})
@@ -914,7 +886,7 @@ class Watcher:
             raise KeyError(pid)
         process.send_signal_child(child_pid, signum)
 
-    # -- options ---------------------------------------------------------------------------
+    # -- options: read and changed through the key families of circus/keys.py --------------
 
     def options(self) -> dict[str, Any]:
         """Every option and its value, as the ``options`` command shows them."""
@@ -932,62 +904,84 @@ class Watcher:
         return dict(sorted(result.items()))
 
     def get_option(self, key: str) -> Any:
-        opts = self.options()
-        if key in opts:
-            return opts[key]
-        if key.startswith("rlimit_"):
-            return self.rlimits.get(key[7:].lower())
-        raise KeyError(key)
+        """The value of *key* as ``get`` shows it; KeyError if the watcher has none."""
+        if key in ("rlimits", "stdout_stream_conf", "stderr_stream_conf"):
+            return self.options()[key]
+        family = key_for(key, self.custom_options)
+        if family is None:
+            raise KeyError(key)
+        value = family.read(self, key)
+        if value is None and family.pattern.endswith(".<key>"):
+            raise KeyError(key)  # a stream or custom key the watcher does not have
+        return family.public(value)
 
-    async def set_options(self, changes: Mapping[str, Any]) -> bool:
-        """Apply option changes (already checked); reload if one needs new processes.
+    def hook_specs(self) -> dict[str, tuple[str, bool]]:
+        """``{hook: (path, ignore_failure)}``."""
+        return {name: (hook.path, hook.ignore_failure) for name, hook in self.hooks.items()}
+
+    def set_hook(self, name: str, spec: Any) -> None:
+        """Install the hook *name* (a spec of :meth:`Hook.build`), or remove it (None)."""
+        if spec is None:
+            self.hooks.pop(name, None)
+        else:
+            self.hooks[name] = _build_hook(name, spec)
+
+    def check_options(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """*changes* typed and checked as a whole; nothing is applied.
+
+        Raises:
+            OptionError: naming the key that is unknown or whose value cannot be used.
+        """
+        checked: dict[str, Any] = {}
+        for key, value in changes.items():
+            family = key_for(key, self.custom_options)
+            if family is None:
+                raise OptionError(key, "not a watcher option")
+            try:
+                checked[key] = value if value is UNSET else family.from_wire(key, value)
+                if key.startswith("hooks") and value is not UNSET:
+                    hooks = checked[key] if key == "hooks" else {key[6:]: checked[key]}
+                    for name, spec in hooks.items():
+                        Hook.build(name, spec)  # the hook can be imported
+            except (ValueError, TypeError, ImportError) as exc:
+                raise OptionError(key, str(exc)) from None
+        table = {key: checked.get(key, getattr(self, key)) for key in WATCHER_OPTIONS}
+        for key, default in (("singleton", False), ("numprocesses", 1)):
+            if checked.get(key) is UNSET:
+                table[key] = default
+        broken = together(table)
+        if broken is not None:
+            raise OptionError(*broken)
+        return checked
+
+    async def set_options(self, changes: Mapping[str, Any], reload: Reload = "needed") -> bool:
+        """Check, then apply option changes; a running watcher is then reloaded gracefully
+        if a changed key needs new processes (*reload* ``"needed"``), if anything but
+        ``numprocesses`` changed (``"always"``, as ``reloadconfig`` does), or not at all
+        (``"never"``).
+
+        ``set``, ``reloadconfig`` and library callers all come through here. A value of
+        :data:`circus.keys.UNSET` takes a key back to its default.
 
         Returns True if a graceful reload was done.
         """
+        checked = self.check_options(changes)
         async with self._lock:
-            return await self._set_options_locked(changes)
+            return await self._set_options_locked(checked, reload)
 
-    async def _set_options_locked(self, changes: Mapping[str, Any]) -> bool:
-        checked = {
-            # free-form keys (flapping.attempts ...) are kept as given, for plugins
-            key: value if key in self.custom_options or (
-                "." in key and not key.startswith(("stdout_stream.", "stderr_stream.", "hooks."))
-            ) else check_watcher_option(key, value)
-            for key, value in changes.items()
-        }
+    async def _set_options_locked(self, checked: Mapping[str, Any], reload: Reload) -> bool:
         needs_reload = False
         streams_changed: set[str] = set()
         for key, value in checked.items():
-            if key in WATCHER_OPTIONS:
-                opt = WATCHER_OPTIONS[key]
-                if key == "singleton" and value and self.numprocesses > 1:
-                    raise ValueError("singleton needs numprocesses of 0 or 1")
-                if key == "numprocesses" and self.singleton and value > 1:
-                    raise ValueError("a singleton watcher runs at most one process")
-                setattr(self, key, value)
-                needs_reload = needs_reload or opt.reload
-            elif key == "env":
-                self.env = dict(value)
-                needs_reload = True
-            elif key.startswith("rlimit_"):
-                self.rlimits[key[7:].lower()] = value
-                needs_reload = True
-            elif key in ("stdout_stream", "stderr_stream"):
-                setattr(self, key + "_conf", dict(value))
-                streams_changed.add(key)
-            elif key.startswith(("stdout_stream.", "stderr_stream.")):
-                which, _, sub = key.partition(".")
-                conf = dict(getattr(self, which + "_conf") or {})
-                conf[sub] = value
-                setattr(self, which + "_conf", conf)
-                streams_changed.add(which)
-            elif key == "hooks":
-                for hook_name, spec in value.items():
-                    self.hooks[hook_name] = _build_hook(hook_name, spec)
-            elif key.startswith("hooks."):
-                self.hooks[key[6:]] = _build_hook(key[6:], value)
+            family = key_for(key, self.custom_options)
+            assert family is not None  # checked by check_options
+            if value is UNSET:
+                family.unset(self, key)
             else:
-                self.custom_options[key] = value
+                family.write(self, key, value)
+            needs_reload = needs_reload or family.reload
+            if family.stream is not None:
+                streams_changed.add(family.stream)
             self._emit("updated")
         self._env_cache = None
         retired = []
@@ -997,7 +991,9 @@ class Watcher:
             if old is not None:
                 retired.append(old)
         self._replace_streams(retired)
-        if needs_reload and self.state is not WatcherState.STOPPED:
+        if reload == "always":
+            needs_reload = bool(set(checked) - {"numprocesses"})
+        if needs_reload and reload != "never" and self.state is not WatcherState.STOPPED:
             await self._reload_locked(graceful=True, sequential=False)
             return True
         if "numprocesses" in checked or checked.get("respawn"):

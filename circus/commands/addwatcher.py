@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from circus.commands._options import check_options, watcher_kwargs
+from circus.commands._options import check_options
 from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
 from circus.errors import AlreadyExistsError, ArgumentError, MessageError
 from circus.util.accounts import user_id
@@ -119,7 +119,9 @@ class AddWatcher(Command):
 
     async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
         options = check_options(props.get("options") or {})
-        kwargs = watcher_kwargs(options)
+        from circus.keys import group
+
+        kwargs = group(options)
         if props.get("args") is not None:
             kwargs["args"] = props["args"]
         try:

@@ -986,8 +986,8 @@ def test_streams(tmp_path: Path) -> None:
     assert w["stdout_stream"] == {
         "class": "FileStream",
         "filename": "/home/op/out-$(circus.wid).log",
-        "max_bytes": "1000",
-        "backup_count": "5",
+        "max_bytes": 1000,
+        "backup_count": 5,
     }
     assert w["stderr_stream"] == {"class": "FileStream", "filename": "err.log"}
     assert not any(k.startswith("stdout_stream.") for k in w)
