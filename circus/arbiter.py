@@ -31,18 +31,25 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
 
-from circus.controller import Controller
-from circus.errors import AlreadyExistsError, ConfigError, NotFoundError, OptionError
-from circus.pubsub import EventPublisher
+from circus.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    MessageError,
+    NotFoundError,
+    OptionError,
+)
 from circus.sockets import CircusSockets, OnDemand
 from circus.states import WatcherState
 from circus.tasks import TaskOwner
 from circus.watcher import Watcher
+
+if TYPE_CHECKING:
+    from circus.types import Frontend, FrontendFactory
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,8 @@ class Arbiter:
         context: a ``zmq.asyncio.Context`` to use.
         warmup_delay: seconds to wait after starting each watcher.
         config_file: the INI file, read again by ``reloadconfig`` and ``restart``.
+        frontend: builds the event publisher and the controller when the arbiter opens
+            (default: :func:`circus.server.frontend_for`).
     """
 
     def __init__(
@@ -85,11 +94,12 @@ class Arbiter:
         config_file: str | None = None,
         background: bool = False,
         allow_unauthenticated_remote: bool = False,
+        frontend: FrontendFactory | None = None,
         **options: Any,
     ) -> None:
         self.run_in_thread = background
         self.allow_unauthenticated_remote = allow_unauthenticated_remote
-        self.watchers: list[Watcher] = []
+        self._watchers: dict[str, Watcher] = {}  # by lower-cased name, in order added
         self.endpoint = endpoint
         self.pubsub_endpoint = pubsub_endpoint
         self.check_delay = check_delay
@@ -108,8 +118,8 @@ class Arbiter:
         self.options = options
         self._context = context
         self._own_context = context is None
-        self._publisher: EventPublisher | None = None
-        self._controller: Controller | None = None
+        self._frontend_factory = frontend
+        self._frontend: Frontend | None = None
         self._tasks = TaskOwner("arbiter")
         self._lock = asyncio.Lock()
         self._quit: asyncio.Event | None = None
@@ -144,46 +154,49 @@ class Arbiter:
     # -- watchers ---------------------------------------------------------------------------
 
     def _attach(self, watcher: Watcher) -> None:
-        if any(w.name.lower() == watcher.name.lower() for w in self.watchers):
+        if watcher.name.lower() in self._watchers:
             raise AlreadyExistsError(f"a watcher named {watcher.name!r} already exists")
         watcher.arbiter = self
         watcher.publish = self.publish
         watcher.on_state_change = self._state_changed
         watcher.sockets = self.sockets.fds  # every socket, by name; updated in place
-        self.watchers.append(watcher)
+        self._watchers[watcher.name.lower()] = watcher
         self._update_output_wanted(watcher)
+
+    @property
+    def watchers(self) -> list[Watcher]:
+        """Every watcher, in the order they were added."""
+        return list(self._watchers.values())
 
     def _subscriptions_changed(self) -> None:
         for watcher in self.watchers:
             self._update_output_wanted(watcher)
 
     def _update_output_wanted(self, watcher: Watcher) -> None:
-        publisher = self._publisher
         prefix = f"output.{watcher.topic_name}."
-        watcher.output_wanted = publisher is not None and publisher.subscribed(
+        watcher.output_wanted = self._frontend is not None and self._frontend.subscribed(
             prefix + "stdout", prefix + "stderr"
         )
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        if self._publisher is not None:
-            self._publisher.publish(topic, payload)
+        if self._frontend is not None:
+            self._frontend.publish(topic, payload)
 
     def _state_changed(self, watcher: Watcher) -> None:
         self._on_demand.refresh()  # a stopped on_demand watcher waits for a connection
 
     async def wait_subscribed(self, topic: str, limit: float) -> bool:
         """True once a subscription to exactly *topic* reached the event socket (``tail -f``)."""
-        if self._publisher is None:
+        if self._frontend is None:
             return False
-        return await self._publisher.wait_subscribed(topic, limit)
+        return await self._frontend.wait_subscribed(topic, limit)
 
     def get_watcher(self, name: str) -> Watcher:
         """The watcher called *name* (any case). Raises NotFoundError."""
-        lowered = name.lower()
-        for watcher in self.watchers:
-            if watcher.name.lower() == lowered:
-                return watcher
-        raise NotFoundError(f"program {name} not found")
+        watcher = self._watchers.get(name.lower())
+        if watcher is None:
+            raise NotFoundError(f"program {name} not found")
+        return watcher
 
     def match_watchers(self, pattern: str, mode: str = "glob") -> list[Watcher]:
         """Watchers whose (lower-cased) name *pattern* matches: simple, glob or regex."""
@@ -194,7 +207,7 @@ class Arbiter:
             try:
                 regex = re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+                raise MessageError(f"invalid regex {pattern!r}: {exc}") from None
             return [w for w in self.watchers if regex.match(w.name)]
         return [w for w in self.watchers if fnmatch.fnmatchcase(w.name.lower(), lowered)]
 
@@ -213,7 +226,7 @@ class Arbiter:
     async def add_watcher(self, name: str, cmd: str, start: bool = False, **options: Any
                           ) -> Watcher:
         """Create a watcher (stopped unless *start*) and publish ``add``."""
-        if any(w.name.lower() == name.lower() for w in self.watchers):
+        if name.lower() in self._watchers:
             raise AlreadyExistsError(f"a watcher named {name!r} already exists")
         watcher = Watcher(name, cmd, **options)
         self._attach(watcher)
@@ -225,7 +238,7 @@ class Arbiter:
     async def rm_watcher(self, name: str, nostop: bool = False) -> None:
         """Remove a watcher; its processes are stopped unless *nostop*."""
         watcher = self.get_watcher(name)
-        self.watchers.remove(watcher)
+        del self._watchers[watcher.name.lower()]
         watcher._emit("remove")
         if nostop:
             for process in watcher.processes.values():
@@ -300,7 +313,7 @@ class Arbiter:
         config = load_config(self.config_file)  # ConfigError: nothing is touched
         plugins = self._plugin_watcher_confs(config.plugins)  # ConfigError: nothing touched
         wanted = {d["name"].lower(): d for d in [*config.watchers, *plugins]}
-        current = {w.name.lower(): w for w in self.watchers}
+        current = dict(self._watchers)
         # Build every new/changed watcher first, so a bad stream or hook refuses the whole
         # file before anything is stopped.
         built: dict[str, Watcher] = {}
@@ -342,7 +355,8 @@ class Arbiter:
                 await watcher.start()
             summary["added"].append(watcher.name)
         for watcher in rebound:
-            if watcher in self.watchers and watcher.state is WatcherState.STOPPED:
+            current_one = self._watchers.get(watcher.name.lower())
+            if current_one is watcher and watcher.state is WatcherState.STOPPED:
                 await watcher.start()
         self._on_demand.refresh()
         if socket_plan:
@@ -385,19 +399,13 @@ class Arbiter:
             os.umask(self.umask)
         if self._context is None:
             self._context = zmq.asyncio.Context()
-        self._publisher = EventPublisher(self._context, self.pubsub_endpoint,
-                                         owner=self.endpoint_owner,
-                                         on_subscriptions=self._subscriptions_changed)
-        self._loop.add_reader(self._publisher.fd, self._publisher.read_subscriptions)
-        try:
-            self._controller = Controller(self, self._context, self.endpoint,
-                                          owner=self.endpoint_owner)
-        except OSError:
-            self._loop.remove_reader(self._publisher.fd)
-            self._publisher.close()
-            self._publisher = None
-            raise
-        self._controller.start()
+        if self._frontend_factory is None:
+            from circus.server import frontend_for
+
+            self._frontend_factory = frontend_for
+        frontend = self._frontend_factory(self, self._context, self._subscriptions_changed)
+        frontend.open(self.endpoint, self.pubsub_endpoint, self.endpoint_owner)
+        self._frontend = frontend
         self._open = True
         self.started_at = time.time()
         log.info("circusd listening on %s (events on %s)", self.endpoint, self.pubsub_endpoint)
@@ -425,14 +433,9 @@ class Arbiter:
             if self._stopped is not None:
                 self._stopped.set()
             await self._tasks.close(timeout=5.0)
-            if self._controller is not None:
-                await self._controller.close()
-                self._controller = None
-            if self._publisher is not None:
-                if self._loop is not None:
-                    self._loop.remove_reader(self._publisher.fd)
-                self._publisher.close()
-                self._publisher = None
+            if self._frontend is not None:
+                await self._frontend.close()
+                self._frontend = None
             if self._own_context and self._context is not None:
                 self._context.term()
                 self._context = None
@@ -462,8 +465,8 @@ class Arbiter:
             await self._quit.wait()
         finally:
             await self.close()
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            for signum in installed:
+                loop.remove_signal_handler(signum)
 
     def _on_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name

@@ -30,12 +30,12 @@ import zmq.asyncio
 
 from circus.commands import get_commands
 from circus.commands.base import Command, Props, Reply, Scope, error_reply, ok_reply
-from circus.endpoints import bind
-from circus.errors import CommandError, ConfigError, Errno
+from circus.endpoints import bind, readable, socket_fd
+from circus.errors import CommandError, ConfigError, Errno, OptionError
 from circus.tasks import TaskOwner
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Controller:
 
     def __init__(
         self,
-        arbiter: Arbiter,
+        arbiter: ArbiterAPI,
         context: zmq.asyncio.Context,
         endpoint: str,
         owner: str | None = None,
@@ -124,7 +124,7 @@ class Controller:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._fd = self._socket.getsockopt(zmq.FD)
+        self._fd = socket_fd(self._socket)
         self._loop.add_reader(self._fd, self._on_readable)
         self._on_readable()  # anything that arrived before the reader was in place
 
@@ -132,7 +132,7 @@ class Controller:
         # ZeroMQ's FD is edge-triggered: read until the socket says there is nothing left.
         while not self._owner.closed:
             try:
-                if not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if not readable(self._socket):
                     return
                 frames = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -175,7 +175,7 @@ class Controller:
             self._socket.send_multipart(out, zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client is gone, or not reading its replies
             log.debug("controller: could not reply: %s", exc)
-        if self._loop is not None and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._loop is not None and readable(self._socket):
             self._loop.call_soon(self._on_readable)  # input that came while we sent
 
     async def dispatch(self, raw: bytes) -> Reply | None:
@@ -263,19 +263,25 @@ class Controller:
         return None if pending.cast else reply
 
     def _error(self, cmd: Command, exc: Exception, msg_id: Any) -> Reply:
-        """The one place where an exception becomes an error reply."""
+        """The one place where an exception becomes an error reply.
+
+        Errors raised on purpose (:mod:`circus.errors`, an option's value, the system's
+        ``OSError``) are the client's to read. Anything else is a bug in circusd: it is
+        logged with its traceback and answered with a short reason, and circusd serves on.
+        """
         if isinstance(exc, CommandError):
             return error_reply(str(exc), exc.errno, msg_id)
         if isinstance(exc, ConfigError):
             return error_reply(f"configuration refused: {exc}", Errno.COMMAND_ERROR, msg_id)
+        if isinstance(exc, OptionError):
+            reason = str(exc).removeprefix(f"{exc.option}: ")
+            return error_reply(f"invalid value for {exc.option!r}: {reason}",
+                               Errno.MESSAGE_ERROR, msg_id)
         if isinstance(exc, OSError):
             return error_reply(f"{cmd.name}: {exc}", Errno.OS_ERROR, msg_id)
-        if isinstance(exc, ValueError | KeyError | TypeError):
-            reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            return error_reply(f"{cmd.name}: {reason}", Errno.MESSAGE_ERROR, msg_id)
-        # a bug: tell the client briefly, keep circusd serving
         log.error("command %r failed", cmd.name, exc_info=exc)
-        return error_reply(f"command {cmd.name!r} failed: {exc}", Errno.COMMAND_ERROR, msg_id)
+        return error_reply(f"command {cmd.name!r} failed: {type(exc).__name__}: {str(exc)[:80]}",
+                           Errno.COMMAND_ERROR, msg_id)
 
     async def _execute(self, cmd: Command, props: Props, slot: Any) -> Reply | None:
         if slot is None:
@@ -290,9 +296,12 @@ class Controller:
         """A command answered before it ran: its failure can only be logged."""
         try:
             await self._execute(cmd, props, slot)
-        except (CommandError, ConfigError, OSError, ValueError, KeyError) as exc:
+        except (CommandError, ConfigError, OptionError, OSError) as exc:
             log.warning("command %s %s failed after its reply was sent: %s",
                         cmd.name, _short(props), exc)
+        except Exception:
+            log.exception("command %s %s failed after its reply was sent",
+                          cmd.name, _short(props))
 
     async def close(self, drain: float = 1.0) -> None:
         """Stop taking requests; let those in flight answer (at most *drain* s)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import zmq
@@ -64,3 +64,13 @@ def bind(sock: zmq.Socket[Any], endpoint: str, *, owner: str | int | None = None
             os.umask(old_umask)
     if path and owner is not None:
         os.chown(path, user_id(owner), -1)
+
+
+def readable(sock: zmq.Socket[Any]) -> bool:
+    """Does *sock* hold a message to read now? (Its FD is edge-triggered: ask after each read.)"""
+    return bool(cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+
+def socket_fd(sock: zmq.Socket[Any]) -> int:
+    """The descriptor the event loop watches for *sock*."""
+    return cast(int, sock.getsockopt(zmq.FD))

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from circus.endpoints import bind
+from circus.endpoints import bind, readable, socket_fd
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ class EventPublisher:
     @property
     def fd(self) -> int:
         """A file descriptor the loop can watch for subscription messages."""
-        return int(self._socket.getsockopt(zmq.FD))
+        return socket_fd(self._socket)
 
     def read_subscriptions(self) -> None:
         """Take in (un)subscriptions; ZeroMQ passes only the first and last of each topic."""
         changed = False
         arrived: list[bytes] = []
-        while not self._owner.closed and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while not self._owner.closed and readable(self._socket):
             try:
                 msg = self._socket.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -120,7 +120,7 @@ class EventPublisher:
             )
         # ZeroMQ's FD is edge-triggered: a subscription that arrived while we were sending
         # would not wake the loop again, so look now.
-        if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if readable(self._socket):
             self.read_subscriptions()
 
     def close(self) -> None:

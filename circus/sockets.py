@@ -411,7 +411,7 @@ class _Watcher(Protocol):
 
     name: str
     cmd: str
-    args: str | Sequence[str] | None
+    args: str | list[str] | None
     on_demand: bool
     autostart: bool
     use_sockets: bool

@@ -754,7 +754,7 @@ class Watcher(WatcherSettings):
         async with self._lock:
             n = max(int(n), 0)
             if self.singleton and n > 1:
-                raise ValueError("a singleton watcher runs at most one process")
+                raise OptionError("numprocesses", "a singleton watcher runs at most one process")
             self.numprocesses = n
             await self._reconcile()
             return self.numprocesses
@@ -914,6 +914,9 @@ class Watcher(WatcherSettings):
         if value is None and family.pattern.endswith(".<key>"):
             raise KeyError(key)  # a stream or custom key the watcher does not have
         return family.public(value)
+
+    def has_hook(self, name: str) -> bool:
+        return name in self.hooks
 
     def hook_specs(self) -> dict[str, tuple[str, bool]]:
         """``{hook: (path, ignore_failure)}``."""

@@ -8,7 +8,7 @@ from circus.commands.base import MATCH, WAITING, Command, Props, Scope, make_mes
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class LifecycleCommand(Command):
@@ -23,14 +23,14 @@ class LifecycleCommand(Command):
             props["name"] = args[0]
         return make_message(self.name, **props)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.bool_prop(props, "waiting")
         self.str_prop(props, "match")
         if "name" in props:
             self.match_watchers(arbiter, props)
 
-    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+    def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         if "name" not in props:
             return Scope.all()
         return Scope.of(w.name for w in self.match_watchers(arbiter, props))

@@ -27,10 +27,10 @@ from circus.options import WATCHER_OPTIONS
 from circus.util.accounts import group_id, user_id
 
 if TYPE_CHECKING:
-    from circus.watcher import Watcher
+    from circus.types import WatcherAPI
 
 
-def check_options(options: Mapping[str, Any], watcher: Watcher | None = None) -> dict[str, Any]:
+def check_options(options: Mapping[str, Any], watcher: WatcherAPI | None = None) -> dict[str, Any]:
     """Check every key of *options*, then the keys together; nothing is applied.
 
     With no *watcher* (``add``) the keys are checked against the defaults.
@@ -88,7 +88,7 @@ def _check_system(key: str, value: Any) -> None:
             _check_hook(name, spec)
 
 
-def merged_stream(which: str, checked: Mapping[str, Any], watcher: Watcher | None
+def merged_stream(which: str, checked: Mapping[str, Any], watcher: WatcherAPI | None
                   ) -> dict[str, Any]:
     """The stream configuration *which* would have once *checked* is applied."""
     current = getattr(watcher, which + "_conf", None) if watcher is not None else None

@@ -11,7 +11,7 @@ from circus.errors import AlreadyExistsError, ArgumentError, MessageError
 from circus.util.accounts import user_id
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class AddWatcher(Command):
@@ -65,7 +65,7 @@ class AddWatcher(Command):
             raise ArgumentError(f"usage: {self.usage}")
         return make_message(self.name, name=args[0], cmd=" ".join(args[1:]), **opts)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         name = self.str_prop(props, "name")
         if not name or not name.strip():
@@ -91,7 +91,7 @@ class AddWatcher(Command):
         self.bool_prop(props, "waiting")
 
     @staticmethod
-    def _check_owner(arbiter: Arbiter, checked: dict[str, Any]) -> None:
+    def _check_owner(arbiter: ArbiterAPI, checked: dict[str, Any]) -> None:
         """With an ipc endpoint owned by a user, new watchers must run as that user."""
         owner = getattr(arbiter, "endpoint_owner", None)
         if owner is None or not str(arbiter.endpoint).startswith("ipc://"):
@@ -114,10 +114,10 @@ class AddWatcher(Command):
                 f"the control endpoint belongs to {owner!r}: 'options.uid' must be that user"
             )
 
-    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+    def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         return Scope.of([props["name"]])
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         options = check_options(props.get("options") or {})
         from circus.keys import group
 

@@ -18,8 +18,7 @@ from circus.errors import ArgumentError, Errno, MessageError, NotFoundError
 from circus.util.convert import to_signum
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
-    from circus.watcher import Watcher
+    from circus.types import ArbiterAPI, WatcherAPI
 
 Props = dict[str, Any]
 Reply = dict[str, Any]
@@ -129,38 +128,38 @@ class Command:
 
     # -- daemon side -------------------------------------------------------------------
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         for key in self.required:
             if key not in props:
                 raise MessageError(f"message invalid {key!r} is missing")
 
-    def scope(self, arbiter: Arbiter, props: Props) -> Scope | None:
+    def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope | None:
         """The watchers this command changes (None: it changes nothing and is not queued).
 
         Called after :meth:`validate`, in arrival order.
         """
         return None
 
-    def admitted(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    def admitted(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         """Called once the command is validated and queued, before it runs.
 
         A waitable command sent without ``waiting`` is answered at once with these fields.
         """
         return None
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         if self.inline:
             return self.answer(arbiter, props)
         raise NotImplementedError
 
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         """The reply of an inline command (validated already); it must not block."""
         raise NotImplementedError
 
     # -- property helpers --------------------------------------------------------------
 
     @staticmethod
-    def watcher(arbiter: Arbiter, props: Props) -> Watcher:
+    def watcher(arbiter: ArbiterAPI, props: Props) -> WatcherAPI:
         name = props.get("name")
         if not isinstance(name, str):
             raise MessageError(f"'name' should be a string, got {name!r}")
@@ -226,7 +225,7 @@ class Command:
             raise MessageError(f"signal invalid: {exc}") from None
 
     @staticmethod
-    def match_watchers(arbiter: Arbiter, props: Props) -> list[Watcher]:
+    def match_watchers(arbiter: ArbiterAPI, props: Props) -> list[WatcherAPI]:
         """The watchers that ``name`` selects under ``match`` (glob by default)."""
         name = props.get("name")
         if not isinstance(name, str):
@@ -234,7 +233,7 @@ class Command:
         mode = props.get("match", "glob")
         if mode not in ("simple", "glob", "regex"):
             raise MessageError(f"unknown match mode {mode!r} (simple, glob or regex)")
-        found = arbiter.match_watchers(name, mode)
+        found = list(arbiter.match_watchers(name, mode))
         if not found:
             raise NotFoundError(f"program {name} not found")
         return found
@@ -317,7 +316,7 @@ class OptionalWatcherQuery(Command):
         props = {"name": args[0]} if args else {}
         return make_message(self.name, **props)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         if "name" in props:
             self.watcher(arbiter, props)
@@ -334,6 +333,6 @@ class WatcherQuery(Command):
             raise ArgumentError(f"usage: {self.usage}")
         return make_message(self.name, name=args[0])
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.watcher(arbiter, props)

@@ -11,7 +11,7 @@ from circus.commands.stats import format_procinfo
 if TYPE_CHECKING:
     import psutil
 
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Dstats(Command):
@@ -54,7 +54,7 @@ class Dstats(Command):
             self._me = psutil.Process(os.getpid())
         return process_info(self._me, with_children=False)
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         import asyncio
 
         return {"info": await asyncio.to_thread(self._info)}

@@ -7,11 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply, format_options, make_message
 from circus.errors import ArgumentError, MessageError, NotFoundError
-from circus.options import WATCHER_OPTIONS
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
-    from circus.watcher import Watcher
+    from circus.types import ArbiterAPI, WatcherAPI
 
 
 # Circus shows these as an empty string / object when unset; clients index into them.
@@ -27,24 +25,12 @@ def wire_options(options: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def option_value(watcher: Watcher, key: str) -> Any:
+def option_value(watcher: WatcherAPI, key: str) -> Any:
     """The value of option *key* of *watcher*. Raises NotFoundError."""
     try:
         return wire_options({key: watcher.get_option(key)})[key]
     except KeyError:
-        pass
-    for which in ("stdout_stream", "stderr_stream"):
-        conf = getattr(watcher, which + "_conf", None)
-        if key == which:
-            return watcher.get_option(which + "_conf") or {}
-        if key.startswith(which + ".") and conf is not None and key[len(which) + 1:] in conf:
-            return (watcher.get_option(which + "_conf") or {}).get(key[len(which) + 1:])
-    if key.startswith("hooks."):
-        hook = watcher.hooks.get(key[6:])
-        return None if hook is None else hook.path
-    if key in WATCHER_OPTIONS:  # not listed by `options` (check_flapping), still an option
-        return getattr(watcher, key)
-    raise NotFoundError(f"{key!r} option not found")
+        raise NotFoundError(f"{key!r} option not found") from None
 
 
 class Get(Command):
@@ -82,7 +68,7 @@ class Get(Command):
             raise ArgumentError(f"usage: {self.usage}")
         return make_message(self.name, name=args[0], keys=list(args[1:]))
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         watcher = self.watcher(arbiter, props)
         keys = props["keys"]
@@ -93,7 +79,7 @@ class Get(Command):
 
     inline = True  # reads state only: answered without a task
 
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         watcher = self.watcher(arbiter, props)
         return {"options": {key: option_value(watcher, key) for key in props["keys"]}}
 

@@ -8,7 +8,7 @@ from circus.commands.base import Command, Props, Reply, format_options, make_mes
 from circus.errors import ArgumentError, MessageError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 # Circus reports this stats endpoint even when circusd-stats does not run.
 DEFAULT_STATS_ENDPOINT = "tcp://127.0.0.1:5557"
@@ -49,7 +49,7 @@ class GlobalOptions(Command):
             raise ArgumentError(f"usage: {self.usage}")
         return make_message(self.name, **({"option": args[0]} if args else {}))
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         option = self.str_prop(props, "option")
         if option is not None and option not in KEYS:
@@ -57,7 +57,7 @@ class GlobalOptions(Command):
 
     inline = True  # reads state only: answered without a task
 
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         values: dict[str, Any] = {
             "endpoint": arbiter.endpoint,
             "pubsub_endpoint": arbiter.pubsub_endpoint,

@@ -9,12 +9,11 @@ from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_mes
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
-    from circus.watcher import Watcher
+    from circus.types import ArbiterAPI, WatcherAPI
 
 # incr/decr admitted but not yet run, per watcher: their target is what the reply reports
 # when the command is answered before it runs (no `waiting`).
-_PENDING: weakref.WeakKeyDictionary[Watcher, list[int]] = weakref.WeakKeyDictionary()
+_PENDING: weakref.WeakKeyDictionary[WatcherAPI, list[int]] = weakref.WeakKeyDictionary()
 
 
 class IncrProc(Command):
@@ -62,19 +61,19 @@ class IncrProc(Command):
                 raise ArgumentError(f"<nb> must be an integer, got {args[1]!r}") from None
         return make_message(self.name, **props)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.watcher(arbiter, props)
         self.int_prop(props, "nb", default=1, minimum=0)
         self.bool_prop(props, "waiting")
 
-    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+    def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         return Scope.of([self.watcher(arbiter, props).name])
 
     def _delta(self, props: Props) -> int:
         return self.sign * self.int_prop(props, "nb", default=1, minimum=0)
 
-    def admitted(self, arbiter: Arbiter, props: Props) -> Reply:
+    def admitted(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         watcher = self.watcher(arbiter, props)
         if watcher.singleton:
             return {"numprocesses": watcher.numprocesses, "singleton": True}
@@ -86,7 +85,7 @@ class IncrProc(Command):
         pending.append(delta)
         return {"numprocesses": max(target + delta, 0)}
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         watcher = self.watcher(arbiter, props)
         if watcher.singleton:
             return {"numprocesses": watcher.numprocesses, "singleton": True}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from circus.commands.base import Command, Props, Reply
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class IPythonShell(Command):
@@ -39,7 +39,7 @@ class IPythonShell(Command):
     name = "ipython"
     usage = "ipython"
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         return {"shell": False,
                 "msg": "this circusd does not start IPython kernels; use circusctl"}
 

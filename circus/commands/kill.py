@@ -9,7 +9,7 @@ from circus.errors import ArgumentError, MessageError, NotFoundError
 from circus.util.convert import to_float, to_signum
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Kill(Command):
@@ -68,7 +68,7 @@ class Kill(Command):
                 raise ArgumentError(f"a pid is a number, got {args[1]!r}") from None
         return make_message(self.name, **props)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         watcher = self.watcher(arbiter, props)
         if "pid" in props:
@@ -82,7 +82,7 @@ class Kill(Command):
             raise MessageError(f"'graceful_timeout' must not be negative, got {timeout}")
         self.bool_prop(props, "waiting")
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         watcher = self.watcher(arbiter, props)
         pid = self.int_prop(props, "pid") if "pid" in props else None
         signum = self.signal_prop(props) if props.get("signum") is not None else None

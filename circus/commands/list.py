@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from circus.commands.base import OptionalWatcherQuery, Props, Reply
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class List(OptionalWatcherQuery):
@@ -39,7 +39,7 @@ class List(OptionalWatcherQuery):
     name = "list"
     usage = "list [<name>]"
 
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         if "name" in props:
             watcher = self.watcher(arbiter, props)
             return {"pids": sorted(watcher.pids)}

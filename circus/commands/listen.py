@@ -8,7 +8,7 @@ from circus.commands.base import Command, Props, Reply, make_message
 from circus.errors import MessageError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Listen(Command):
@@ -46,8 +46,8 @@ class Listen(Command):
     def message(self, *args: str, **opts: Any) -> Props:
         return make_message(self.name, topics=list(args))
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         raise MessageError("invalid message. use a pub/sub socket")
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         raise MessageError("invalid message. use a pub/sub socket")

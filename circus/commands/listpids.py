@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from circus.commands.base import Props, Reply, WatcherQuery
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class ListPids(WatcherQuery):
@@ -34,7 +34,7 @@ class ListPids(WatcherQuery):
 
     name = "listpids"
     usage = "listpids <name>"
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         return {"pids": sorted(self.watcher(arbiter, props).pids)}
 
     def console_msg(self, reply: Reply) -> str:

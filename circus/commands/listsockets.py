@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from circus.commands.base import Command, Props, Reply
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 def _field(sock: Any, key: str) -> Any:
@@ -64,7 +64,7 @@ class ListSockets(Command):
     name = "listsockets"
     usage = "listsockets"
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         socks = [describe(s) for s in getattr(arbiter, "sockets", [])]
         socks.sort(key=lambda e: (e["fd"] is None, e["fd"] or 0, str(e["name"])))
         return {"sockets": socks}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from circus.commands.base import OptionalWatcherQuery, Props, Reply
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class NumProcesses(OptionalWatcherQuery):
@@ -38,7 +38,7 @@ class NumProcesses(OptionalWatcherQuery):
     name = "numprocesses"
     usage = "numprocesses [<name>]"
 
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         if "name" in props:
             watcher = self.watcher(arbiter, props)
             return {"numprocesses": len(watcher.processes), "watcher_name": props["name"]}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from circus.commands.base import Command, Props, Reply
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class NumWatchers(Command):
@@ -37,7 +37,7 @@ class NumWatchers(Command):
 
     inline = True  # reads state only: answered without a task
 
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         return {"numwatchers": arbiter.numwatchers()}
 
     def console_msg(self, reply: Reply) -> str:

@@ -8,7 +8,7 @@ from circus.commands.base import Props, Reply, WatcherQuery, format_options
 from circus.commands.get import wire_options
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Options(WatcherQuery):
@@ -38,7 +38,7 @@ class Options(WatcherQuery):
 
     name = "options"
     usage = "options <name>"
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         return {"options": wire_options(self.watcher(arbiter, props).options())}
 
     def console_msg(self, reply: Reply) -> str:

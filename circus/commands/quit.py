@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from circus.commands.base import WAITING, Command, Props, Reply
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Quit(Command):
@@ -40,11 +40,11 @@ class Quit(Command):
     usage = "quit [--waiting]"
     flags = (WAITING,)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.bool_prop(props, "waiting")
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         arbiter.request_quit()
         if self.bool_prop(props, "waiting"):
             await arbiter.wait_stopped()

@@ -8,7 +8,7 @@ from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, ma
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Reload(Command):
@@ -62,7 +62,7 @@ class Reload(Command):
         props.update(opts)
         return make_message(self.name, **props)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         if "name" in props:
             self.watcher(arbiter, props)
@@ -70,12 +70,12 @@ class Reload(Command):
         self.bool_prop(props, "sequential", False)
         self.bool_prop(props, "waiting")
 
-    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+    def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         if "name" not in props:
             return Scope.all()
         return Scope.of([self.watcher(arbiter, props).name])
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         graceful = self.bool_prop(props, "graceful", True)
         sequential = self.bool_prop(props, "sequential", False)
         if "name" in props:

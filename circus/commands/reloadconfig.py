@@ -8,7 +8,7 @@ from circus.commands.base import WAITING, Command, Props, Reply, Scope
 from circus.errors import CommandError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class ReloadConfig(Command):
@@ -48,7 +48,7 @@ class ReloadConfig(Command):
     flags = (WAITING,)
     waitable = True
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.bool_prop(props, "waiting")
         path = getattr(arbiter, "config_file", None)
@@ -58,8 +58,8 @@ class ReloadConfig(Command):
 
         load_config(path)  # a ConfigError here refuses the command before anything runs
 
-    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+    def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         return Scope.all()
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         return {"changes": await arbiter.reload_config()}

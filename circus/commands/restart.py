@@ -8,7 +8,7 @@ from circus.commands._lifecycle import LifecycleCommand
 from circus.commands.base import Props, Reply
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Restart(LifecycleCommand):
@@ -42,7 +42,7 @@ class Restart(LifecycleCommand):
     name = "restart"
     usage = "restart [<name>] [--waiting] [--match simple|glob|regex]"
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         if "name" not in props:
             await arbiter.restart()
             return None

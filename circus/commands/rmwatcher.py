@@ -8,7 +8,7 @@ from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, ma
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class RmWatcher(Command):
@@ -49,16 +49,16 @@ class RmWatcher(Command):
             raise ArgumentError(f"usage: {self.usage}")
         return make_message(self.name, name=args[0], **opts)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.watcher(arbiter, props)
         self.bool_prop(props, "nostop")
         self.bool_prop(props, "waiting")
 
-    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+    def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         return Scope.of([self.watcher(arbiter, props).name])
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         watcher = self.watcher(arbiter, props)
         await arbiter.rm_watcher(watcher.name, nostop=self.bool_prop(props, "nostop"))
         return None

@@ -8,7 +8,7 @@ from circus.commands.base import Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, MessageError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 def _pid(text: str) -> int:
@@ -68,7 +68,7 @@ class Signal(Command):
                                 **opts)
         raise ArgumentError(f"usage: {self.usage}")
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.watcher(arbiter, props)
         self.signal_prop(props)
@@ -81,7 +81,7 @@ class Signal(Command):
         self.bool_prop(props, "children")
         self.bool_prop(props, "recursive")
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         watcher = self.watcher(arbiter, props)
         pid = self.int_prop(props, "pid") if "pid" in props else None
         childpid = self.int_prop(props, "childpid") if "childpid" in props else None

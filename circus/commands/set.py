@@ -9,7 +9,7 @@ from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_mes
 from circus.errors import ArgumentError, MessageError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Set(Command):
@@ -71,7 +71,7 @@ class Set(Command):
             options[key] = cli_value(key, text)
         return make_message(self.name, name=args[0], options=options, **opts)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         watcher = self.watcher(arbiter, props)
         if "options" not in props:
@@ -82,10 +82,10 @@ class Set(Command):
         check_options(options, watcher)
         self.bool_prop(props, "waiting")
 
-    def scope(self, arbiter: Arbiter, props: Props) -> Scope:
+    def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         return Scope.of([self.watcher(arbiter, props).name])
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply | None:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         watcher = self.watcher(arbiter, props)
         checked = check_options(props["options"], watcher)
         if checked:

@@ -11,12 +11,10 @@ from circus.errors import ArgumentError, NotFoundError
 if TYPE_CHECKING:
     import asyncio
 
-    from circus.arbiter import Arbiter
-    from circus.process import Process
-    from circus.watcher import Watcher
+    from circus.types import ArbiterAPI, ProcessAPI, WatcherAPI
 
 
-def _collect(processes: Iterable[Process]) -> dict[str, Any]:
+def _collect(processes: Iterable[ProcessAPI]) -> dict[str, Any]:
     return {str(p.pid): p.info() for p in processes}
 
 
@@ -77,7 +75,7 @@ class Stats(Command):
         # percentage is measured between two reads of it.
         self._collecting: asyncio.Lock | None = None
 
-    async def collect(self, processes: Iterable[Process]) -> dict[str, Any]:
+    async def collect(self, processes: Iterable[ProcessAPI]) -> dict[str, Any]:
         """``{pid as str: procinfo}`` for *processes*.
 
         psutil reads /proc, which takes a while for a thousand processes, so this runs
@@ -104,7 +102,7 @@ class Stats(Command):
                 raise ArgumentError(f"a pid is a number, got {args[1]!r}") from None
         return make_message(self.name, **props)
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.bool_prop(props, "extended")
         if "name" in props:
@@ -114,21 +112,21 @@ class Stats(Command):
         elif "process" in props:
             self.int_prop(props, "process")
 
-    def _process(self, watcher: Watcher, props: Props) -> Process:
+    def _process(self, watcher: WatcherAPI, props: Props) -> ProcessAPI:
         pid = self.int_prop(props, "process")
         process = watcher.get_process(pid)
         if process is None:
             raise NotFoundError(f"process {pid} not found in {watcher.name!r}")
         return process
 
-    async def _extend(self, watcher: Watcher, infos: Mapping[str, Any]) -> None:
-        if "extended_stats" not in watcher.hooks:
+    async def _extend(self, watcher: WatcherAPI, infos: Mapping[str, Any]) -> None:
+        if not watcher.has_hook("extended_stats"):
             return
         for pid, info in infos.items():
             if isinstance(info, dict):
                 await watcher.call_hook("extended_stats", pid=int(pid), stats=info)
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         extended = self.bool_prop(props, "extended")
         if "name" in props:
             watcher = self.watcher(arbiter, props)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from circus.commands.base import OptionalWatcherQuery, Props, Reply
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 
 class Status(OptionalWatcherQuery):
@@ -39,7 +39,7 @@ class Status(OptionalWatcherQuery):
     name = "status"
     usage = "status [<name>]"
 
-    def answer(self, arbiter: Arbiter, props: Props) -> Reply:
+    def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         if "name" in props:
             return {"status": self.watcher(arbiter, props).status}
         return {"statuses": {w.name: w.status for w in arbiter.watchers}}

@@ -40,7 +40,7 @@ from circus.commands.base import Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, CommandError, MessageError, NotFoundError
 
 if TYPE_CHECKING:
-    from circus.arbiter import Arbiter
+    from circus.types import ArbiterAPI
 
 STREAMS = ("stdout", "stderr", "both")
 DEFAULT_LINES = 10
@@ -184,7 +184,7 @@ class Tail(Command):
 
     # -- circusd side ------------------------------------------------------------------------
 
-    def validate(self, arbiter: Arbiter, props: Props) -> None:
+    def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
         self.watcher(arbiter, props)
         self.int_prop(props, "lines", default=DEFAULT_LINES, minimum=0)
@@ -196,7 +196,7 @@ class Tail(Command):
             )
         self.str_prop(props, "sync")
 
-    async def execute(self, arbiter: Arbiter, props: Props) -> Reply:
+    async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         sync = self.str_prop(props, "sync")
         if sync is not None and not await arbiter.wait_subscribed(sync, SYNC_TIMEOUT):
             raise CommandError(

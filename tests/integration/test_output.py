@@ -142,7 +142,7 @@ async def test_sync_waits_for_the_subscription(arbiter: Arbiter, client: AsyncCi
     started = time.monotonic()
     request = asyncio.ensure_future(client.send_message("tail", name="Tick Tock",
                                                         sync="sync.later"))
-    publisher: Any = arbiter._publisher
+    publisher: Any = arbiter._frontend._publisher
     await wait_for(lambda: b"sync.later" in publisher._waiters, "the request to wait")
     assert not request.done()
     sock = sub(ctx, arbiter, "output.tick_tock.stdout", "sync.later")
