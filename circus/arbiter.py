@@ -63,8 +63,8 @@ class Arbiter:
         watchers: the :class:`Watcher` objects.
         endpoint: ZeroMQ endpoint of the controller (ROUTER).
         pubsub_endpoint: ZeroMQ endpoint of the event publisher (PUB).
-        check_delay: seconds between housekeeping passes. Deaths are seen at once
-            whatever its value; it only paces slow bookkeeping.
+        check_delay: accepted and reported by ``globaloptions``; nothing runs on it
+            (deaths and ``max_age`` are seen the moment they happen).
         prereload_fn: called with the arbiter before each reload of all watchers.
         context: a ``zmq.asyncio.Context`` to use.
         warmup_delay: seconds to wait after starting each watcher.

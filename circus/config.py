@@ -462,7 +462,7 @@ class _Builder:
 
         delay = result.get("check_delay")
         if delay is not None and not math.isfinite(delay):
-            # <= 0 is accepted: it only turns housekeeping off; deaths are seen regardless
+            # <= 0 is accepted: nothing is paced by it
             raise self.error(f"expected a finite number, got {delay}", section, "check_delay")
         self.check_number(result, section, "warmup_delay")
         port = result["httpd_port"]

@@ -79,10 +79,23 @@ def _table(options: dict[str, Option], *, set_column: bool = False) -> list[str]
     return lines
 
 
+def _family_table() -> list[str]:
+    from circus.keys import FAMILIES
+
+    lines = ["| key | value | on `set` |", "|---|---|---|"]
+    for family in FAMILIES:
+        change = "reload" if family.reload else "live"
+        lines.append(f"| `{family.pattern}` | {_cell(family.help)} | {change} |")
+    return lines
+
+
 def option_tables() -> str:
     """The Markdown tables of the ``[circus]``, ``[watcher:NAME]`` and ``[socket:NAME]`` options."""
     lines = ["### `[circus]`", "", *_table(CIRCUS_OPTIONS), ""]
     lines += ["### `[watcher:NAME]`", "", *_table(WATCHER_OPTIONS, set_column=True), ""]
+    lines += ["Besides the options above, a watcher takes these keys "
+              "(the same in a file, with `circusctl set` and in JSON):", "",
+              *_family_table(), ""]
     lines += ["### `[socket:NAME]`", "", *_table(SOCKET_OPTIONS)]
     return "\n".join(lines) + "\n"
 

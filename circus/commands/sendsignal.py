@@ -29,7 +29,9 @@ class Signal(Command):
     ``children`` sends it to the direct children of each target instead; ``childpid``
     to that one child of ``<pid>``; ``recursive`` to each target and all its
     descendants. A ``<pid>`` that is not a process of the watcher is ignored, as in
-    Circus. No event is published (unless a process dies of it).
+    Circus. The signal itself publishes no event; with a ``before_signal`` or
+    ``after_signal`` hook, each hook run publishes ``hook_success`` or ``hook_failure``,
+    and a process that dies of the signal is reaped as usual.
 
     ZMQ Message
     -----------
