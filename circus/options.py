@@ -312,7 +312,8 @@ CIRCUS_OPTIONS: dict[str, Option] = {
              "udp://ADDR:PORT to answer discovery requests on (off unless set)."),
         _opt("statsd", False, "bool", "Run circusd-stats."),
         _opt("check_delay", 5.0, "float",
-             "Accepted and reported for old configs; paces nothing (deaths and max_age are seen at once)."),
+             "Accepted and reported for old configs; paces nothing (deaths and max_age "
+             "are seen at once)."),
         _opt("warmup_delay", 0.0, "float", "Seconds to wait after starting each watcher."),
         _opt("endpoint_owner", None, "optstr", "User that owns ipc:// endpoint files."),
         _opt("allow_unauthenticated_remote", False, "bool",
