@@ -431,7 +431,7 @@ async def test_output_events_keep_characters_split_between_chunks(make: Any) -> 
     process = w.processes[w.pids[0]]
     text = "héllo wörld\n".encode()
     for i in range(len(text)):  # one byte per chunk: every character is split
-        w._on_output(process, "stdout", text[i:i + 1])
+        w.router.feed(process, "stdout", text[i:i + 1])
     published = "".join(p["data"] for t, p in ev.items if t == "output.w.stdout")
     assert published == "héllo wörld\n"
 
