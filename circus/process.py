@@ -31,23 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import logging
 import os
-import pwd
-import resource
-import shlex
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from circus.options import rlimit_resource
-from circus.spawn import SpawnSpec
+from circus.spawn import SpawnSpec, build_argv, start_child
 from circus.states import PROCESS_TRANSITIONS, ProcessState, check_transition
-from circus.util.accounts import group_id
 from circus.util.convert import human_bytes, signal_name
 from circus.util.imports import lazy_import
 
@@ -70,65 +63,9 @@ PIPE_GRACE = 1.0
 READ_SIZE = 65536
 
 
-def _spawn_dup2_keeps_fd() -> bool:
-    """Does posix_spawn's dup2 action with fd == newfd clear close-on-exec (POSIX 2024)?
-
-    glibc does since 2.29; elsewhere (or unknown) the fds to pass go through Popen.
-    """
-    try:
-        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
-        major, minor = (int(x) for x in version.split(".")[:2])
-    except (ValueError, OSError):
-        return False
-    return name == "glibc" and (major, minor) >= (2, 29)
-
-
-# Shared sockets (pass_fds) keep the posix_spawn fast path where the libc allows it.
-SPAWN_KEEPS_FDS = _spawn_dup2_keeps_fd()
-
 OutputCallback = Callable[["Process", str, bytes], None]
 ExitCallback = Callable[["Process"], None]
 SignalCallback = Callable[[int, int], None]
-
-
-def _rlimit_setter(rlimits: Mapping[str, int | None]) -> Callable[[], None]:
-    """A preexec_fn applying *rlimits* (soft = hard = value; None = unlimited)."""
-    limits = [(rlimit_resource(name), value) for name, value in rlimits.items()]
-
-    def apply() -> None:
-        for res, value in limits:
-            limit = resource.RLIM_INFINITY if value is None else value
-            try:
-                resource.setrlimit(res, (limit, limit))
-            except (ValueError, OSError):
-                if value is not None:
-                    raise
-                # an unlimited value the kernel refuses (NOFILE): take the hard limit
-                hard = resource.getrlimit(res)[1]
-                resource.setrlimit(res, (hard, hard))
-
-    return apply
-
-
-def build_argv(
-    cmd: str,
-    args: str | Sequence[str] | None,
-    *,
-    shell: bool = False,
-    shell_args: str | None = None,
-) -> list[str]:
-    """The argv to execute for *cmd* and *args* (already substituted)."""
-    extra = shlex.split(args) if isinstance(args, str) else [str(a) for a in args or ()]
-    if shell:
-        line = " ".join([cmd, *(shlex.quote(a) for a in extra)]) if extra else cmd
-        argv = ["/bin/sh", "-c", line]
-        if shell_args:
-            argv.extend(shlex.split(shell_args))
-        return argv
-    argv = shlex.split(cmd) + extra
-    if not argv:
-        raise ValueError("the command is empty")
-    return argv
 
 
 class Process:
@@ -233,12 +170,7 @@ class Process:
 
     def spawn(self) -> None:
         """Start the child. Raises OSError (missing program, bad cwd, …) or ValueError."""
-        spec = self.spec
-        argv = build_argv(spec.cmd, spec.args, shell=spec.shell, shell_args=spec.shell_args)
-        if _needs_popen(spec):
-            self._spawn_popen(argv)
-        else:
-            self._spawn_posix(argv)
+        self.pid, self._popen, self._pipes = start_child(self.spec)
         self.started = time.time()
         self._set_state(ProcessState.RUNNING)
         try:
@@ -247,90 +179,6 @@ class Process:
             self._loop = None  # used without an event loop: wait() polls instead
         if self._loop is not None:
             self._watch(self._loop)
-
-    def _spawn_posix(self, argv: list[str]) -> None:
-        """The fast path: one posix_spawn (vfork + exec in glibc), as cheap as it gets."""
-        spec = self.spec
-        # with shell = true, argv[0] is /bin/sh; `executable` applies to plain commands only
-        target = spec.executable if spec.executable and not spec.shell else argv[0]
-        path = _resolve_executable(target, spec.env)
-        actions: list[tuple[Any, ...]] = []
-        if spec.stdin_fd is not None:
-            actions.append((os.POSIX_SPAWN_DUP2, spec.stdin_fd, 0))
-        elif spec.close_child_stdin:
-            actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
-        for fd in spec.pass_fds:  # clears close-on-exec on that fd in the child only
-            actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
-        pipes: list[tuple[str, int, int]] = []  # (name, read end, write end)
-        for fd, name, close, pipe in (
-            (1, "stdout", spec.close_child_stdout, spec.pipe_stdout),
-            (2, "stderr", spec.close_child_stderr, spec.pipe_stderr),
-        ):
-            if close:
-                actions.append((os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0))
-            elif pipe:
-                read_end, write_end = os.pipe2(os.O_CLOEXEC)
-                pipes.append((name, read_end, write_end))
-                actions.append((os.POSIX_SPAWN_DUP2, write_end, fd))
-        try:
-            try:
-                self.pid = os.posix_spawn(path, argv, spec.env, file_actions=actions,
-                                          setsid=True)
-            except FileNotFoundError:
-                _lookup.cache_clear()  # the program may have moved
-                raise
-        except BaseException:
-            for _, read_end, write_end in pipes:
-                os.close(read_end)
-                os.close(write_end)
-            raise
-        for name, read_end, write_end in pipes:
-            os.close(write_end)
-            os.set_blocking(read_end, False)
-            # kept open for the life of the process; closed by _close_pipe
-            self._pipes[read_end] = (name, open(read_end, "rb", buffering=0))  # noqa: SIM115
-
-    def _spawn_popen(self, argv: list[str]) -> None:
-        spec = self.spec
-        user, group, extra_groups = _credentials(spec.uid, spec.gid)
-        stdin: int | None
-        if spec.stdin_fd is not None:
-            stdin = spec.stdin_fd
-        elif spec.close_child_stdin:
-            stdin = subprocess.DEVNULL
-        else:
-            stdin = None
-        stdout = _output_target(spec.close_child_stdout, spec.pipe_stdout)
-        stderr = _output_target(spec.close_child_stderr, spec.pipe_stderr)
-        kwargs: dict[str, Any] = {}
-        if spec.rlimits:
-            # The one case that needs code in the child between fork and exec: CPython
-            # then cannot use vfork, so only watchers that ask for rlimits pay for it.
-            kwargs["preexec_fn"] = _rlimit_setter(spec.rlimits)
-        if spec.umask is not None:
-            kwargs["umask"] = spec.umask
-        popen = subprocess.Popen(
-            argv,
-            executable=spec.executable if not spec.shell else None,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=spec.working_dir or None,
-            env=spec.env,
-            start_new_session=True,
-            close_fds=True,
-            pass_fds=spec.pass_fds,
-            user=user,
-            group=group,
-            extra_groups=extra_groups,
-            **kwargs,
-        )
-        self._popen = popen
-        self.pid = popen.pid
-        for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
-            if pipe is not None:
-                os.set_blocking(pipe.fileno(), False)
-                self._pipes[pipe.fileno()] = (name, pipe)
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._exited = loop.create_future()
@@ -624,52 +472,6 @@ class Process:
         return f"<Process {self.name}#{self.wid} pid={self.pid} rc={self.returncode}>"
 
 
-def _needs_popen(spec: SpawnSpec) -> bool:
-    """posix_spawn cannot change user, directory, umask or limits (nor keep fds on an
-    old libc)."""
-    return bool(
-        spec.rlimits
-        or spec.uid is not None
-        or spec.gid is not None
-        or spec.umask is not None
-        or (spec.pass_fds and not SPAWN_KEEPS_FDS)
-        or (spec.working_dir and not _is_cwd(spec.working_dir))
-    )
-
-
-def _output_target(close: bool, pipe: bool) -> int | None:
-    if close:
-        return subprocess.DEVNULL
-    if pipe:
-        return subprocess.PIPE
-    return None
-
-
-def _credentials(uid: int | str | None, gid: int | str | None
-                 ) -> tuple[int | None, int | None, list[int] | None]:
-    """Resolve uid/gid; with a uid and no gid the user's primary group is used."""
-    if uid is None and gid is None:
-        return None, None, None
-    user: int | None = None
-    group: int | None = None
-    extra: list[int] | None = None
-    if gid is not None:
-        group = group_id(gid)
-    if uid is not None:
-        try:
-            pw = pwd.getpwuid(uid) if isinstance(uid, int) else pwd.getpwnam(uid)
-        except KeyError:
-            if isinstance(uid, int):
-                return uid, group, None
-            raise ValueError(f"no user named {uid!r}") from None
-        user = pw.pw_uid
-        if group is None:
-            group = pw.pw_gid
-        if os.geteuid() == 0:
-            extra = os.getgrouplist(pw.pw_name, group)
-    return user, group, extra
-
-
 def describe_exit(code: int | None) -> str:
     """An exit status for a log line: ``status 3``, ``killed by SIGKILL``."""
     if code is None:
@@ -680,29 +482,6 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"status {code}"
-
-
-def _is_cwd(path: str) -> bool:
-    try:
-        return os.path.samefile(path, ".")
-    except OSError:
-        return False  # let the spawn report the bad directory
-
-
-@functools.lru_cache(maxsize=256)
-def _lookup(name: str, search_path: str) -> str:
-    for directory in search_path.split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {name!r}")
-
-
-def _resolve_executable(name: str, env: Mapping[str, str]) -> str:
-    """Find *name* on the child's PATH (not circusd's), as exec would; cached."""
-    if os.sep in name:
-        return name
-    return _lookup(name, os.pathsep.join(os.get_exec_path(dict(env))))
 
 
 def _cpu_time(seconds: float) -> str:
@@ -741,3 +520,5 @@ def process_info(proc: psutil.Process, *, with_children: bool = True) -> dict[st
     info["children"] = children
     return info
 
+
+__all__ = ["Process", "SpawnSpec", "build_argv", "describe_exit", "process_info"]
