@@ -457,8 +457,8 @@ class Arbiter:
             await self._quit.wait()
         finally:
             await self.close()
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            for signum in installed:
+                loop.remove_signal_handler(signum)
 
     def _on_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name

@@ -37,6 +37,8 @@ class ProcessState(StrEnum):
     STOPPED = "stopped"  # ended after circusd asked it to stop
 
 
+S = TypeVar("S", WatcherState, ProcessState)
+
 WATCHER_TRANSITIONS: Mapping[WatcherState, frozenset[WatcherState]] = {
     # start, autostart, a reload or restart of a stopped watcher; stop is idempotent
     WatcherState.STOPPED: frozenset({WatcherState.STARTING, WatcherState.STOPPING}),
@@ -46,8 +48,6 @@ WATCHER_TRANSITIONS: Mapping[WatcherState, frozenset[WatcherState]] = {
     WatcherState.ACTIVE: frozenset({WatcherState.STOPPING, WatcherState.STOPPED}),
     WatcherState.STOPPING: frozenset({WatcherState.STOPPED}),
 }
-
-S = TypeVar("S", WatcherState, ProcessState)
 
 PROCESS_TRANSITIONS: Mapping[ProcessState, frozenset[ProcessState]] = {
     ProcessState.CREATED: frozenset({ProcessState.RUNNING}),

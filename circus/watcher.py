@@ -1,11 +1,14 @@
 """Watcher: N processes of one command, kept alive.
 
-A watcher owns its processes, its output streams, its hooks and one small task, the
-*keeper*, that is woken when a process exits and spawns the replacement. Commands that
-change the watcher (start, stop, reload, incr, set, …) take the watcher's lock, so they run
-one after the other in the order they arrived instead of failing.
+A watcher owns its processes, its hooks and one small task, the *keeper*, that is woken
+when a process exits and spawns the replacement. What a process is started with comes
+from its :class:`~circus.spawn.Spawner` (``self.spawner``); what the processes write goes
+to its :class:`~circus.streams.router.OutputRouter` (``self.router``). Commands that change
+the watcher (start, stop, reload, incr, set, …) take the watcher's lock, so they run one
+after the other in the order they arrived instead of failing.
 
-State machine (values are the wire strings)::
+State machine (values are the wire strings; the allowed changes are listed in
+:data:`circus.states.WATCHER_TRANSITIONS`)::
 
     stopped --start--> starting --(all spawned)--> active --stop--> stopping --> stopped
                             \\--(before_start refuses, spawn fails max_retry times)--> stopped

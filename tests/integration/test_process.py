@@ -13,6 +13,7 @@ import pytest
 
 from circus.process import Process
 from circus.spawn import SpawnSpec
+from circus.states import ProcessState
 from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ
 from tests.conftest import wait_for as _wait_for
 
@@ -161,6 +162,27 @@ async def test_stop_sends_the_signal_and_returns_the_status(procs: list[Process]
                                   10)
     assert code == -signal.SIGTERM
     assert sent == [(p.pid, signal.SIGTERM)]
+
+
+async def test_life_cycle_states(procs: list[Process]) -> None:
+    """running, then exited (on its own) or stopping and stopped (asked to stop)."""
+    later = Process(1, SpawnSpec("sleep 30"), spawn=False)
+    assert later.state is ProcessState.CREATED and later.pid == 0
+    later.spawn()
+    procs.append(later)
+    assert later.state is ProcessState.RUNNING and not later.stopping
+    stopping = asyncio.ensure_future(later.stop(signal.SIGTERM, 5))
+    await asyncio.sleep(0)
+    assert later.state is ProcessState.STOPPING and later.stopping
+    await asyncio.wait_for(stopping, 10)
+    assert later.state is ProcessState.STOPPED and later.stopping
+
+    crash = Process(1, SpawnSpec(f"{PYTHON} -c 'raise SystemExit(3)'"))
+    procs.append(crash)
+    assert await asyncio.wait_for(crash.wait(), 10) == 3
+    assert crash.state is ProcessState.EXITED and not crash.stopping
+    crash.mark_stopping()  # too late: nothing changes
+    assert crash.state is ProcessState.EXITED
 
 
 async def test_stop_sigkills_the_group_after_graceful_timeout(procs: list[Process],
