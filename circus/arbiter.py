@@ -230,7 +230,7 @@ class Arbiter:
             raise AlreadyExistsError(f"a watcher named {name!r} already exists")
         watcher = Watcher(name, cmd, **options)
         self._attach(watcher)
-        watcher._emit("add")
+        watcher.emit("add")
         if start:
             await watcher.start()
         return watcher
@@ -239,12 +239,9 @@ class Arbiter:
         """Remove a watcher; its processes are stopped unless *nostop*."""
         watcher = self.get_watcher(name)
         del self._watchers[watcher.name.lower()]
-        watcher._emit("remove")
+        watcher.emit("remove")
         if nostop:
-            for process in watcher.processes.values():
-                process.close_pipes()
-            watcher.processes.clear()
-            await watcher._tasks.close(timeout=1.0)
+            await watcher.detach()
         else:
             await watcher.close()
 
@@ -350,7 +347,7 @@ class Arbiter:
                 watcher.name)
         for watcher in sorted(built.values(), key=lambda w: -w.priority):
             self._attach(watcher)
-            watcher._emit("add")
+            watcher.emit("add")
             if watcher.autostart and not watcher.on_demand and reload_running:
                 await watcher.start()
             summary["added"].append(watcher.name)

@@ -17,31 +17,30 @@ before our end is closed.
 
 Spawning
 --------
-``subprocess.Popen`` without ``preexec_fn`` lets CPython use vfork, so a spawn costs about
-as much as a bare ``posix_spawn``. Only ``rlimits`` need a ``preexec_fn``. Each child is
-the leader of a new session and process group, so a final SIGKILL reaches everything it
-started that did not leave the group.
+What to start is one :class:`~circus.spawn.SpawnSpec`. The usual path is a single
+``os.posix_spawn`` call (glibc uses vfork + exec), the program looked up on the child's
+``PATH``. A spec that sets a user, a group, a umask, ``rlimits`` or a working directory
+other than circusd's (or passes descriptors on a libc whose posix_spawn cannot) goes
+through ``subprocess.Popen`` instead, without ``preexec_fn`` so that CPython can still use
+vfork; only ``rlimits`` need a ``preexec_fn``. Each child is the leader of a new session
+and process group, so a final SIGKILL reaches everything it started that did not leave
+the group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import logging
 import os
-import pwd
-import resource
-import shlex
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from circus.options import rlimit_resource
-from circus.util.accounts import group_id
+from circus.spawn import SpawnSpec, build_argv, start_child
+from circus.states import PROCESS_TRANSITIONS, ProcessState, check_transition
 from circus.util.convert import human_bytes, signal_name
 from circus.util.imports import lazy_import
 
@@ -64,65 +63,9 @@ PIPE_GRACE = 1.0
 READ_SIZE = 65536
 
 
-def _spawn_dup2_keeps_fd() -> bool:
-    """Does posix_spawn's dup2 action with fd == newfd clear close-on-exec (POSIX 2024)?
-
-    glibc does since 2.29; elsewhere (or unknown) the fds to pass go through Popen.
-    """
-    try:
-        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
-        major, minor = (int(x) for x in version.split(".")[:2])
-    except (ValueError, OSError):
-        return False
-    return name == "glibc" and (major, minor) >= (2, 29)
-
-
-# Shared sockets (pass_fds) keep the posix_spawn fast path where the libc allows it.
-SPAWN_KEEPS_FDS = _spawn_dup2_keeps_fd()
-
 OutputCallback = Callable[["Process", str, bytes], None]
 ExitCallback = Callable[["Process"], None]
 SignalCallback = Callable[[int, int], None]
-
-
-def _rlimit_setter(rlimits: Mapping[str, int | None]) -> Callable[[], None]:
-    """A preexec_fn applying *rlimits* (soft = hard = value; None = unlimited)."""
-    limits = [(rlimit_resource(name), value) for name, value in rlimits.items()]
-
-    def apply() -> None:
-        for res, value in limits:
-            limit = resource.RLIM_INFINITY if value is None else value
-            try:
-                resource.setrlimit(res, (limit, limit))
-            except (ValueError, OSError):
-                if value is not None:
-                    raise
-                # an unlimited value the kernel refuses (NOFILE): take the hard limit
-                hard = resource.getrlimit(res)[1]
-                resource.setrlimit(res, (hard, hard))
-
-    return apply
-
-
-def build_argv(
-    cmd: str,
-    args: str | Sequence[str] | None,
-    *,
-    shell: bool = False,
-    shell_args: str | None = None,
-) -> list[str]:
-    """The argv to execute for *cmd* and *args* (already substituted)."""
-    extra = shlex.split(args) if isinstance(args, str) else [str(a) for a in args or ()]
-    if shell:
-        line = " ".join([cmd, *(shlex.quote(a) for a in extra)]) if extra else cmd
-        argv = ["/bin/sh", "-c", line]
-        if shell_args:
-            argv.extend(shlex.split(shell_args))
-        return argv
-    argv = shlex.split(cmd) + extra
-    if not argv:
-        raise ValueError("the command is empty")
-    return argv
 
 
 class Process:
@@ -130,72 +73,38 @@ class Process:
 
     Args:
         wid: the worker id, unique within the watcher (``$(circus.wid)``).
-        cmd: the command line (already substituted by the caller); split with shlex.
-        args: more arguments, a string (split) or a list.
-        working_dir: directory to run in (default: circusd's).
-        shell: run through ``/bin/sh -c``.
-        uid, gid: user and group (names or numbers) to run as.
-        env: the complete environment of the child (None: empty).
-        rlimits: ``{"nofile": 1024, ...}``; None values mean unlimited.
-        executable: the file to execute; argv[0] stays the first word of cmd.
+        spec: how to start it (command line already substituted, environment, user,
+            limits, descriptors): see :class:`~circus.spawn.SpawnSpec`.
         name: the watcher's name, for logs.
+        on_output: called with (process, "stdout" or "stderr", chunk) for what is read
+            from a piped stream.
+        on_exit: called with the process once its exit status is collected.
         spawn: start the child at once (as Circus does); otherwise call :meth:`spawn`.
+
+    :attr:`state` is its life cycle (:class:`~circus.states.ProcessState`); the numeric
+    :attr:`status` is what Circus reports of the running process.
     """
 
     def __init__(
         self,
         wid: int,
-        cmd: str,
-        args: str | Sequence[str] | None = None,
-        working_dir: str | None = None,
-        shell: bool = False,
-        uid: int | str | None = None,
-        gid: int | str | None = None,
-        env: Mapping[str, str] | None = None,
-        rlimits: Mapping[str, int | None] | None = None,
-        executable: str | None = None,
+        spec: SpawnSpec,
         *,
         name: str = "",
-        shell_args: str | None = None,
-        umask: int | None = None,
-        pass_fds: Sequence[int] = (),
-        stdin_fd: int | None = None,
-        close_child_stdin: bool = True,
-        close_child_stdout: bool = False,
-        close_child_stderr: bool = False,
-        pipe_stdout: bool = False,
-        pipe_stderr: bool = False,
         on_output: OutputCallback | None = None,
         on_exit: ExitCallback | None = None,
         spawn: bool = True,
     ) -> None:
         self.wid = wid
-        self.cmd = cmd
-        self.args = args
-        self.working_dir = working_dir
-        self.shell = shell
-        self.shell_args = shell_args
-        self.uid = uid
-        self.gid = gid
-        self.env = dict(env) if env is not None else {}
-        self.rlimits = dict(rlimits or {})
-        self.executable = executable
+        self.spec = spec
         self.name = name
-        self.umask = umask
-        self.pass_fds = tuple(pass_fds)
-        self.stdin_fd = stdin_fd
-        self.close_child_stdin = close_child_stdin
-        self.close_child_stdout = close_child_stdout
-        self.close_child_stderr = close_child_stderr
-        self.pipe_stdout = pipe_stdout and not close_child_stdout
-        self.pipe_stderr = pipe_stderr and not close_child_stderr
         self.on_output = on_output
         self.on_exit = on_exit
 
+        self.state = ProcessState.CREATED
         self.pid = 0
         self.started = 0.0  # epoch seconds
         self.returncode: int | None = None  # exit status, or -signal
-        self.stopping = False
         self._popen: subprocess.Popen[bytes] | None = None
         self._pidfd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,149 +116,69 @@ class Process:
         if spawn:
             self.spawn()
 
+    # -- what it runs (read from the spec) -------------------------------------------------
+
+    @property
+    def cmd(self) -> str:
+        return self.spec.cmd
+
+    @property
+    def args(self) -> str | Sequence[str] | None:
+        return self.spec.args
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        return self.spec.env
+
+    @property
+    def working_dir(self) -> str | None:
+        return self.spec.working_dir
+
+    @property
+    def uid(self) -> int | str | None:
+        return self.spec.uid
+
+    @property
+    def gid(self) -> int | str | None:
+        return self.spec.gid
+
+    @property
+    def rlimits(self) -> Mapping[str, int | None]:
+        return self.spec.rlimits
+
+    @property
+    def executable(self) -> str | None:
+        return self.spec.executable
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def _set_state(self, new: ProcessState) -> None:
+        check_transition(PROCESS_TRANSITIONS, self.state, new, f"{self.name} pid {self.pid}")
+        self.state = new
+
+    @property
+    def stopping(self) -> bool:
+        """circusd asked it to stop (it may have exited since): no respawn for it."""
+        return self.state in (ProcessState.STOPPING, ProcessState.STOPPED)
+
+    def mark_stopping(self) -> None:
+        """Record that circusd is stopping it; nothing once it has exited."""
+        if self.state is ProcessState.RUNNING:
+            self._set_state(ProcessState.STOPPING)
+
     # -- spawning --------------------------------------------------------------------
 
     def spawn(self) -> None:
         """Start the child. Raises OSError (missing program, bad cwd, …) or ValueError."""
-        argv = build_argv(self.cmd, self.args, shell=self.shell, shell_args=self.shell_args)
-        if self._needs_popen():
-            self._spawn_popen(argv)
-        else:
-            self._spawn_posix(argv)
+        self.pid, self._popen, self._pipes = start_child(self.spec)
         self.started = time.time()
+        self._set_state(ProcessState.RUNNING)
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None  # used without an event loop: wait() polls instead
         if self._loop is not None:
             self._watch(self._loop)
-
-    def _needs_popen(self) -> bool:
-        """posix_spawn cannot change user, directory, umask or limits (nor keep fds on an
-        old libc)."""
-        return bool(
-            self.rlimits
-            or self.uid is not None
-            or self.gid is not None
-            or self.umask is not None
-            or (self.pass_fds and not SPAWN_KEEPS_FDS)
-            or (self.working_dir and not _is_cwd(self.working_dir))
-        )
-
-    def _spawn_posix(self, argv: list[str]) -> None:
-        """The fast path: one posix_spawn (vfork + exec in glibc), as cheap as it gets."""
-        # with shell = true, argv[0] is /bin/sh; `executable` applies to plain commands only
-        target = self.executable if self.executable and not self.shell else argv[0]
-        path = _resolve_executable(target, self.env)
-        actions: list[tuple[Any, ...]] = []
-        if self.stdin_fd is not None:
-            actions.append((os.POSIX_SPAWN_DUP2, self.stdin_fd, 0))
-        elif self.close_child_stdin:
-            actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
-        for fd in self.pass_fds:  # clears close-on-exec on that fd in the child only
-            actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
-        pipes: list[tuple[str, int, int]] = []  # (name, read end, write end)
-        for fd, name, close, pipe in (
-            (1, "stdout", self.close_child_stdout, self.pipe_stdout),
-            (2, "stderr", self.close_child_stderr, self.pipe_stderr),
-        ):
-            if close:
-                actions.append((os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0))
-            elif pipe:
-                read_end, write_end = os.pipe2(os.O_CLOEXEC)
-                pipes.append((name, read_end, write_end))
-                actions.append((os.POSIX_SPAWN_DUP2, write_end, fd))
-        try:
-            try:
-                self.pid = os.posix_spawn(path, argv, self.env, file_actions=actions,
-                                          setsid=True)
-            except FileNotFoundError:
-                _resolve_executable.cache_clear()  # the program may have moved
-                raise
-        except BaseException:
-            for _, read_end, write_end in pipes:
-                os.close(read_end)
-                os.close(write_end)
-            raise
-        for name, read_end, write_end in pipes:
-            os.close(write_end)
-            os.set_blocking(read_end, False)
-            # kept open for the life of the process; closed by _close_pipe
-            self._pipes[read_end] = (name, open(read_end, "rb", buffering=0))  # noqa: SIM115
-
-    def _spawn_popen(self, argv: list[str]) -> None:
-        user, group, extra_groups = self._credentials()
-        stdin: int | None
-        if self.stdin_fd is not None:
-            stdin = self.stdin_fd
-        elif self.close_child_stdin:
-            stdin = subprocess.DEVNULL
-        else:
-            stdin = None
-        stdout = self._output_target(self.close_child_stdout, self.pipe_stdout)
-        stderr = self._output_target(self.close_child_stderr, self.pipe_stderr)
-        kwargs: dict[str, Any] = {}
-        if self.rlimits:
-            # The one case that needs code in the child between fork and exec: CPython
-            # then cannot use vfork, so only watchers that ask for rlimits pay for it.
-            kwargs["preexec_fn"] = _rlimit_setter(self.rlimits)
-        if self.umask is not None:
-            kwargs["umask"] = self.umask
-        popen = subprocess.Popen(
-            argv,
-            executable=self.executable if not self.shell else None,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=self.working_dir or None,
-            env=self.env,
-            start_new_session=True,
-            close_fds=True,
-            pass_fds=self.pass_fds,
-            user=user,
-            group=group,
-            extra_groups=extra_groups,
-            **kwargs,
-        )
-        self._popen = popen
-        self.pid = popen.pid
-        for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
-            if pipe is not None:
-                os.set_blocking(pipe.fileno(), False)
-                self._pipes[pipe.fileno()] = (name, pipe)
-
-    @staticmethod
-    def _output_target(close: bool, pipe: bool) -> int | None:
-        if close:
-            return subprocess.DEVNULL
-        if pipe:
-            return subprocess.PIPE
-        return None
-
-    def _credentials(self) -> tuple[int | None, int | None, list[int] | None]:
-        """Resolve uid/gid; with a uid and no gid the user's primary group is used."""
-        if self.uid is None and self.gid is None:
-            return None, None, None
-        uid: int | None = None
-        gid: int | None = None
-        extra: list[int] | None = None
-        if self.gid is not None:
-            gid = group_id(self.gid)
-        if self.uid is not None:
-            try:
-                pw = (
-                    pwd.getpwuid(self.uid) if isinstance(self.uid, int) else pwd.getpwnam(self.uid)
-                )
-            except KeyError:
-                if isinstance(self.uid, int):
-                    return self.uid, gid, None
-                raise ValueError(f"no user named {self.uid!r}") from None
-            uid = pw.pw_uid
-            if gid is None:
-                gid = pw.pw_gid
-            if os.geteuid() == 0:
-                extra = os.getgrouplist(pw.pw_name, gid)
-        return uid, gid, extra
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._exited = loop.create_future()
@@ -381,6 +210,7 @@ class Process:
         if pid == 0:
             return False
         self.returncode = os.waitstatus_to_exitcode(status)
+        self._set_state(ProcessState.STOPPED if self.stopping else ProcessState.EXITED)
         if self._popen is not None:
             # Tell Popen the child is gone, so it never waits for (or reuses) this pid.
             self._popen.returncode = self.returncode
@@ -518,7 +348,7 @@ class Process:
         Returns:
             The exit status (minus the signal number if it was killed by one).
         """
-        self.stopping = True
+        self.mark_stopping()
         deadline = time.monotonic() + max(graceful_timeout, 0.0)
         if self.returncode is None:
             if send:
@@ -642,30 +472,16 @@ class Process:
         return f"<Process {self.name}#{self.wid} pid={self.pid} rc={self.returncode}>"
 
 
-def _is_cwd(path: str) -> bool:
-    try:
-        return os.path.samefile(path, ".")
-    except OSError:
-        return False  # let the spawn report the bad directory
-
-
-@functools.lru_cache(maxsize=256)
-def _lookup(name: str, search_path: str) -> str:
-    for directory in search_path.split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {name!r}")
-
-
-def _resolve_executable(name: str, env: Mapping[str, str]) -> str:
-    """Find *name* on the child's PATH (not circusd's), as exec would; cached."""
-    if os.sep in name:
-        return name
-    return _lookup(name, os.pathsep.join(os.get_exec_path(dict(env))))
-
-
-_resolve_executable.cache_clear = _lookup.cache_clear  # type: ignore[attr-defined]
+def describe_exit(code: int | None) -> str:
+    """An exit status for a log line: ``status 3``, ``killed by SIGKILL``."""
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"status {code}"
 
 
 def _cpu_time(seconds: float) -> str:
@@ -704,3 +520,5 @@ def process_info(proc: psutil.Process, *, with_children: bool = True) -> dict[st
     info["children"] = children
     return info
 
+
+__all__ = ["Process", "SpawnSpec", "build_argv", "describe_exit", "process_info"]

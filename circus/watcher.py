@@ -1,11 +1,14 @@
 """Watcher: N processes of one command, kept alive.
 
-A watcher owns its processes, its output streams, its hooks and one small task, the
-*keeper*, that is woken when a process exits and spawns the replacement. Commands that
-change the watcher (start, stop, reload, incr, set, …) take the watcher's lock, so they run
-one after the other in the order they arrived instead of failing.
+A watcher owns its processes, its hooks and one small task, the *keeper*, that is woken
+when a process exits and spawns the replacement. What a process is started with comes
+from its :class:`~circus.spawn.Spawner` (``self.spawner``); what the processes write goes
+to its :class:`~circus.streams.router.OutputRouter` (``self.router``). Commands that change
+the watcher (start, stop, reload, incr, set, …) take the watcher's lock, so they run one
+after the other in the order they arrived instead of failing.
 
-State machine (values are the wire strings)::
+State machine (values are the wire strings; the allowed changes are listed in
+:data:`circus.states.WATCHER_TRANSITIONS`)::
 
     stopped --start--> starting --(all spawned)--> active --stop--> stopping --> stopped
                             \\--(before_start refuses, spawn fails max_retry times)--> stopped
@@ -14,15 +17,10 @@ State machine (values are the wire strings)::
 from __future__ import annotations
 
 import asyncio
-import codecs
-import contextlib
-import heapq
 import logging
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,11 +29,12 @@ from circus.errors import OptionError
 from circus.hooks import Hook, Skip
 from circus.keys import UNSET, key_for, together
 from circus.options import WATCHER_OPTIONS, WatcherSettings
-from circus.process import Process
+from circus.process import Process, describe_exit
 from circus.sockets import sockets_for_spawn
-from circus.states import WatcherState
+from circus.spawn import Spawner, WorkerIds
+from circus.states import WATCHER_TRANSITIONS, WatcherState, check_transition
 from circus.streams.ring import OutputRing
-from circus.streams.writer import ForwardStream, StreamWriter
+from circus.streams.router import OutputRouter
 from circus.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -107,6 +106,7 @@ class Watcher(WatcherSettings):
         **options: Any,
     ) -> None:
         self.name = name
+        # -- option store: the options' values, as the option table names them ----------
         given = {
             "cmd": cmd,
             "args": args,
@@ -149,18 +149,15 @@ class Watcher(WatcherSettings):
         self.stderr_stream_conf: dict[str, Any] | None = (
             dict(stderr_stream) if stderr_stream else None
         )
-        self.stdout_stream: Stream | None = self._build_stream(self.stdout_stream_conf,
-                                                               "stdout_stream")
-        self.stderr_stream: Stream | None = self._build_stream(self.stderr_stream_conf,
-                                                               "stderr_stream")
+        self.router = OutputRouter(name, self.topic_name, self._publish_output,
+                                   lambda: self.processes.values())
+        self.router.set_streams({"stdout_stream": self.stdout_stream_conf,
+                                 "stderr_stream": self.stderr_stream_conf})
+        self.spawner = Spawner(self)
         self.hooks: dict[str, Hook] = {
             hook_name: _build_hook(hook_name, spec) for hook_name, spec in (hooks or {}).items()
         }
         self.publish: Publish = publish or _no_publish
-        self.output = OutputRing()  # the latest output, for `tail`
-        self.output_wanted = False  # set by the arbiter while someone follows the output
-        self._writer: StreamWriter | None = None
-        self._decoders: dict[tuple[int, str], codecs.IncrementalDecoder] = {}
         self.arbiter: Any = None  # set by the arbiter; given to hooks
         self.sockets: dict[str, int] = {}  # socket name -> fd, set by the arbiter
 
@@ -174,9 +171,7 @@ class Watcher(WatcherSettings):
         self._age_timers: dict[int, asyncio.TimerHandle] = {}
         self._quick_deaths = 0
         self._spawn_failures = 0
-        self._free_wids: list[int] = []  # a heap of released worker ids
-        self._next_wid = 0
-        self._env_cache: dict[str, str] | None = None
+        self._wids = WorkerIds()
         self._stopped_event: asyncio.Event | None = None
         self._spawn_retry: asyncio.TimerHandle | None = None  # a before_spawn hook's Skip
         # `stopped` (the seed's "not started yet") is accepted for compatibility: a watcher
@@ -193,20 +188,30 @@ class Watcher(WatcherSettings):
         """The state as Circus reports it: ``active``, ``stopped``, ``starting``, ``stopping``."""
         return self.state.value
 
-    def _emit(self, event: str, **payload: Any) -> None:
+    def emit(self, event: str, **payload: Any) -> None:
+        """Publish the event ``watcher.<name>.<event>`` (``time`` is added if missing)."""
         payload.setdefault("time", time.time())
         try:
             self.publish(f"watcher.{self.topic_name}.{event}", payload)
         except Exception:  # a broken subscriber socket must not break supervision
             log.exception("%s: could not publish %s", self.name, event)
 
+    def _publish_output(self, topic: str, payload: dict[str, Any]) -> None:
+        self.publish(topic, payload)
+
     def _set_state(self, new: WatcherState) -> None:
+        """The one place the state changes; the allowed changes are in circus/states.py."""
         if new is self.state:
             return
+        check_transition(WATCHER_TRANSITIONS, self.state, new, f"watcher {self.name}")
         log.debug("%s: %s -> %s", self.name, self.state.value, new.value)
         self.state = new
         if self.on_state_change is not None:
             self.on_state_change(self)
+
+    def _is_stopped(self) -> bool:
+        # a method, not `self.state is ...` inline: an await may have changed the state
+        return self.state is WatcherState.STOPPED
 
     @property
     def pids(self) -> list[int]:
@@ -215,129 +220,59 @@ class Watcher(WatcherSettings):
     def get_process(self, pid: int) -> Process | None:
         return self.processes.get(pid)
 
-    def _build_stream(self, conf: Mapping[str, Any] | None, which: str = "stdout_stream"
-                      ) -> Stream | None:
-        if not conf:
-            return None
-        from circus.streams import StreamConfigError, build_stream
+    # -- output: the router's --------------------------------------------------------------
 
-        try:
-            # the watcher's name is the default syslog tag; the user's own tag wins
-            return build_stream({"tag": self.name, **conf})
-        except StreamConfigError as exc:
-            raise OptionError(f"{which}.{exc.key}", exc.reason) from exc
+    @property
+    def output(self) -> OutputRing:
+        """The latest output of the processes, for ``tail``."""
+        return self.router.ring
 
-    # -- environment and command line ---------------------------------------------------
+    @property
+    def output_wanted(self) -> bool:
+        """Set by the arbiter while someone follows the output (``tail -f``)."""
+        return self.router.wanted
+
+    @output_wanted.setter
+    def output_wanted(self, wanted: bool) -> None:
+        self.router.wanted = wanted
+
+    @property
+    def stdout_stream(self) -> Stream | None:
+        return self.router.streams["stdout_stream"]
+
+    @stdout_stream.setter
+    def stdout_stream(self, stream: Stream | None) -> None:
+        self.router.streams["stdout_stream"] = stream
+
+    @property
+    def stderr_stream(self) -> Stream | None:
+        return self.router.streams["stderr_stream"]
+
+    @stderr_stream.setter
+    def stderr_stream(self, stream: Stream | None) -> None:
+        self.router.streams["stderr_stream"] = stream
 
     def spawn_env(self) -> dict[str, str]:
         """The environment every process of this watcher starts with."""
-        if self._env_cache is not None:
-            return self._env_cache
-        env: dict[str, str] = dict(os.environ) if self.copy_env else {}
-        if self.copy_path:
-            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env.update(self.env)
-        if self.virtualenv:
-            _apply_virtualenv(env, self.virtualenv, self.virtualenv_py_ver)
-        self._env_cache = env
-        return env
-
-    def _variables(self, wid: int, env: Mapping[str, str],
-                   sockets: Mapping[str, int] | None = None) -> dict[str, object]:
-        values: dict[str, object] = {"wid": wid, "name": self.name}
-        for key in WATCHER_OPTIONS:
-            values[key] = getattr(self, key)
-        for key, value in env.items():
-            values["env." + key.lower()] = value
-        for name, fd in (self.sockets if sockets is None else sockets).items():
-            values["sockets." + name.lower()] = fd
-        for key, value in self.rlimits.items():
-            values["rlimits." + key.lower()] = value
-        return values
-
-    def _expand(self, text: str, wid: int, env: Mapping[str, str],
-                sockets: Mapping[str, int] | None = None) -> str:
-        if "$" not in text and "((" not in text:
-            return text
-        from circus.util.template import expand, expand_wid
-
-        return expand_wid(expand(text, self._variables(wid, env, sockets)), wid)
-
-    def _command(self, wid: int, env: Mapping[str, str],
-                 sockets: Mapping[str, int] | None = None
-                 ) -> tuple[str, str | list[str] | None]:
-        cmd = self._expand(self.cmd, wid, env, sockets)
-        args = self.args
-        if isinstance(args, str):
-            args = self._expand(args, wid, env, sockets)
-        elif args is not None:
-            args = [self._expand(str(a), wid, env, sockets) for a in args]
-        return cmd, args
+        return self.spawner.env()
 
     # -- spawning -------------------------------------------------------------------------
 
-    def _take_wid(self) -> int:
-        """The lowest worker id not in use (freed ids are reused first)."""
-        if self._free_wids:
-            return heapq.heappop(self._free_wids)
-        self._next_wid += 1
-        return self._next_wid
-
-    def _pass_fds(self, sockets: Mapping[str, int] | None = None) -> list[int]:
-        return list((self.sockets if sockets is None else sockets).values()
-                    ) if self.use_sockets else []
-
     def spawn_process(self) -> Process:
         """Start one process now (no hooks); raise OSError/ValueError if it cannot start."""
-        wid = self._take_wid()
+        wid = self._wids.take()
         try:
-            return self._spawn_wid(wid)
+            if not getattr(self.sockets, "per_process", None):
+                process = self._start_process(wid, self.sockets)
+            else:
+                # so_reuseport: a socket of its own for this process, closed here once
+                # it is spawned
+                with sockets_for_spawn(self.sockets, self.cmd, self.args, self.stdin_socket,
+                                       self.use_sockets) as sockets:
+                    process = self._start_process(wid, sockets)
         except BaseException:
-            heapq.heappush(self._free_wids, wid)
+            self._wids.release(wid)
             raise
-
-    def _spawn_wid(self, wid: int) -> Process:
-        if not getattr(self.sockets, "per_process", None):
-            return self._start_process(wid, self.sockets)
-        # so_reuseport: a socket of its own for this process, closed here once it is spawned
-        with sockets_for_spawn(self.sockets, self.cmd, self.args, self.stdin_socket,
-                               self.use_sockets) as sockets:
-            return self._start_process(wid, sockets)
-
-    def _start_process(self, wid: int, sockets: Mapping[str, int]) -> Process:
-        env = self.spawn_env()
-        cmd, args = self._command(wid, env, sockets)
-        stdin_fd = None
-        if self.stdin_socket:
-            stdin_fd = sockets.get(self.stdin_socket.lower())
-        process = Process(
-            wid,
-            cmd,
-            args,
-            working_dir=self.working_dir,
-            shell=self.shell,
-            uid=self.uid,
-            gid=self.gid,
-            env=env,
-            rlimits=self.rlimits,
-            executable=self.executable,
-            name=self.name,
-            shell_args=self._expand(self.shell_args, wid, env) if self.shell_args else None,
-            umask=self.umask,
-            pass_fds=self._pass_fds(sockets),
-            stdin_fd=stdin_fd,
-            close_child_stdin=self.close_child_stdin,
-            close_child_stdout=self.close_child_stdout,
-            close_child_stderr=self.close_child_stderr,
-            # Output is always read (unless sent to /dev/null): it feeds `tail`, and goes
-            # on to the configured stream or to circusd's own stdout/stderr.
-            pipe_stdout=True,
-            pipe_stderr=True,
-            on_output=self._on_output,
-            on_exit=self._on_exit,
-        )
-        if self._writer is not None and self._writer.paused:
-            process.pause_reading()
         self.processes[process.pid] = process
         self._spawn_failures = 0
         if self.max_age > 0:
@@ -345,7 +280,14 @@ class Watcher(WatcherSettings):
             loop = asyncio.get_running_loop()
             self._age_timers[process.pid] = loop.call_later(delay, self._expire, process)
         log.debug("%s: spawned pid %d (wid %d)", self.name, process.pid, wid)
-        self._emit("spawn", process_pid=process.pid, time=process.started)
+        self.emit("spawn", process_pid=process.pid, time=process.started)
+        return process
+
+    def _start_process(self, wid: int, sockets: Mapping[str, int]) -> Process:
+        process = Process(wid, self.spawner.spec(wid, sockets), name=self.name,
+                          on_output=self.router.feed, on_exit=self._on_exit)
+        if self.router.paused:
+            process.pause_reading()
         return process
 
     async def _spawn_one(self) -> Process | None:
@@ -406,7 +348,7 @@ class Watcher(WatcherSettings):
                 break
             process = await self._spawn_guarded()
             if process is None:
-                if self.state is WatcherState.STOPPED or self._spawn_retry is not None:
+                if self._is_stopped() or self._spawn_retry is not None:
                     break
                 if self._retries_exhausted():
                     log.error(
@@ -427,69 +369,11 @@ class Watcher(WatcherSettings):
 
     # -- deaths ---------------------------------------------------------------------------
 
-    def _on_output(self, process: Process, name: str, data: bytes) -> None:
-        """A chunk read from a process: into the ring, to tail -f readers, to the stream."""
-        self.output.add(process.pid, name, data)
-        if self.output_wanted:
-            key = (process.pid, name)
-            decoder = self._decoders.get(key)
-            if decoder is None:
-                # one per process and stream: a character split between two chunks is
-                # decoded whole, not turned into two replacement characters
-                decoder = self._decoders[key] = _utf8_decoder()
-            self.publish(f"output.{self.topic_name}.{name}", {
-                "pid": process.pid,
-                "stream": name,
-                "data": decoder.decode(data),
-                "time": time.time(),
-            })
-        writer = self._writer or self._start_writer()
-        writer.put({"data": data, "pid": process.pid, "name": name})
-
-    def _streams(self) -> dict[str, Stream]:
-        return {
-            "stdout": self.stdout_stream or ForwardStream(sys.stdout),
-            "stderr": self.stderr_stream or ForwardStream(sys.stderr),
-        }
-
-    def _replace_streams(self, retired: list[Stream]) -> None:
-        """New stream objects are in place: switch the writer, close the old ones."""
-        if self._writer is not None:
-            self._writer.set_streams(self._streams())
-            for old in retired:
-                self._writer.retire(old)
-            return
-        for old in retired:
-            with contextlib.suppress(Exception):
-                old.close()
-
-    def _start_writer(self) -> StreamWriter:
-        loop = asyncio.get_running_loop()
-        self._writer = StreamWriter(
-            self.name,
-            self._streams(),
-            pause=self._pause_reading,
-            resume=self._resume_reading,
-            call_soon=loop.call_soon_threadsafe,
-        )
-        return self._writer
-
-    def _pause_reading(self) -> None:
-        log.debug("%s: output streams are behind; pausing reads", self.name)
-        for process in self.processes.values():
-            process.pause_reading()
-
-    def _resume_reading(self) -> None:
-        for process in self.processes.values():
-            process.resume_reading()
-
     def _on_exit(self, process: Process) -> None:
         """Called by the process as soon as its exit status is collected."""
         if self.processes.pop(process.pid, None) is not None:
-            heapq.heappush(self._free_wids, process.wid)
-        self.output.forget(process.pid)
-        self._decoders.pop((process.pid, "stdout"), None)
-        self._decoders.pop((process.pid, "stderr"), None)
+            self._wids.release(process.wid)
+        self.router.forget(process.pid)
         timer = self._age_timers.pop(process.pid, None)
         if timer is not None:
             timer.cancel()
@@ -500,8 +384,8 @@ class Watcher(WatcherSettings):
             log.info("%s: pid %d exited with status 0", self.name, process.pid)
         else:
             log.warning("%s: pid %d exited unexpectedly (%s)", self.name, process.pid,
-                        _describe_exit(code))
-        self._emit("reap", process_pid=process.pid, exit_code=code)
+                        describe_exit(code))
+        self.emit("reap", process_pid=process.pid, exit_code=code)
         if "before_reap" in self.hooks or "after_reap" in self.hooks:
             self._tasks.spawn(self._reap_hooks(process), name=f"reap-hooks-{process.pid}")
         if process.stopping or self.state is not WatcherState.ACTIVE:
@@ -515,7 +399,7 @@ class Watcher(WatcherSettings):
         elif not self.processes:
             # respawn = false: the last process is gone, so is the watcher
             self._set_state(WatcherState.STOPPED)
-            self._emit("stop")
+            self.emit("stop")
 
     async def _reap_hooks(self, process: Process) -> None:
         now = time.time()
@@ -580,15 +464,15 @@ class Watcher(WatcherSettings):
             return True
         ok, exc = await hook.call(watcher=self, arbiter=self.arbiter, **extra)
         if exc is None:
-            self._emit("hook_success", name=hook_name)
+            self.emit("hook_success", name=hook_name)
         else:
-            self._emit("hook_failure", name=hook_name, error=str(exc))
+            self.emit("hook_failure", name=hook_name, error=str(exc))
         return ok
 
     # -- stopping processes ---------------------------------------------------------------
 
     def _notify_kill(self, pid: int, signum: int) -> None:
-        self._emit("kill", process_pid=pid)
+        self.emit("kill", process_pid=pid)
 
     async def _stop_process(
         self,
@@ -604,7 +488,7 @@ class Watcher(WatcherSettings):
         send = True
         if "before_signal" in self.hooks and not process.exited:
             send = bool(await self.call_hook("before_signal", pid=process.pid, signum=sig))
-        process.stopping = True
+        process.mark_stopping()
         code = await process.stop(
             sig,
             timeout,
@@ -619,7 +503,7 @@ class Watcher(WatcherSettings):
     async def _stop_processes(self, processes: Iterable[Process], **kw: Any) -> list[int]:
         procs = list(processes)
         for process in procs:
-            process.stopping = True  # no respawn for these, whatever order deaths come in
+            process.mark_stopping()  # no respawn for these, whatever order deaths come in
         await asyncio.gather(*(self._stop_process(p, **kw) for p in procs))
         return [p.pid for p in procs]
 
@@ -635,7 +519,7 @@ class Watcher(WatcherSettings):
             self._spawn_retry.cancel()
             self._spawn_retry = None
         await self.call_hook("after_stop")
-        self._emit("stop")
+        self.emit("stop")
         log.info("%s: stopped", self.name)
         return stopped
 
@@ -659,7 +543,7 @@ class Watcher(WatcherSettings):
             return {"started": started, "kept": kept}
         # STARTING -> ACTIVE: every process asked for was spawned
         self._set_state(WatcherState.ACTIVE)
-        self._emit("start")
+        self.emit("start")
         log.info("%s: started %d process(es)", self.name, len(self.processes))
         if not await self.call_hook("after_start"):
             log.warning("%s: after_start hook refused; stopping", self.name)
@@ -692,21 +576,21 @@ class Watcher(WatcherSettings):
 
     async def _reload_locked(self, graceful: bool, sequential: bool) -> dict[str, Any]:
         if self.prereload_fn is not None:
-            result = self.prereload_fn(self)
-            if asyncio.iscoroutine(result):
-                await result
+            pending = self.prereload_fn(self)
+            if asyncio.iscoroutine(pending):
+                await pending
         if self.state is WatcherState.STOPPED:
-            started = await self._start_locked()
-            self._emit("reload")
-            return {"stopped": [], **started}
+            outcome = await self._start_locked()
+            self.emit("reload")
+            return {"stopped": [], **outcome}
         if not graceful:
             stopped = await self._stop_all()
-            started = await self._start_locked()
-            self._emit("reload")
-            return {"stopped": stopped, **started}
+            outcome = await self._start_locked()
+            self.emit("reload")
+            return {"stopped": stopped, **outcome}
         old = list(self.processes.values())
         result: dict[str, Any]
-        started = []
+        started: list[int] = []
         if self.send_hup:
             for process in old:
                 process.send_signal(signal.SIGHUP)
@@ -725,7 +609,7 @@ class Watcher(WatcherSettings):
             result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
         # top up if spawns failed or deaths happened meanwhile
         result["started"].extend(await self._spawn_missing())
-        self._emit("reload")
+        self.emit("reload")
         log.info("%s: reloaded", self.name)
         return result
 
@@ -842,7 +726,7 @@ class Watcher(WatcherSettings):
 
     def send_msg(self, topic: str, msg: Mapping[str, Any]) -> None:
         """Publish the event ``watcher.<name>.<topic>`` with *msg* as payload."""
-        self._emit(topic, **msg)
+        self.emit(topic, **msg)
 
     async def reap_processes(self) -> list[int]:
         """Collect exited processes. Exits are collected the moment they happen (pidfd),
@@ -886,7 +770,7 @@ class Watcher(WatcherSettings):
             raise KeyError(pid)
         process.send_signal_child(child_pid, signum)
 
-    # -- options: read and changed through the key families of circus/keys.py --------------
+    # -- option store: read and changed through the key families of circus/keys.py --------
 
     def options(self) -> dict[str, Any]:
         """Every option and its value, as the ``options`` command shows them."""
@@ -985,15 +869,10 @@ class Watcher(WatcherSettings):
             needs_reload = needs_reload or family.reload
             if family.stream is not None:
                 streams_changed.add(family.stream)
-            self._emit("updated")
-        self._env_cache = None
-        retired = []
-        for which in streams_changed:
-            old = getattr(self, which)
-            setattr(self, which, self._build_stream(getattr(self, which + "_conf"), which))
-            if old is not None:
-                retired.append(old)
-        self._replace_streams(retired)
+            self.emit("updated")
+        self.spawner.invalidate()
+        self.router.set_streams({which: getattr(self, which + "_conf")
+                                 for which in streams_changed})
         if reload == "always":
             needs_reload = bool(set(checked) - {"numprocesses"})
         if needs_reload and reload != "never" and self.state is not WatcherState.STOPPED:
@@ -1002,6 +881,8 @@ class Watcher(WatcherSettings):
         if "numprocesses" in checked or checked.get("respawn"):
             await self._reconcile()  # respawn switched on: replace what died meanwhile
         return False
+
+    # -- end of the option store ------------------------------------------------------------
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -1012,23 +893,27 @@ class Watcher(WatcherSettings):
         self._keeper = None
         for process in list(self.processes.values()):
             process.close_pipes()
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            await asyncio.to_thread(writer.close)
-        for stream in (self.stdout_stream, self.stderr_stream):
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.close()
+        await self.router.close()
+
+    async def detach(self) -> None:
+        """Forget the processes without stopping them (``rm --nostop``).
+
+        They keep running, no longer read (their pipes are closed) nor replaced: the
+        keeper, pending tasks and ``max_age`` timers are cancelled.
+        """
+        for process in self.processes.values():
+            process.close_pipes()
+        self.processes.clear()
+        for timer in self._age_timers.values():
+            timer.cancel()
+        self._age_timers.clear()
+        await self._tasks.close(timeout=1.0)
 
     def info(self) -> dict[int, Any]:
         return {pid: process.info() for pid, process in self.processes.items()}
 
     def __repr__(self) -> str:
         return f"<Watcher {self.name} {self.state.value} {len(self.processes)}/{self.numprocesses}>"
-
-
-def _utf8_decoder() -> codecs.IncrementalDecoder:
-    return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 def _build_hook(name: str, spec: Any) -> Hook:
@@ -1042,45 +927,10 @@ class _HookRefused(Exception):
     """A before_spawn / after_spawn hook refused: the watcher stops."""
 
 
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "unknown status"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"status {code}"
-
-
 def _stream_conf_public(conf: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if conf is None:
         return None
     return {k: v for k, v in conf.items() if isinstance(v, str | int | float | bool)}
-
-
-def _apply_virtualenv(env: dict[str, str], venv: str, py_ver: str | None) -> None:
-    """Put *venv*'s bin/ first on PATH and its site-packages on PYTHONPATH."""
-    version = py_ver or f"{sys.version_info.major}.{sys.version_info.minor}"
-    site = os.path.join(venv, "lib", f"python{version}", "site-packages")
-    env["VIRTUAL_ENV"] = venv
-    env["PATH"] = os.pathsep.join(
-        [os.path.join(venv, "bin"), *filter(None, [env.get("PATH", os.defpath)])]
-    )
-    paths = [site]
-    if os.path.isdir(site):
-        for entry in sorted(os.listdir(site)):
-            if entry.endswith(".pth"):
-                with contextlib.suppress(OSError), open(os.path.join(site, entry)) as fh:
-                    for line in fh:
-                        line = line.strip()
-                        if line and not line.startswith(("#", "import ")):
-                            path = os.path.join(site, line)
-                            if os.path.isdir(path):
-                                paths.append(path)
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
 
 
 __all__ = ["Watcher"]

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from circus.process import Process
+from circus.spawn import SpawnSpec
+from circus.states import ProcessState
 from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ
 from tests.conftest import wait_for as _wait_for
 
@@ -38,7 +40,7 @@ async def procs():  # type: ignore[no-untyped-def]
 
 
 async def test_spawn_runs_the_command_with_an_empty_environment(procs: list[Process]) -> None:
-    p = Process(1, "sleep 30", name="t")
+    p = Process(1, SpawnSpec("sleep 30"), name="t")
     procs.append(p)
     assert pid_alive(p.pid)
     assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["sleep", "30"]
@@ -50,7 +52,7 @@ async def test_spawn_runs_the_command_with_an_empty_environment(procs: list[Proc
 
 async def test_death_is_seen_at_once_through_the_pidfd(procs: list[Process]) -> None:
     exits: list[Process] = []
-    p = Process(1, "sleep 30", on_exit=exits.append)
+    p = Process(1, SpawnSpec("sleep 30"), on_exit=exits.append)
     procs.append(p)
     start = time.monotonic()
     os.kill(p.pid, signal.SIGKILL)
@@ -63,21 +65,21 @@ async def test_death_is_seen_at_once_through_the_pidfd(procs: list[Process]) -> 
 
 
 async def test_exit_status_is_reported(procs: list[Process]) -> None:
-    p = Process(1, f"{PYTHON} -c 'raise SystemExit(7)'")
+    p = Process(1, SpawnSpec(f"{PYTHON} -c 'raise SystemExit(7)'"))
     procs.append(p)
     assert await asyncio.wait_for(p.wait(), 10) == 7
 
 
 async def test_args_executable_and_working_dir(procs: list[Process], tmp_path: Path) -> None:
-    p = Process(1, "mysleeper", args=["30"], executable="/bin/sleep",
-                working_dir=str(tmp_path))
+    p = Process(1, SpawnSpec("mysleeper", args=["30"], executable="/bin/sleep",
+                                  working_dir=str(tmp_path)))
     procs.append(p)
     assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["mysleeper", "30"]
     assert os.readlink(f"/proc/{p.pid}/cwd") == str(tmp_path)
 
 
 async def test_args_string_is_split_like_a_shell(procs: list[Process]) -> None:
-    p = Process(1, "sleep", args="'30'")
+    p = Process(1, SpawnSpec("sleep", args="'30'"))
     procs.append(p)
     assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["sleep", "30"]
 
@@ -86,8 +88,8 @@ async def test_shell_passes_the_command_line_as_written(procs: list[Process],
                                                          tmp_path: Path) -> None:
     """OPTIONS.md §10 bug 3: pipes, redirections and $VAR reach the shell intact."""
     out = tmp_path / "out"
-    p = Process(1, f"echo $GREETING | tr a-z A-Z > {out}", shell=True,
-                env={"GREETING": "hello", "PATH": os.defpath})
+    p = Process(1, SpawnSpec(f"echo $GREETING | tr a-z A-Z > {out}", shell=True,
+                          env={"GREETING": "hello", "PATH": os.defpath}))
     procs.append(p)
     assert await asyncio.wait_for(p.wait(), 10) == 0
     assert out.read_text() == "HELLO\n"
@@ -96,15 +98,15 @@ async def test_shell_passes_the_command_line_as_written(procs: list[Process],
 async def test_shell_args_become_positional_parameters(procs: list[Process],
                                                         tmp_path: Path) -> None:
     out = tmp_path / "out"
-    p = Process(1, f'echo "$0-$1" > {out}', shell=True, shell_args="zero one",
-                env={"PATH": os.defpath})
+    p = Process(1, SpawnSpec(f'echo "$0-$1" > {out}', shell=True, shell_args="zero one",
+                          env={"PATH": os.defpath}))
     procs.append(p)
     assert await asyncio.wait_for(p.wait(), 10) == 0
     assert out.read_text() == "zero-one\n"
 
 
 async def test_umask_and_rlimits_apply_in_the_child(procs: list[Process]) -> None:
-    p = Process(1, "sleep 30", umask=0o027, rlimits={"nofile": 100, "core": None})
+    p = Process(1, SpawnSpec("sleep 30", umask=0o027, rlimits={"nofile": 100, "core": None}))
     procs.append(p)
     assert _status_field(p.pid, "Umask") == "0027"
     limits = Path(f"/proc/{p.pid}/limits").read_text()
@@ -115,13 +117,13 @@ async def test_umask_and_rlimits_apply_in_the_child(procs: list[Process]) -> Non
 
 
 async def test_stdin_is_dev_null_unless_asked(procs: list[Process]) -> None:
-    p = Process(1, "sleep 30")
+    p = Process(1, SpawnSpec("sleep 30"))
     procs.append(p)
     assert os.readlink(f"/proc/{p.pid}/fd/0") == "/dev/null"
 
 
 async def test_close_child_stdout_and_stderr(procs: list[Process]) -> None:
-    p = Process(1, "sleep 30", close_child_stdout=True, close_child_stderr=True)
+    p = Process(1, SpawnSpec("sleep 30", close_child_stdout=True, close_child_stderr=True))
     procs.append(p)
     assert os.readlink(f"/proc/{p.pid}/fd/1") == "/dev/null"
     assert os.readlink(f"/proc/{p.pid}/fd/2") == "/dev/null"
@@ -130,7 +132,7 @@ async def test_close_child_stdout_and_stderr(procs: list[Process]) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 async def test_uid_and_gid(procs: list[Process]) -> None:
     nobody = pwd.getpwnam("nobody")
-    p = Process(1, "sleep 30", uid="nobody")
+    p = Process(1, SpawnSpec("sleep 30", uid="nobody"))
     procs.append(p)
     assert _status_field(p.pid, "Uid").split()[0] == str(nobody.pw_uid)
     assert _status_field(p.pid, "Gid").split()[0] == str(nobody.pw_gid)
@@ -138,13 +140,13 @@ async def test_uid_and_gid(procs: list[Process]) -> None:
 
 async def test_missing_program_raises_at_spawn() -> None:
     with pytest.raises(FileNotFoundError):
-        Process(1, "/nonexistent/program")
+        Process(1, SpawnSpec("/nonexistent/program"))
 
 
 async def test_output_written_just_before_exit_is_not_lost(procs: list[Process]) -> None:
     chunks: list[bytes] = []
     code = "import sys; sys.stdout.write(''.join(f'{i}\\n' for i in range(20000)))"
-    p = Process(1, PYTHON, args=["-c", code], pipe_stdout=True,
+    p = Process(1, SpawnSpec(PYTHON, args=["-c", code], pipe_stdout=True),
                 on_output=lambda proc, name, data: chunks.append(data))
     procs.append(p)
     assert await asyncio.wait_for(p.wait(), 10) == 0
@@ -154,7 +156,7 @@ async def test_output_written_just_before_exit_is_not_lost(procs: list[Process])
 
 async def test_stop_sends_the_signal_and_returns_the_status(procs: list[Process]) -> None:
     sent: list[tuple[int, int]] = []
-    p = Process(1, "sleep 30")
+    p = Process(1, SpawnSpec("sleep 30"))
     procs.append(p)
     code = await asyncio.wait_for(p.stop(signal.SIGTERM, 5, notify=lambda *a: sent.append(a)),
                                   10)
@@ -162,12 +164,33 @@ async def test_stop_sends_the_signal_and_returns_the_status(procs: list[Process]
     assert sent == [(p.pid, signal.SIGTERM)]
 
 
+async def test_life_cycle_states(procs: list[Process]) -> None:
+    """running, then exited (on its own) or stopping and stopped (asked to stop)."""
+    later = Process(1, SpawnSpec("sleep 30"), spawn=False)
+    assert later.state is ProcessState.CREATED and later.pid == 0
+    later.spawn()
+    procs.append(later)
+    assert later.state is ProcessState.RUNNING and not later.stopping
+    stopping = asyncio.ensure_future(later.stop(signal.SIGTERM, 5))
+    await asyncio.sleep(0)
+    assert later.state is ProcessState.STOPPING and later.stopping
+    await asyncio.wait_for(stopping, 10)
+    assert later.state is ProcessState.STOPPED and later.stopping
+
+    crash = Process(1, SpawnSpec(f"{PYTHON} -c 'raise SystemExit(3)'"))
+    procs.append(crash)
+    assert await asyncio.wait_for(crash.wait(), 10) == 3
+    assert crash.state is ProcessState.EXITED and not crash.stopping
+    crash.mark_stopping()  # too late: nothing changes
+    assert crash.state is ProcessState.EXITED
+
+
 async def test_stop_sigkills_the_group_after_graceful_timeout(procs: list[Process],
                                                               tmp_path: Path) -> None:
     """A child that ignores SIGTERM, and the grandchild it started, are both killed."""
     pidfile = tmp_path / "pids"
-    p = Process(1, PYTHON, args=[CHILD, "--ignore-term", "--spawn-child",
-                                 "--pidfile", str(pidfile)])
+    p = Process(1, SpawnSpec(PYTHON, args=[CHILD, "--ignore-term", "--spawn-child",
+                                           "--pidfile", str(pidfile)]))
     procs.append(p)
     text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
     grandchild = int(text.split()[1])
@@ -183,8 +206,8 @@ async def test_stop_cleans_up_what_the_process_left_in_its_group(procs: list[Pro
                                                                  tmp_path: Path) -> None:
     """The main process exits on SIGTERM but its child ignores it: the child goes too."""
     pidfile = tmp_path / "pids"
-    p = Process(1, PYTHON, args=[CHILD, "--spawn-child", "--child-ignores-term",
-                                 "--pidfile", str(pidfile)])
+    p = Process(1, SpawnSpec(PYTHON, args=[CHILD, "--spawn-child", "--child-ignores-term",
+                                           "--pidfile", str(pidfile)]))
     procs.append(p)
     text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
     grandchild = int(text.split()[1])
@@ -195,8 +218,8 @@ async def test_stop_cleans_up_what_the_process_left_in_its_group(procs: list[Pro
 async def test_signal_children(procs: list[Process], tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     record = tmp_path / "record"
-    p = Process(1, PYTHON, args=[CHILD, "--spawn-child", "--child-record", str(record),
-                                 "--child-pidfile", str(pidfile)])
+    p = Process(1, SpawnSpec(PYTHON, args=[CHILD, "--spawn-child", "--child-record",
+                                           str(record), "--child-pidfile", str(pidfile)]))
     procs.append(p)
     text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
     grandchild = int(text.split()[0])
@@ -206,7 +229,7 @@ async def test_signal_children(procs: list[Process], tmp_path: Path) -> None:
 
 
 async def test_info_reports_the_process(procs: list[Process]) -> None:
-    p = Process(3, "sleep 30")
+    p = Process(3, SpawnSpec("sleep 30"))
     procs.append(p)
     info = p.info()
     assert isinstance(info, dict)

@@ -283,6 +283,23 @@ async def test_virtualenv(make: Any, tmp_path: Path) -> None:
     assert env["VIRTUAL_ENV"] == str(venv)
 
 
+async def test_detach_forgets_the_processes_and_leaves_them_running(make: Any) -> None:
+    """rm --nostop: the processes keep running, unread, and are neither replaced nor
+    recycled by max_age."""
+    w, ev = make(numprocesses=2, max_age=1, max_age_variance=0)
+    await w.start()
+    pids = w.pids
+    await w.detach()
+    assert w.processes == {} and w._age_timers == {}
+    try:
+        assert all(pid_alive(pid) for pid in pids)
+        assert ev.names().count("spawn") == 2
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+    await until(lambda: not any(pid_alive(pid) for pid in pids), "the detached processes")
+
+
 async def test_max_age_recycles_processes(make: Any) -> None:
     w, ev = make(max_age=1, max_age_variance=0)
     await w.start()
@@ -431,7 +448,7 @@ async def test_output_events_keep_characters_split_between_chunks(make: Any) -> 
     process = w.processes[w.pids[0]]
     text = "héllo wörld\n".encode()
     for i in range(len(text)):  # one byte per chunk: every character is split
-        w._on_output(process, "stdout", text[i:i + 1])
+        w.router.feed(process, "stdout", text[i:i + 1])
     published = "".join(p["data"] for t, p in ev.items if t == "output.w.stdout")
     assert published == "héllo wörld\n"
 
