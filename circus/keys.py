@@ -16,7 +16,6 @@ socket) give the same value for the same key.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
@@ -27,30 +26,11 @@ from circus.options import (
     Option,
     rlimit_resource,
 )
-from circus.util.convert import to_bool, to_int, to_size
+from circus.streams.conf import stream_conf, stream_value
+from circus.util.convert import to_bool, to_int
+from circus.util.imports import is_dotted
 
 STREAMS = ("stdout_stream", "stderr_stream")
-
-# Stream classes known by a bare name (any case); anything with a dot is a dotted path.
-STREAM_CLASSES = (
-    "FileStream",
-    "WatchedFileStream",
-    "TimedRotatingFileStream",
-    "StdoutStream",
-    "FancyStdoutStream",
-    "QueueStream",
-    "SyslogStream",
-)
-
-# Stream keys with a type: the same parser whichever door the value comes through.
-_STREAM_TYPED = {
-    "max_bytes": to_size,
-    "backup_count": to_int,
-    "rotate_interval": to_int,
-    "interval": to_int,
-    "utc": to_bool,
-}
-
 
 class _Unset:
     """The value of a key removed from a watcher's configuration (``reloadconfig``)."""
@@ -241,7 +221,7 @@ def hook_spec(name: str, spec: Any) -> tuple[str, bool]:
     else:
         raise ValueError(f"expected a dotted path, or [path, ignore_failure], got {spec!r}")
     path = path.strip() if isinstance(path, str) else path
-    if not isinstance(path, str) or not _is_dotted(path):
+    if not isinstance(path, str) or not is_dotted(path):
         raise ValueError(
             f"expected package.module.function or package.module:function, got {path!r}"
         )
@@ -253,12 +233,6 @@ def _flag(value: object) -> bool:
         return to_bool(value)
     except ValueError as exc:
         raise ValueError(f"ignore_failure flag: {exc}") from None
-
-
-def _is_dotted(path: str) -> bool:
-    module, colon, attr = path.partition(":")
-    parts = module.split(".") + (attr.split(".") if colon else [])
-    return bool(colon or "." in path) and len(parts) > 1 and all(p.isidentifier() for p in parts)
 
 
 class HookKey(Family):
@@ -321,48 +295,6 @@ class HooksKey(Family):
 
     def public(self, value: Any) -> Any:
         return {name: spec[0] for name, spec in value.items()}
-
-
-def stream_class(name: str) -> str:
-    """A stream class as configured: a built-in name in any case, or a dotted path."""
-    name = name.strip()
-    if "." in name or ":" in name:
-        if not _is_dotted(name):
-            raise ValueError(f"expected a dotted class path, got {name!r}")
-        return name
-    canonical = {c.lower(): c for c in STREAM_CLASSES}.get(name.lower())
-    if canonical is None:
-        raise ValueError(f"unknown stream class {name!r} (known: {', '.join(STREAM_CLASSES)}, "
-                         "or a dotted path)")
-    return canonical
-
-
-def stream_conf(conf: Mapping[str, Any]) -> dict[str, Any]:
-    """A whole stream configuration, each key typed; a ``filename`` alone is a FileStream."""
-    if "class" not in conf and "filename" not in conf:
-        raise ValueError("needs a 'class' or a 'filename'")
-    result = {str(k): stream_value(str(k), v) for k, v in conf.items()}
-    result.setdefault("class", "FileStream")
-    return result
-
-
-def stream_value(sub: str, value: Any) -> Any:
-    """One key of a stream configuration, typed the same from text and from JSON."""
-    if sub == "class":
-        if not isinstance(value, str):
-            raise ValueError(f"expected a class name, got {value!r}")
-        return stream_class(value)
-    parse = _STREAM_TYPED.get(sub)
-    if parse is not None:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        return parse(value)
-    if sub == "stream" and callable(value):  # the library's {"stream": callable}
-        return value
-    if not isinstance(value, str | int | float | bool) or (
-            isinstance(value, float) and not math.isfinite(value)):
-        raise ValueError(f"expected a string or a number, got {value!r}")
-    return value
 
 
 class StreamKey(Family):

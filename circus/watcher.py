@@ -22,27 +22,20 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 from circus.errors import OptionError
-from circus.hooks import Hook, Skip
-from circus.keys import UNSET, key_for, together
-from circus.options import WATCHER_OPTIONS, WatcherSettings
+from circus.hooks import Skip
 from circus.process import Process, describe_exit
+from circus.processes import ProcessSet, Publish
 from circus.sockets import sockets_for_spawn
 from circus.spawn import Spawner, WorkerIds
 from circus.states import WATCHER_TRANSITIONS, WatcherState, check_transition
-from circus.streams.ring import OutputRing
-from circus.streams.router import OutputRouter
 from circus.tasks import TaskOwner
-
-if TYPE_CHECKING:
-    from circus.streams import Stream
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, dict[str, Any]], None]
 Reload = Literal["needed", "always", "never"]
 
 # A process that exits sooner than this after its spawn counts as a quick death; quick
@@ -55,14 +48,7 @@ BACKOFF_MAX = 5.0
 # while a large watcher starts.
 SPAWN_BATCH = 32
 
-_UNSET: Any = object()
-
-
-def _no_publish(topic: str, payload: dict[str, Any]) -> None:
-    pass
-
-
-class Watcher(WatcherSettings):
+class Watcher(ProcessSet):
     """A group of identical processes.
 
     Args follow Circus's ``Watcher``: ``name``, ``cmd``, ``args``, ``numprocesses``,
@@ -106,64 +92,23 @@ class Watcher(WatcherSettings):
         **options: Any,
     ) -> None:
         self.name = name
-        # -- option store: the options' values, as the option table names them ----------
-        given = {
-            "cmd": cmd,
-            "args": args,
-            "numprocesses": numprocesses,
-            "warmup_delay": warmup_delay,
-            "working_dir": working_dir,
-            "shell": shell,
-            "uid": uid,
-            "max_retry": max_retry,
-            "gid": gid,
-            "send_hup": send_hup,
-            "graceful_timeout": graceful_timeout,
-            "executable": executable,
-            "priority": priority,
-            "singleton": singleton,
+        given: dict[str, Any] = {
+            "cmd": cmd, "args": args, "numprocesses": numprocesses,
+            "warmup_delay": warmup_delay, "working_dir": working_dir, "shell": shell,
+            "uid": uid, "max_retry": max_retry, "gid": gid, "send_hup": send_hup,
+            "graceful_timeout": graceful_timeout, "executable": executable,
+            "priority": priority, "singleton": singleton, **options,
         }
-        self.custom_options: dict[str, Any] = {}
-        for key, value in options.items():
-            if key in WATCHER_OPTIONS:
-                given[key] = value
-            else:
-                self.custom_options[key] = value
-        # the option table's types and checks, whichever way the watcher is made
-        for key, value in given.items():
-            if value != WATCHER_OPTIONS[key].default:
-                try:
-                    value = WATCHER_OPTIONS[key].wire(value)
-                except (ValueError, TypeError) as exc:
-                    raise OptionError(key, str(exc)) from None
-            setattr(self, key, value)
-        if self.singleton and self.numprocesses > 1:
-            raise ValueError(f"watcher {name!r} is a singleton: numprocesses must be 0 or 1")
-        self.env: dict[str, str] = dict(env or {})
-        self.rlimits: dict[str, int | None] = dict(rlimits or {})
+        self._init_options(given, env=env, rlimits=rlimits, hooks=hooks,
+                           stdout_stream=stdout_stream, stderr_stream=stderr_stream)
         self.prereload_fn = prereload_fn
         self.stream_backend = stream_backend
-        self.stdout_stream_conf: dict[str, Any] | None = (
-            dict(stdout_stream) if stdout_stream else None
-        )
-        self.stderr_stream_conf: dict[str, Any] | None = (
-            dict(stderr_stream) if stderr_stream else None
-        )
-        self.router = OutputRouter(name, self.topic_name, self._publish_output,
-                                   lambda: self.processes.values())
-        self.router.set_streams({"stdout_stream": self.stdout_stream_conf,
-                                 "stderr_stream": self.stderr_stream_conf})
+        self._init_processes(publish)
         self.spawner = Spawner(self)
-        self.hooks: dict[str, Hook] = {
-            hook_name: _build_hook(hook_name, spec) for hook_name, spec in (hooks or {}).items()
-        }
-        self.publish: Publish = publish or _no_publish
-        self.arbiter: Any = None  # set by the arbiter; given to hooks
         self.sockets: dict[str, int] = {}  # socket name -> fd, set by the arbiter
 
         self.state = WatcherState.STOPPED
         self.on_state_change: Callable[[Watcher], None] | None = None  # set by the arbiter
-        self.processes: dict[int, Process] = {}  # pid -> process, oldest first
         self._lock = asyncio.Lock()
         self._tasks = TaskOwner(f"watcher {name}")
         self._wakeup: asyncio.Event | None = None
@@ -172,7 +117,6 @@ class Watcher(WatcherSettings):
         self._quick_deaths = 0
         self._spawn_failures = 0
         self._wids = WorkerIds()
-        self._stopped_event: asyncio.Event | None = None
         self._spawn_retry: asyncio.TimerHandle | None = None  # a before_spawn hook's Skip
         # `stopped` (the seed's "not started yet") is accepted for compatibility: a watcher
         # is always created stopped, and `autostart` decides whether the arbiter starts it.
@@ -180,24 +124,9 @@ class Watcher(WatcherSettings):
     # -- small helpers ---------------------------------------------------------------------
 
     @property
-    def topic_name(self) -> str:
-        return self.name.lower().replace(" ", "_")
-
-    @property
     def status(self) -> str:
         """The state as Circus reports it: ``active``, ``stopped``, ``starting``, ``stopping``."""
         return self.state.value
-
-    def emit(self, event: str, **payload: Any) -> None:
-        """Publish the event ``watcher.<name>.<event>`` (``time`` is added if missing)."""
-        payload.setdefault("time", time.time())
-        try:
-            self.publish(f"watcher.{self.topic_name}.{event}", payload)
-        except Exception:  # a broken subscriber socket must not break supervision
-            log.exception("%s: could not publish %s", self.name, event)
-
-    def _publish_output(self, topic: str, payload: dict[str, Any]) -> None:
-        self.publish(topic, payload)
 
     def _set_state(self, new: WatcherState) -> None:
         """The one place the state changes; the allowed changes are in circus/states.py."""
@@ -212,45 +141,6 @@ class Watcher(WatcherSettings):
     def _is_stopped(self) -> bool:
         # a method, not `self.state is ...` inline: an await may have changed the state
         return self.state is WatcherState.STOPPED
-
-    @property
-    def pids(self) -> list[int]:
-        return list(self.processes)
-
-    def get_process(self, pid: int) -> Process | None:
-        return self.processes.get(pid)
-
-    # -- output: the router's --------------------------------------------------------------
-
-    @property
-    def output(self) -> OutputRing:
-        """The latest output of the processes, for ``tail``."""
-        return self.router.ring
-
-    @property
-    def output_wanted(self) -> bool:
-        """Set by the arbiter while someone follows the output (``tail -f``)."""
-        return self.router.wanted
-
-    @output_wanted.setter
-    def output_wanted(self, wanted: bool) -> None:
-        self.router.wanted = wanted
-
-    @property
-    def stdout_stream(self) -> Stream | None:
-        return self.router.streams["stdout_stream"]
-
-    @stdout_stream.setter
-    def stdout_stream(self, stream: Stream | None) -> None:
-        self.router.streams["stdout_stream"] = stream
-
-    @property
-    def stderr_stream(self) -> Stream | None:
-        return self.router.streams["stderr_stream"]
-
-    @stderr_stream.setter
-    def stderr_stream(self, stream: Stream | None) -> None:
-        self.router.streams["stderr_stream"] = stream
 
     def spawn_env(self) -> dict[str, str]:
         """The environment every process of this watcher starts with."""
@@ -310,7 +200,7 @@ class Watcher(WatcherSettings):
         if "after_spawn" in self.hooks and not await self.call_hook(
             "after_spawn", pid=process.pid
         ):
-            await self._stop_process(process)
+            await self.stop_process(process)
             raise _HookRefused("after_spawn")
         return process
 
@@ -450,62 +340,9 @@ class Watcher(WatcherSettings):
             log.info("%s: pid %d reached max_age, replacing it", self.name, process.pid)
             await self._spawn_guarded()
             if self.state is WatcherState.ACTIVE:
-                await self._stop_process(process)
-
-    # -- hooks ------------------------------------------------------------------------------
-
-    async def call_hook(self, hook_name: str, **extra: Any) -> bool | Skip:
-        """Run the hook *hook_name* if there is one; True if absent or it succeeded.
-
-        A hook's :class:`~circus.hooks.Skip` is returned as is (it is truthy).
-        """
-        hook = self.hooks.get(hook_name)
-        if hook is None:
-            return True
-        ok, exc = await hook.call(watcher=self, arbiter=self.arbiter, **extra)
-        if exc is None:
-            self.emit("hook_success", name=hook_name)
-        else:
-            self.emit("hook_failure", name=hook_name, error=str(exc))
-        return ok
+                await self.stop_process(process)
 
     # -- stopping processes ---------------------------------------------------------------
-
-    def _notify_kill(self, pid: int, signum: int) -> None:
-        self.emit("kill", process_pid=pid)
-
-    async def _stop_process(
-        self,
-        process: Process,
-        sig: int | None = None,
-        graceful_timeout: float | None = None,
-    ) -> int:
-        sig = self.stop_signal if sig is None else sig
-        timeout = self.graceful_timeout if graceful_timeout is None else graceful_timeout
-        timer = self._age_timers.pop(process.pid, None)
-        if timer is not None:
-            timer.cancel()
-        send = True
-        if "before_signal" in self.hooks and not process.exited:
-            send = bool(await self.call_hook("before_signal", pid=process.pid, signum=sig))
-        process.mark_stopping()
-        code = await process.stop(
-            sig,
-            timeout,
-            stop_children=self.stop_children,
-            notify=self._notify_kill,
-            send=send,
-        )
-        if "after_signal" in self.hooks:
-            await self.call_hook("after_signal", pid=process.pid, signum=sig)
-        return code
-
-    async def _stop_processes(self, processes: Iterable[Process], **kw: Any) -> list[int]:
-        procs = list(processes)
-        for process in procs:
-            process.mark_stopping()  # no respawn for these, whatever order deaths come in
-        await asyncio.gather(*(self._stop_process(p, **kw) for p in procs))
-        return [p.pid for p in procs]
 
     async def _stop_all(self) -> list[int]:
         """Stop every process and leave the watcher stopped (lock held by the caller)."""
@@ -513,7 +350,7 @@ class Watcher(WatcherSettings):
             return []
         self._set_state(WatcherState.STOPPING)
         await self.call_hook("before_stop")
-        stopped = await self._stop_processes(list(self.processes.values()))
+        stopped = await self.stop_processes(list(self.processes.values()))
         self._set_state(WatcherState.STOPPED)
         if self._spawn_retry is not None:  # a skipped spawn is not retried once stopped
             self._spawn_retry.cancel()
@@ -597,7 +434,7 @@ class Watcher(WatcherSettings):
             result = {"stopped": [], "started": started, "kept": [p.pid for p in old]}
         elif sequential:
             for process in old:
-                await self._stop_process(process)
+                await self.stop_process(process)
                 if not await self._reload_spawn(started):
                     break
             result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
@@ -605,7 +442,7 @@ class Watcher(WatcherSettings):
             for _ in range(self.numprocesses):
                 if not await self._reload_spawn(started):
                     break
-            await self._stop_processes(old)
+            await self.stop_processes(old)
             result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
         # top up if spawns failed or deaths happened meanwhile
         result["started"].extend(await self._spawn_missing())
@@ -630,7 +467,7 @@ class Watcher(WatcherSettings):
             return
         extra = len(self.processes) - self.numprocesses
         if extra > 0:
-            await self._stop_processes(list(self.processes.values())[:extra])
+            await self.stop_processes(list(self.processes.values())[:extra])
         else:
             await self._spawn_missing()
 
@@ -655,84 +492,7 @@ class Watcher(WatcherSettings):
             return self.numprocesses
         return await self.set_numprocesses(max(self.numprocesses - nb, 0))
 
-    async def kill(
-        self,
-        pid: int | None = None,
-        signum: int | None = None,
-        graceful_timeout: float | None = None,
-    ) -> None:
-        """Stop one process (or all) like ``stop`` does; the watcher stays active and respawns."""
-        if pid is not None and pid not in self.processes:
-            raise KeyError(pid)
-        await asyncio.gather(
-            *(self.kill_process(p, signum, graceful_timeout) for p in self._targets(pid))
-        )
-
-    def _targets(self, pid: int | None) -> list[Process]:
-        """Every process, or the one with *pid* (none if it is not ours)."""
-        if pid is None:
-            return list(self.processes.values())
-        process = self.processes.get(pid)
-        return [process] if process is not None else []
-
-    @staticmethod
-    def _signal_one(process: Process, signum: int, recursive: bool) -> None:
-        process.send_signal(signum)
-        if recursive:
-            process.send_signal_children(signum, recursive=True)
-
-    def send_signal(
-        self,
-        signum: int,
-        pid: int | None = None,
-        childpid: int | None = None,
-        children: bool = False,
-        recursive: bool = False,
-    ) -> None:
-        """Send *signum* to the processes (or one), their children, or their descendants."""
-        for process in self._targets(pid):
-            if childpid is not None:
-                process.send_signal_child(childpid, signum)
-            elif children:
-                process.send_signal_children(signum, recursive=recursive)
-            else:
-                self._signal_one(process, signum, recursive)
-
-    async def signal_processes(
-        self,
-        signum: int,
-        pid: int | None = None,
-        childpid: int | None = None,
-        children: bool = False,
-        recursive: bool = False,
-    ) -> None:
-        """:meth:`send_signal` with the before_signal/after_signal hooks around each process.
-
-        A refusing before_signal keeps that process from getting the signal (SIGKILL is
-        always sent). Signals to children bypass the hooks, as in Circus.
-        """
-        hooked = "before_signal" in self.hooks or "after_signal" in self.hooks
-        if not hooked or childpid is not None or children:
-            self.send_signal(signum, pid, childpid, children, recursive)
-            return
-        for process in self._targets(pid):
-            allowed = await self.call_hook("before_signal", pid=process.pid, signum=signum)
-            if not allowed and signum != signal.SIGKILL:
-                continue
-            self._signal_one(process, signum, recursive)
-            await self.call_hook("after_signal", pid=process.pid, signum=signum)
-
     # -- the seed's names for these operations -----------------------------------------------
-
-    def send_msg(self, topic: str, msg: Mapping[str, Any]) -> None:
-        """Publish the event ``watcher.<name>.<topic>`` with *msg* as payload."""
-        self.emit(topic, **msg)
-
-    async def reap_processes(self) -> list[int]:
-        """Collect exited processes. Exits are collected the moment they happen (pidfd),
-        so this only reports the pids of processes that have exited but not yet been removed
-        (none, unless called from inside an exit callback)."""
-        return [pid for pid, p in self.processes.items() if p.exited]
 
     async def manage_processes(self) -> None:
         """Bring the running processes to ``numprocesses`` (spawn or stop the oldest)."""
@@ -748,98 +508,7 @@ class Watcher(WatcherSettings):
         async with self._lock:
             return await self._spawn_missing()
 
-    async def kill_process(
-        self,
-        process: Process,
-        sig: int | None = signal.SIGTERM,
-        graceful_timeout: float | None = None,
-    ) -> int:
-        """Stop one process with *sig* (None: stop_signal), SIGKILL after *graceful_timeout*
-        (None: the watcher's); it is respawned."""
-        code = await self._stop_process(process, sig, graceful_timeout)
-        self._wake()
-        return code
-
-    async def kill_processes(self, sig: int = signal.SIGTERM) -> None:
-        await asyncio.gather(*(self.kill_process(p, sig) for p in self._targets(None)))
-
-    def send_signal_child(self, pid: int, child_pid: int, signum: int) -> None:
-        """Send *signum* to *child_pid*, a child of the watcher's process *pid*."""
-        process = self.processes.get(pid)
-        if process is None:
-            raise KeyError(pid)
-        process.send_signal_child(child_pid, signum)
-
-    # -- option store: read and changed through the key families of circus/keys.py --------
-
-    def options(self) -> dict[str, Any]:
-        """Every option and its value, as the ``options`` command shows them."""
-        result: dict[str, Any] = {}
-        for key, opt in WATCHER_OPTIONS.items():
-            if opt.listed:
-                result[key] = getattr(self, key)
-        result["env"] = dict(self.env)
-        result["rlimits"] = dict(self.rlimits)
-        result["stdout_stream_conf"] = _stream_conf_public(self.stdout_stream_conf)
-        result["stderr_stream_conf"] = _stream_conf_public(self.stderr_stream_conf)
-        result["hooks"] = {name: hook.path for name, hook in self.hooks.items()}
-        for key, value in self.custom_options.items():
-            result.setdefault(key, value)
-        return dict(sorted(result.items()))
-
-    def get_option(self, key: str) -> Any:
-        """The value of *key* as ``get`` shows it; KeyError if the watcher has none."""
-        if key in ("rlimits", "stdout_stream_conf", "stderr_stream_conf"):
-            return self.options()[key]
-        family = key_for(key, self.custom_options)
-        if family is None:
-            raise KeyError(key)
-        value = family.read(self, key)
-        if value is None and family.pattern.endswith(".<key>"):
-            raise KeyError(key)  # a stream or custom key the watcher does not have
-        return family.public(value)
-
-    def has_hook(self, name: str) -> bool:
-        return name in self.hooks
-
-    def hook_specs(self) -> dict[str, tuple[str, bool]]:
-        """``{hook: (path, ignore_failure)}``."""
-        return {name: (hook.path, hook.ignore_failure) for name, hook in self.hooks.items()}
-
-    def set_hook(self, name: str, spec: Any) -> None:
-        """Install the hook *name* (a spec of :meth:`Hook.build`), or remove it (None)."""
-        if spec is None:
-            self.hooks.pop(name, None)
-        else:
-            self.hooks[name] = _build_hook(name, spec)
-
-    def check_options(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """*changes* typed and checked as a whole; nothing is applied.
-
-        Raises:
-            OptionError: naming the key that is unknown or whose value cannot be used.
-        """
-        checked: dict[str, Any] = {}
-        for key, value in changes.items():
-            family = key_for(key, self.custom_options)
-            if family is None:
-                raise OptionError(key, "not a watcher option")
-            try:
-                checked[key] = value if value is UNSET else family.from_wire(key, value)
-                if key.startswith("hooks") and value is not UNSET:
-                    hooks = checked[key] if key == "hooks" else {key[6:]: checked[key]}
-                    for name, spec in hooks.items():
-                        Hook.build(name, spec)  # the hook can be imported
-            except (ValueError, TypeError, ImportError) as exc:
-                raise OptionError(key, str(exc)) from None
-        table = {key: checked.get(key, getattr(self, key)) for key in WATCHER_OPTIONS}
-        for key, default in (("singleton", False), ("numprocesses", 1)):
-            if checked.get(key) is UNSET:
-                table[key] = default
-        broken = together(table)
-        if broken is not None:
-            raise OptionError(*broken)
-        return checked
+    # -- options: the values live in OptionStore; here, what a change does to processes ----
 
     async def set_options(self, changes: Mapping[str, Any], reload: Reload = "needed") -> bool:
         """Check, then apply option changes; a running watcher is then reloaded gracefully
@@ -857,22 +526,11 @@ class Watcher(WatcherSettings):
             return await self._set_options_locked(checked, reload)
 
     async def _set_options_locked(self, checked: Mapping[str, Any], reload: Reload) -> bool:
-        needs_reload = False
-        streams_changed: set[str] = set()
-        for key, value in checked.items():
-            family = key_for(key, self.custom_options)
-            assert family is not None  # checked by check_options
-            if value is UNSET:
-                family.unset(self, key)
-            else:
-                family.write(self, key, value)
-            needs_reload = needs_reload or family.reload
-            if family.stream is not None:
-                streams_changed.add(family.stream)
+        needs_reload, streams = self.write_options(checked)
+        for _key in checked:
             self.emit("updated")
         self.spawner.invalidate()
-        self.router.set_streams({which: getattr(self, which + "_conf")
-                                 for which in streams_changed})
+        self.router.set_streams({which: getattr(self, which + "_conf") for which in streams})
         if reload == "always":
             needs_reload = bool(set(checked) - {"numprocesses"})
         if needs_reload and reload != "never" and self.state is not WatcherState.STOPPED:
@@ -881,8 +539,6 @@ class Watcher(WatcherSettings):
         if "numprocesses" in checked or checked.get("respawn"):
             await self._reconcile()  # respawn switched on: replace what died meanwhile
         return False
-
-    # -- end of the option store ------------------------------------------------------------
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -916,21 +572,8 @@ class Watcher(WatcherSettings):
         return f"<Watcher {self.name} {self.state.value} {len(self.processes)}/{self.numprocesses}>"
 
 
-def _build_hook(name: str, spec: Any) -> Hook:
-    try:
-        return Hook.build(name, spec)
-    except (ImportError, ValueError) as exc:
-        raise OptionError(f"hooks.{name}", str(exc)) from exc
-
-
 class _HookRefused(Exception):
     """A before_spawn / after_spawn hook refused: the watcher stops."""
-
-
-def _stream_conf_public(conf: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if conf is None:
-        return None
-    return {k: v for k, v in conf.items() if isinstance(v, str | int | float | bool)}
 
 
 __all__ = ["Watcher"]

@@ -24,3 +24,10 @@ def lazy_import(name: str) -> ModuleType:
     sys.modules[name] = module
     loader.exec_module(module)
     return module
+
+
+def is_dotted(path: str) -> bool:
+    """``pkg.mod.attr`` or ``pkg.mod:attr`` (dotted identifiers, at least two parts)."""
+    module, colon, attr = path.partition(":")
+    parts = module.split(".") + (attr.split(".") if colon else [])
+    return bool(colon or "." in path) and len(parts) > 1 and all(p.isidentifier() for p in parts)

@@ -1,0 +1,253 @@
+"""The processes of one watcher, and what reaches them without supervising them.
+
+:class:`ProcessSet` holds a watcher's running processes and everything that acts on them
+directly: the events it publishes, its hooks, the signals a user sends, and the output
+router their output goes through. :class:`~circus.watcher.Watcher` builds on it with the
+supervision: the state machine, keeping N alive, respawn, backoff, ``max_age``, stopping
+and reloading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from circus.hooks import Skip
+from circus.process import Process
+from circus.streams.router import OutputRouter
+from circus.watcher_options import OptionStore
+
+if TYPE_CHECKING:
+    from circus.streams import Stream
+    from circus.streams.ring import OutputRing
+    from circus.types import ArbiterAPI
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+def _no_publish(topic: str, payload: dict[str, Any]) -> None:
+    pass
+
+
+class ProcessSet(OptionStore):
+    """A watcher's processes, events, hooks, signals and output (see the module docstring)."""
+
+    def _init_processes(self, publish: Publish | None) -> None:
+        self.publish: Publish = publish or _no_publish
+        self.arbiter: ArbiterAPI | None = None  # set by the arbiter; given to hooks
+        self.processes: dict[int, Process] = {}  # pid -> process, oldest first
+        self.router = OutputRouter(self.name, self.topic_name, self._publish_output,
+                                   lambda: self.processes.values())
+        self.router.set_streams({"stdout_stream": self.stdout_stream_conf,
+                                 "stderr_stream": self.stderr_stream_conf})
+
+    @property
+    def topic_name(self) -> str:
+        return self.name.lower().replace(" ", "_")
+
+    def emit(self, event: str, **payload: Any) -> None:
+        """Publish the event ``watcher.<name>.<event>`` (``time`` is added if missing)."""
+        payload.setdefault("time", time.time())
+        try:
+            self.publish(f"watcher.{self.topic_name}.{event}", payload)
+        except Exception:  # a broken subscriber socket must not break supervision
+            log.exception("%s: could not publish %s", self.name, event)
+
+    def _publish_output(self, topic: str, payload: dict[str, Any]) -> None:
+        self.publish(topic, payload)
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self.processes)
+
+    def get_process(self, pid: int) -> Process | None:
+        return self.processes.get(pid)
+
+    # -- output: the router's --------------------------------------------------------------
+
+    @property
+    def output(self) -> OutputRing:
+        """The latest output of the processes, for ``tail``."""
+        return self.router.ring
+
+    @property
+    def output_wanted(self) -> bool:
+        """Set by the arbiter while someone follows the output (``tail -f``)."""
+        return self.router.wanted
+
+    @output_wanted.setter
+    def output_wanted(self, wanted: bool) -> None:
+        self.router.wanted = wanted
+
+    @property
+    def stdout_stream(self) -> Stream | None:
+        return self.router.streams["stdout_stream"]
+
+    @stdout_stream.setter
+    def stdout_stream(self, stream: Stream | None) -> None:
+        self.router.streams["stdout_stream"] = stream
+
+    @property
+    def stderr_stream(self) -> Stream | None:
+        return self.router.streams["stderr_stream"]
+
+    @stderr_stream.setter
+    def stderr_stream(self, stream: Stream | None) -> None:
+        self.router.streams["stderr_stream"] = stream
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    async def call_hook(self, hook_name: str, **extra: Any) -> bool | Skip:
+        """Run the hook *hook_name* if there is one; True if absent or it succeeded.
+
+        A hook's :class:`~circus.hooks.Skip` is returned as is (it is truthy).
+        """
+        hook = self.hooks.get(hook_name)
+        if hook is None:
+            return True
+        ok, exc = await hook.call(watcher=self, arbiter=self.arbiter, **extra)
+        if exc is None:
+            self.emit("hook_success", name=hook_name)
+        else:
+            self.emit("hook_failure", name=hook_name, error=str(exc))
+        return ok
+
+    def _targets(self, pid: int | None) -> list[Process]:
+        """Every process, or the one with *pid* (none if it is not ours)."""
+        if pid is None:
+            return list(self.processes.values())
+        process = self.processes.get(pid)
+        return [process] if process is not None else []
+
+    @staticmethod
+    def _signal_one(process: Process, signum: int, recursive: bool) -> None:
+        process.send_signal(signum)
+        if recursive:
+            process.send_signal_children(signum, recursive=True)
+
+    def send_signal(
+        self,
+        signum: int,
+        pid: int | None = None,
+        childpid: int | None = None,
+        children: bool = False,
+        recursive: bool = False,
+    ) -> None:
+        """Send *signum* to the processes (or one), their children, or their descendants."""
+        for process in self._targets(pid):
+            if childpid is not None:
+                process.send_signal_child(childpid, signum)
+            elif children:
+                process.send_signal_children(signum, recursive=recursive)
+            else:
+                self._signal_one(process, signum, recursive)
+
+    async def signal_processes(
+        self,
+        signum: int,
+        pid: int | None = None,
+        childpid: int | None = None,
+        children: bool = False,
+        recursive: bool = False,
+    ) -> None:
+        """:meth:`send_signal` with the before_signal/after_signal hooks around each process.
+
+        A refusing before_signal keeps that process from getting the signal (SIGKILL is
+        always sent). Signals to children bypass the hooks, as in Circus.
+        """
+        hooked = "before_signal" in self.hooks or "after_signal" in self.hooks
+        if not hooked or childpid is not None or children:
+            self.send_signal(signum, pid, childpid, children, recursive)
+            return
+        for process in self._targets(pid):
+            allowed = await self.call_hook("before_signal", pid=process.pid, signum=signum)
+            if not allowed and signum != signal.SIGKILL:
+                continue
+            self._signal_one(process, signum, recursive)
+            await self.call_hook("after_signal", pid=process.pid, signum=signum)
+
+    def send_signal_child(self, pid: int, child_pid: int, signum: int) -> None:
+        """Send *signum* to *child_pid*, a child of the watcher's process *pid*."""
+        process = self.processes.get(pid)
+        if process is None:
+            raise KeyError(pid)
+        process.send_signal_child(child_pid, signum)
+
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def _notify_kill(self, pid: int, signum: int) -> None:
+        self.emit("kill", process_pid=pid)
+
+    async def stop_process(self, process: Process, sig: int | None = None,
+                           graceful_timeout: float | None = None) -> int:
+        """Stop *process*: *sig* (default stop_signal) between the before_signal and
+        after_signal hooks, SIGKILL after *graceful_timeout* (default the watcher's)."""
+        sig = self.stop_signal if sig is None else sig
+        timeout = self.graceful_timeout if graceful_timeout is None else graceful_timeout
+        send = True
+        if "before_signal" in self.hooks and not process.exited:
+            send = bool(await self.call_hook("before_signal", pid=process.pid, signum=sig))
+        process.mark_stopping()
+        code = await process.stop(sig, timeout, stop_children=self.stop_children,
+                                  notify=self._notify_kill, send=send)
+        if "after_signal" in self.hooks:
+            await self.call_hook("after_signal", pid=process.pid, signum=sig)
+        return code
+
+    async def stop_processes(self, processes: Iterable[Process], **kw: Any) -> list[int]:
+        """Stop *processes* together; return their pids."""
+        procs = list(processes)
+        for process in procs:
+            process.mark_stopping()  # no respawn for these, whatever order deaths come in
+        await asyncio.gather(*(self.stop_process(p, **kw) for p in procs))
+        return [p.pid for p in procs]
+
+    def _wake(self) -> None:
+        """A process was killed to be replaced: the watcher's keeper overrides this."""
+
+    async def kill(
+        self,
+        pid: int | None = None,
+        signum: int | None = None,
+        graceful_timeout: float | None = None,
+    ) -> None:
+        """Stop one process (or all) like ``stop`` does; the watcher stays active and respawns."""
+        if pid is not None and pid not in self.processes:
+            raise KeyError(pid)
+        await asyncio.gather(
+            *(self.kill_process(p, signum, graceful_timeout) for p in self._targets(pid))
+        )
+
+    async def kill_process(
+        self,
+        process: Process,
+        sig: int | None = signal.SIGTERM,
+        graceful_timeout: float | None = None,
+    ) -> int:
+        """Stop one process with *sig* (None: stop_signal), SIGKILL after *graceful_timeout*
+        (None: the watcher's); it is respawned."""
+        code = await self.stop_process(process, sig, graceful_timeout)
+        self._wake()
+        return code
+
+    async def kill_processes(self, sig: int = signal.SIGTERM) -> None:
+        await asyncio.gather(*(self.kill_process(p, sig) for p in self._targets(None)))
+
+    # -- the seed's names --------------------------------------------------------------------
+
+    def send_msg(self, topic: str, msg: Mapping[str, Any]) -> None:
+        """Publish the event ``watcher.<name>.<topic>`` with *msg* as payload."""
+        self.emit(topic, **msg)
+
+    async def reap_processes(self) -> list[int]:
+        """Collect exited processes. Exits are collected the moment they happen (pidfd),
+        so this only reports the pids of processes that have exited but not yet been removed
+        (none, unless called from inside an exit callback)."""
+        return [pid for pid, p in self.processes.items() if p.exited]
