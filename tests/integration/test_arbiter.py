@@ -17,8 +17,7 @@ from circus.arbiter import Arbiter
 from circus.client import AsyncCircusClient, CircusClient
 from circus.states import WatcherState
 from circus.watcher import Watcher
-from tests.conftest import pid_alive, wait_until
-from tests.conftest import wait_for as until
+from tests.conftest import pid_alive, wait_for, wait_until
 
 
 class Subscriber:
@@ -57,7 +56,7 @@ async def test_watchers_start_by_priority_and_stop_in_reverse(endpoints: tuple[s
             started = sorted(arbiter.watchers, key=lambda w: next(iter(w.processes.values()))
                              .started)
             assert [w.name for w in started] == ["high", "mid", "low"]
-            await until(lambda: True, "")
+            await wait_for(lambda: True, what="")
             # make sure the subscription is live before stopping
             await asyncio.sleep(0.2)
             collector = asyncio.create_task(sub.collect("watcher.high.stop"))
