@@ -78,13 +78,40 @@ class Daemon:
         finally:
             sock.close()
 
-    def subscribe(self, *topics: str) -> zmq.Socket[Any]:
+    def subscribe(self, *topics: str, timeout: float = 10.0) -> zmq.Socket[Any]:
+        """A SUB socket on *topics* (none: every event) whose subscription circusd has.
+
+        It uses circusd's sync handshake (docs/output.md, "Following without a gap"): the
+        socket subscribes to *topics*, then to a topic of its own that nothing publishes,
+        and a ``tail`` naming that topic as ``sync`` is answered only once the subscription
+        has reached circusd's events socket. A subscriber's subscriptions arrive in the
+        order they were made, so by then *topics* are in effect too.
+        """
         sock = self._ctx.socket(zmq.SUB)
         sock.linger = 0
+        self._subs.append(sock)
+        # connect first: subscriptions made on a connected socket travel in the order made
+        sock.connect(self.pubsub)
         for topic in topics or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        sock.connect(self.pubsub)
-        self._subs.append(sock)
+        token = f"sync.{uuid.uuid4().hex}"
+        sock.setsockopt(zmq.SUBSCRIBE, token.encode())
+        watchers = self.call({"command": "list"}).get("watchers") or []
+        if not watchers:
+            pytest.fail("subscribe() needs a watcher to name in its sync tail request")
+        sync = {"command": "tail", "properties": {"name": watchers[0], "lines": 0,
+                                                  "sync": token}}
+
+        def synced() -> bool:
+            reply = self.call(sync, timeout=timeout)
+            if reply.get("errno") == 5:  # circusd waited 2 s in vain: ask again
+                return False
+            assert reply["status"] == "ok", reply
+            return True
+
+        wait_until(synced, what=f"circusd to have the subscription to {token}",
+                   timeout=timeout)
+        sock.setsockopt(zmq.UNSUBSCRIBE, token.encode())
         return sock
 
     def pids(self, name: str) -> list[int]:

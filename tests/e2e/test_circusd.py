@@ -75,7 +75,6 @@ def test_killed_child_is_replaced_without_waiting_for_check_delay(circusd: Any) 
     d = circusd("[watcher:a]\ncmd = sleep 3600\nnumprocesses = 4\n",
                 circus_extra="check_delay = 60")
     sub = d.subscribe("watcher.a.")
-    time.sleep(0.2)  # let the subscription reach the PUB socket
     victim = d.pids("a")[0]
     os.kill(victim, signal.SIGKILL)
     topic, reap = wait_event(sub, lambda t, p: t.endswith(".reap"))
@@ -100,7 +99,6 @@ def test_sighup_reloads_gracefully(circusd: Any) -> None:
     d = circusd("[watcher:a]\ncmd = sleep 3600\nnumprocesses = 2\n")
     old = d.pids("a")
     sub = d.subscribe("watcher.a.reload")
-    time.sleep(0.2)
     d.proc.send_signal(signal.SIGHUP)
     recv_event(sub, timeout=15)
     new = d.pids("a")
@@ -335,7 +333,6 @@ def test_ipc_endpoints_are_private(circusd: Any) -> None:
 def test_events_topics_and_payloads(circusd: Any) -> None:
     d = circusd("[watcher:Web App]\ncmd = sleep 3600\nnumprocesses = 1\n")
     sub = d.subscribe("watcher.")
-    time.sleep(0.2)
     assert d.call({"command": "incr", "properties": {"name": "web app", "waiting": True}}
                   )["numprocesses"] == 2
     topic, spawn = recv_event(sub)

@@ -18,7 +18,7 @@ import pytest
 
 from circus.options import WATCHER_OPTIONS
 from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ, python_cmd, wait_until
-from tests.e2e.conftest import Daemon
+from tests.e2e.conftest import Daemon, recv_event
 from tests.e2e.ctl_support import catches, children_of, received, recorder
 
 Start = Callable[..., Daemon]
@@ -184,13 +184,6 @@ def test_count_and_pacing_options_apply_live(circusd: Start) -> None:
     set_(d, "v", "priority", "20")
     sub = d.subscribe("watcher.")
     try:
-        def seen() -> bool:
-            d.call({"command": "incr", "properties": {"name": "v", "waiting": True}})
-            return bool(sub.poll(100))
-
-        wait_until(seen, what="events to flow", interval=0.05)
-        while sub.poll(200):
-            sub.recv_multipart()
         assert d.ctl("stop", "--waiting").returncode == 0
         assert d.ctl("start", "--waiting").returncode == 0
         starts: list[str] = []
@@ -316,11 +309,8 @@ def test_hooks_and_free_form_keys(circusd: Start, short_tmp: Path) -> None:
     # free-form keys are kept for plugins, and announced
     sub = d.subscribe("watcher.w.updated")
     try:
-        def updated() -> bool:
-            set_(d, "w", "flapping.attempts", "5")
-            return bool(sub.poll(200))
-
-        wait_until(updated, what="an updated event", interval=0.05)
+        set_(d, "w", "flapping.attempts", "5")
+        assert recv_event(sub)[0] == "watcher.w.updated"
     finally:
         sub.close()
     assert get(d, "w", "flapping.attempts") == {"flapping.attempts": "5"}
