@@ -36,8 +36,6 @@ class Events:
         return [p for t, p in self.items if t.endswith("." + name)]
 
 
-
-
 @pytest.fixture
 async def make() -> AsyncIterator[Any]:
     made: list[Watcher] = []
@@ -157,8 +155,14 @@ async def test_crash_loop_backs_off(make: Any) -> None:
     """A command that exits at once is respawned with growing delays, not in a tight loop."""
     w, ev = make(cmd=f"{PYTHON} -c pass")
     await w.start()
-    await asyncio.sleep(1.5)
-    spawns = ev.names().count("spawn")
+    # count the spawns of the first 1.5 s by their timestamps, once one comes after them
+    def times() -> list[float]:
+        return [p["time"] for p in ev.of("spawn")]
+
+    await wait_for(lambda: (t := times()) and t[-1] >= t[0] + 1.5, timeout=20,
+                   what="a spawn more than 1.5 s after the first")
+    first = times()[0]
+    spawns = sum(t < first + 1.5 for t in times())
     assert 3 <= spawns <= 12
 
 
