@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ, wait_until
+from tests.conftest import (
+    PYTHON,
+    pid_alive,
+    proc_cmdline,
+    proc_environ,
+    stays_true,
+    wait_until,
+)
 from tests.e2e.conftest import CIRCUSD, Daemon, recv_event, wait_event
 
 CHILD = str(Path(__file__).parent.parent / "fixtures" / "child.py")
@@ -112,7 +119,9 @@ def test_sigusr1_does_not_kill_circusd(circusd: Any) -> None:
     d = circusd("[watcher:a]\ncmd = sleep 3600\n")
     pids = d.pids("a")
     d.proc.send_signal(signal.SIGUSR1)
-    time.sleep(0.3)
+    # circusd logs the signal once handled; if SIGUSR1 killed it, it exits instead
+    wait_until(lambda: d.proc.poll() is not None or "got SIGUSR1: ignored" in d.log_text(),
+               what="circusd to handle SIGUSR1")
     assert d.proc.poll() is None
     assert d.pids("a") == pids
 
@@ -352,9 +361,10 @@ def test_idle_circusd_uses_almost_no_cpu(circusd: Any) -> None:
 
     proc = psutil.Process(d.pid)
     before = sum(proc.cpu_times()[:2])
-    time.sleep(2.0)
+    started = time.monotonic()
+    stays_true(lambda: d.proc.poll() is None, for_=2.0, what="circusd running", interval=0.1)
     used = sum(proc.cpu_times()[:2]) - before
-    assert used / 2.0 < 0.01  # under 1% of a core
+    assert used / (time.monotonic() - started) < 0.01  # under 1% of a core
 
 
 def test_bad_environment_value_in_cli_python(circusd: Any) -> None:

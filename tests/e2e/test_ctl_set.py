@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from circus.options import WATCHER_OPTIONS
-from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ, python_cmd, wait_until
+from tests.conftest import (
+    PYTHON,
+    pid_alive,
+    proc_cmdline,
+    proc_environ,
+    python_cmd,
+    stays_true,
+    wait_until,
+)
 from tests.e2e.conftest import Daemon, recv_event
 from tests.e2e.ctl_support import catches, children_of, received, recorder
 
@@ -205,9 +213,10 @@ def test_respawn_and_max_retry(circusd: Start) -> None:
     pids = live(d, "w", 2)
     set_(d, "w", "respawn", "false")
     os.kill(pids[0], signal.SIGKILL)
-    wait_until(lambda: d.pids("w") == [pids[1]], what="the dead process to stay dead")
-    time.sleep(0.3)  # give a respawn the chance to happen, wrongly
-    assert d.pids("w") == [pids[1]]
+    wait_until(lambda: d.pids("w") == [pids[1]], what="the dead process to be reaped")
+    # a respawn would come at once: watch for one over a while, failing at the first sight
+    stays_true(lambda: d.pids("w") == [pids[1]], for_=0.5, interval=0.05,
+               what="no respawn with respawn = false")
     set_(d, "w", "respawn", "true")  # the missing process comes back at once
     assert pids[1] in live(d, "w", 2)
     # max_retry: 0 failed spawns allowed, so a broken command stops the watcher
