@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from circus.client import CircusClient
 from circus.options import WATCHER_OPTIONS
 from tests.conftest import (
     PYTHON,
@@ -144,6 +145,29 @@ def test_environment_options(circusd: Start, short_tmp: Path) -> None:
     env = proc_environ(pids[0])
     assert env["PATH"].split(os.pathsep)[0] == str(venv / "bin")
     assert str(venv / "lib" / "python3.9" / "site-packages") in env["PYTHONPATH"]
+
+
+def test_a_bad_env_value_is_refused_from_circusctl_and_from_a_client(circusd: Start) -> None:
+    """A malformed ``env`` is refused naming it: by circusctl before sending (exit 2, one
+    line, no traceback) and by circusd when a Python client sends it anyway (errno 3). The
+    watcher keeps its processes and their environment."""
+    d = circusd(f"[watcher:w]\ncmd = {SLEEP}\nenv = A=1\n")
+    pids = live(d, "w", 1)
+    res = d.ctl("set", "w", "env", "B=2, oops")
+    assert res.returncode == 2, res
+    assert "invalid value for 'env'" in res.stderr and "'oops'" in res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    client = CircusClient(endpoint=d.endpoint, timeout=10)
+    try:
+        for env in ("B=2, oops", ["B=2"]):
+            reply = client.call({"command": "set", "properties": {
+                "name": "w", "options": {"env": env}, "waiting": True}})
+            assert reply["status"] == "error" and reply["errno"] == 3, (env, reply)
+            assert "'env'" in reply["reason"], reply
+    finally:
+        client.stop()
+    assert get(d, "w", "env") == {"env": {"A": "1"}}
+    assert d.pids("w") == pids and proc_environ(pids[0]) == {"A": "1"}
 
 
 def test_descriptor_and_limit_options(circusd: Start) -> None:
