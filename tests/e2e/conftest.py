@@ -141,7 +141,7 @@ class Daemon:
             sent = time.time()
             assert self.call(poke)["status"] == "ok"
             until = time.monotonic() + 0.2
-            while (left := until - time.monotonic()) > 0 and sock.poll(left * 1000):
+            while (left := until - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
                 topic, body = sock.recv_multipart()
                 # an updated event of an earlier set is older than this one
                 if topic.decode() == marker and json.loads(body)["time"] >= sent:
