@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import pytest
 
@@ -18,16 +18,43 @@ PYTHON = sys.executable
 
 
 def wait_until(check: Callable[[], T], *, what: str, timeout: float = 10.0,
-               interval: float = 0.01) -> T:
-    """Poll *check* until it returns something truthy; fail naming *what* after *timeout*."""
+               interval: float = 0.01, detail: Callable[[], str] | None = None) -> T:
+    """Poll *check* until it returns something truthy; fail naming *what* after *timeout*.
+
+    *detail*, when given, is called on failure and its text added to the message (a log
+    tail, the state last seen).
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            _timed_out(timeout, what, detail)
         time.sleep(interval)
+
+
+def stays_true(check: Callable[[], object], *, for_: float, what: str,
+               interval: float = 0.01) -> None:
+    """Poll *check* for *for_* seconds and fail as soon as it is false, naming *what*.
+
+    The bounded observation behind a negative check ("X does not happen"): it can fail,
+    and fails at the first sight of X rather than after the whole window.
+    """
+    deadline = time.monotonic() + for_
+    while True:
+        if not check():
+            pytest.fail(f"{what} stopped holding before {for_}s had passed")
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
+
+
+def _timed_out(timeout: float, what: str, detail: Callable[[], str] | None) -> NoReturn:
+    message = f"timed out after {timeout}s waiting for {what}"
+    if detail is not None:
+        message += f"\n{detail()}"
+    pytest.fail(message)
 
 
 def pid_alive(pid: int) -> bool:
@@ -61,7 +88,9 @@ def python_cmd(code: str) -> str:
     return f"{shlex.quote(PYTHON)} -c {shlex.quote(code)}"
 
 
-async def wait_for(check: Callable[[], T], what: str, timeout: float = 10.0) -> T:  # noqa: ASYNC109
+async def wait_for(check: Callable[[], T], *, what: str,
+                   timeout: float = 10.0,  # noqa: ASYNC109  (the deadline of the poll)
+                   interval: float = 0.005, detail: Callable[[], str] | None = None) -> T:
     """The asyncio form of :func:`wait_until`: the loop keeps running while we wait."""
     import asyncio
 
@@ -71,8 +100,8 @@ async def wait_for(check: Callable[[], T], what: str, timeout: float = 10.0) -> 
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
+            _timed_out(timeout, what, detail)
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture
@@ -94,5 +123,5 @@ def descendants_alive(pids: list[int]) -> list[int]:
     return [p for p in pids if pid_alive(p)]
 
 
-__all__ = ["wait_until", "wait_for", "pid_alive", "proc_cmdline", "proc_environ", "python_cmd",
-           "PYTHON"]
+__all__ = ["wait_until", "wait_for", "stays_true", "pid_alive", "proc_cmdline", "proc_environ",
+           "python_cmd", "PYTHON"]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Daemon:
     endpoint: str
     pubsub: str
     log: Path
+    circus019: bool = False  # Circus 0.19's circusd (tests/interop), not ours
     _ctx: zmq.Context[Any] = field(default_factory=zmq.Context)
     _subs: list[zmq.Socket[Any]] = field(default_factory=list)
 
@@ -78,14 +80,75 @@ class Daemon:
         finally:
             sock.close()
 
-    def subscribe(self, *topics: str) -> zmq.Socket[Any]:
+    def subscribe(self, *topics: str, timeout: float = 10.0) -> zmq.Socket[Any]:
+        """A SUB socket on *topics* (none: every event) whose subscription circusd has.
+
+        Ours: the sync handshake (docs/output.md, "Following without a gap"). The socket
+        subscribes to *topics*, then to a topic of its own that nothing publishes, and a
+        ``tail`` naming that topic as ``sync`` is answered only once the subscription has
+        reached circusd's events socket. A subscriber's subscriptions arrive in the order
+        they were made, so by then *topics* are in effect too.
+
+        Circus 0.19 has no such handshake: the socket subscribes last to the ``updated``
+        events of a watcher, which a ``set`` of an option to its current value publishes,
+        and sets it until one of those events, newer than the set, arrives. Whatever came
+        before it is drained.
+        """
         sock = self._ctx.socket(zmq.SUB)
         sock.linger = 0
+        self._subs.append(sock)
+        # connect first: subscriptions made on a connected socket travel in the order made
+        sock.connect(self.pubsub)
         for topic in topics or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        sock.connect(self.pubsub)
-        self._subs.append(sock)
+        watchers = self.call({"command": "list"}).get("watchers") or []
+        if not watchers:
+            pytest.fail("subscribe() needs a watcher to name in its handshake")
+        name = str(watchers[0])
+        if self.circus019:
+            marker = f"watcher.{name.lower().replace(' ', '_')}.updated"
+            self._handshake_019(sock, marker, name, timeout)
+        else:
+            marker = f"sync.{uuid.uuid4().hex}"
+            self._handshake(sock, marker, name, timeout)
+        sock.setsockopt(zmq.UNSUBSCRIBE, marker.encode())
         return sock
+
+    def _handshake(self, sock: zmq.Socket[Any], token: str, name: str,
+                   timeout: float) -> None:
+        sock.setsockopt(zmq.SUBSCRIBE, token.encode())
+        sync = {"command": "tail", "properties": {"name": name, "lines": 0, "sync": token}}
+
+        def synced() -> bool:
+            reply = self.call(sync, timeout=timeout)
+            if reply.get("errno") == 5:  # circusd waited 2 s in vain: ask again
+                return False
+            assert reply["status"] == "ok", reply
+            return True
+
+        wait_until(synced, what=f"circusd to have the subscription to {token}",
+                   timeout=timeout)
+
+    def _handshake_019(self, sock: zmq.Socket[Any], marker: str, name: str,
+                       timeout: float) -> None:
+        sock.setsockopt(zmq.SUBSCRIBE, marker.encode())
+        current = self.call({"command": "get", "properties": {
+            "name": name, "keys": ["warmup_delay"]}})["options"]["warmup_delay"]
+        poke = {"command": "set", "properties": {
+            "name": name, "options": {"warmup_delay": current}}}
+
+        def arrived() -> bool:
+            sent = time.time()
+            assert self.call(poke)["status"] == "ok"
+            until = time.monotonic() + 0.2
+            while (left := until - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
+                topic, body = sock.recv_multipart()
+                # an updated event of an earlier set is older than this one
+                if topic.decode() == marker and json.loads(body)["time"] >= sent:
+                    return True
+            return False
+
+        wait_until(arrived, what=f"circusd 0.19 to publish {marker} to us", timeout=timeout)
 
     def pids(self, name: str) -> list[int]:
         reply = self.call({"command": "list", "properties": {"name": name}})
@@ -131,8 +194,6 @@ def recv_event(sock: zmq.Socket[Any], timeout: float = 5.0) -> tuple[str, dict[s
 
 def wait_event(sock: zmq.Socket[Any], predicate: Callable[[str, dict[str, Any]], bool],
                timeout: float = 10.0) -> tuple[str, dict[str, Any]]:
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()

@@ -590,12 +590,6 @@ def test_events_of_a_stop(circusd: Start) -> None:
     (pid,) = live(d, "web", 1)
     sub = d.subscribe("watcher.web.")
     try:
-        # wait for the subscription to be live: poke with incr/decr until an event comes
-        def seen() -> bool:
-            d.call({"command": "incr", "properties": {"name": "web", "waiting": True}})
-            return bool(sub.poll(100))
-
-        wait_until(seen, what="the first event", interval=0.05)
         d.call({"command": "stop", "properties": {"name": "web", "waiting": True}})
         wait_event(sub, lambda t, p: t == "watcher.web.kill" and p["process_pid"] == pid)
         wait_event(sub, lambda t, p: t == "watcher.web.stop")

@@ -16,9 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from circus.client import CircusClient
 from circus.options import WATCHER_OPTIONS
-from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ, python_cmd, wait_until
-from tests.e2e.conftest import Daemon
+from tests.conftest import (
+    PYTHON,
+    pid_alive,
+    proc_cmdline,
+    proc_environ,
+    python_cmd,
+    stays_true,
+    wait_until,
+)
+from tests.e2e.conftest import Daemon, recv_event
 from tests.e2e.ctl_support import catches, children_of, received, recorder
 
 Start = Callable[..., Daemon]
@@ -138,6 +147,29 @@ def test_environment_options(circusd: Start, short_tmp: Path) -> None:
     assert str(venv / "lib" / "python3.9" / "site-packages") in env["PYTHONPATH"]
 
 
+def test_a_bad_env_value_is_refused_from_circusctl_and_from_a_client(circusd: Start) -> None:
+    """A malformed ``env`` is refused naming it: by circusctl before sending (exit 2, one
+    line, no traceback) and by circusd when a Python client sends it anyway (errno 3). The
+    watcher keeps its processes and their environment."""
+    d = circusd(f"[watcher:w]\ncmd = {SLEEP}\nenv = A=1\n")
+    pids = live(d, "w", 1)
+    res = d.ctl("set", "w", "env", "B=2, oops")
+    assert res.returncode == 2, res
+    assert "invalid value for 'env'" in res.stderr and "'oops'" in res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    client = CircusClient(endpoint=d.endpoint, timeout=10)
+    try:
+        for env in ("B=2, oops", ["B=2"]):
+            reply = client.call({"command": "set", "properties": {
+                "name": "w", "options": {"env": env}, "waiting": True}})
+            assert reply["status"] == "error" and reply["errno"] == 3, (env, reply)
+            assert "'env'" in reply["reason"], reply
+    finally:
+        client.stop()
+    assert get(d, "w", "env") == {"env": {"A": "1"}}
+    assert d.pids("w") == pids and proc_environ(pids[0]) == {"A": "1"}
+
+
 def test_descriptor_and_limit_options(circusd: Start) -> None:
     d = circusd(f"[watcher:w]\ncmd = {SLEEP}\n")
     pids = live(d, "w", 1)
@@ -184,13 +216,6 @@ def test_count_and_pacing_options_apply_live(circusd: Start) -> None:
     set_(d, "v", "priority", "20")
     sub = d.subscribe("watcher.")
     try:
-        def seen() -> bool:
-            d.call({"command": "incr", "properties": {"name": "v", "waiting": True}})
-            return bool(sub.poll(100))
-
-        wait_until(seen, what="events to flow", interval=0.05)
-        while sub.poll(200):
-            sub.recv_multipart()
         assert d.ctl("stop", "--waiting").returncode == 0
         assert d.ctl("start", "--waiting").returncode == 0
         starts: list[str] = []
@@ -212,9 +237,10 @@ def test_respawn_and_max_retry(circusd: Start) -> None:
     pids = live(d, "w", 2)
     set_(d, "w", "respawn", "false")
     os.kill(pids[0], signal.SIGKILL)
-    wait_until(lambda: d.pids("w") == [pids[1]], what="the dead process to stay dead")
-    time.sleep(0.3)  # give a respawn the chance to happen, wrongly
-    assert d.pids("w") == [pids[1]]
+    wait_until(lambda: d.pids("w") == [pids[1]], what="the dead process to be reaped")
+    # a respawn would come at once: watch for one over a while, failing at the first sight
+    stays_true(lambda: d.pids("w") == [pids[1]], for_=0.5, interval=0.05,
+               what="no respawn with respawn = false")
     set_(d, "w", "respawn", "true")  # the missing process comes back at once
     assert pids[1] in live(d, "w", 2)
     # max_retry: 0 failed spawns allowed, so a broken command stops the watcher
@@ -316,11 +342,8 @@ def test_hooks_and_free_form_keys(circusd: Start, short_tmp: Path) -> None:
     # free-form keys are kept for plugins, and announced
     sub = d.subscribe("watcher.w.updated")
     try:
-        def updated() -> bool:
-            set_(d, "w", "flapping.attempts", "5")
-            return bool(sub.poll(200))
-
-        wait_until(updated, what="an updated event", interval=0.05)
+        set_(d, "w", "flapping.attempts", "5")
+        assert recv_event(sub)[0] == "watcher.w.updated"
     finally:
         sub.close()
     assert get(d, "w", "flapping.attempts") == {"flapping.attempts": "5"}

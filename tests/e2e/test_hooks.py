@@ -7,7 +7,6 @@ processes, and the ``hook_success``/``hook_failure`` events on the PUB socket.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -30,7 +29,6 @@ Start = Callable[..., Daemon]
 ALL_HOOKS = ("before_start", "after_start", "before_spawn", "after_spawn", "before_signal",
              "after_signal", "before_stop", "after_stop", "before_reap", "after_reap",
              "extended_stats")
-_sync = itertools.count()
 
 
 @pytest.fixture
@@ -65,21 +63,8 @@ def status(d: Daemon, name: str) -> str:
 
 
 def subscribed(d: Daemon, name: str) -> zmq.Socket[Any]:
-    """A SUB socket on ``watcher.<name>.`` that is known to receive events.
-
-    Pokes the watcher with a `set` of a free-form key (an ``updated`` event) until one
-    arrives, instead of sleeping for the subscription to propagate.
-    """
-    sub = d.subscribe(f"watcher.{name}.")
-
-    def poked() -> bool:
-        call(d, "set", name=name, options={"sync.n": str(next(_sync))})
-        return bool(sub.poll(200))
-
-    wait_until(poked, what="the subscription to reach circusd", timeout=10)
-    while sub.poll(100):  # drain the pokes
-        sub.recv_multipart()
-    return sub
+    """A SUB socket on ``watcher.<name>.`` whose subscription circusd has."""
+    return d.subscribe(f"watcher.{name}.")
 
 
 def hook_events(sub: zmq.Socket[Any], until: Callable[[list[tuple[str, dict[str, Any]]]], bool],

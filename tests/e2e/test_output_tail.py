@@ -15,11 +15,12 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import PYTHON, wait_until
-from tests.e2e.conftest import CIRCUSCTL, Daemon
+from tests.e2e.conftest import CIRCUSCTL, Daemon, recv_event, wait_event
 
 Start = Callable[..., Daemon]
 
@@ -281,18 +282,23 @@ def test_output_is_published_only_while_explicitly_subscribed(circusd: Start, sh
     pid = wait_until(lambda: d.pids("web"), what="the child")[0]
     wait_until(lambda: d.ctl("tail", "web").stdout.count("tick") > 3, what="ticks")
     os.kill(pid, signal.SIGKILL)  # some events: reap, spawn
-    got = topics_for(0.5)
+    new = wait_until(lambda: [p for p in d.pids("web") if p != pid], what="the replacement")[0]
+    wait_until(lambda: d.ctl("tail", "web", "--pid", str(new)).stdout.count("tick") > 3,
+               what="ticks of the replacement")
+    # those ticks were read, and published had anyone asked, before this set is handled
+    d.call({"command": "set", "properties": {"name": "web", "options": {"marker.n": "1"}}})
+    got: list[str] = []
+
+    def until_marker(topic: str, _: dict[str, Any]) -> bool:
+        got.append(topic)
+        return topic == "watcher.web.updated"
+
+    wait_event(everything, until_marker)
     assert "watcher.web.reap" in got and not [t for t in got if t.startswith("output.")], got
 
     explicit = d.subscribe("output.web.stdout")
-    deadline = time.monotonic() + 10
-    while True:
-        assert time.monotonic() < deadline, "no output event for the explicit subscriber"
-        if explicit.poll(100):
-            raw_topic, body = explicit.recv_multipart()
-            break
-    payload = json.loads(body)
-    assert raw_topic == b"output.web.stdout"
+    topic, payload = recv_event(explicit, timeout=10)
+    assert topic == "output.web.stdout"
     assert payload["data"].startswith("tick") and payload["stream"] == "stdout"
     assert payload["pid"] == d.pids("web")[0] and isinstance(payload["time"], float)
 

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import pid_alive, python_cmd, wait_until
+from tests.conftest import pid_alive, python_cmd, stays_true, wait_until
 from tests.e2e.conftest import Daemon, wait_event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "plugins"
@@ -40,16 +40,16 @@ def plugin_pid(d: Daemon, name: str) -> int:
 
 def replaced(d: Daemon, watcher: str, old: list[int], timeout: float = 15.0) -> list[int]:
     """Wait until none of the *old* pids is a process of *watcher* any more; the new pids."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def new() -> list[int]:
         pids = d.pids(watcher)
-        if pids and not set(pids) & set(old):
-            return pids
-        if time.monotonic() > deadline:
-            tail = "\n".join(d.log_text().splitlines()[-30:])
-            pytest.fail(f"{watcher} still runs {pids} after {timeout}s (was {old});"
-                        f" circusd's log ends with:\n{tail}")
-        time.sleep(0.05)
+        return pids if pids and not set(pids) & set(old) else []
+
+    def log_tail() -> str:
+        tail = "\n".join(d.log_text().splitlines()[-30:])
+        return f"{watcher} runs {d.pids(watcher)}; circusd's log ends with:\n{tail}"
+
+    return wait_until(new, what=f"{watcher} to replace {old}", timeout=timeout,
+                      interval=0.05, detail=log_tail)
 
 
 def logged(d: Daemon, text: str) -> None:
@@ -219,10 +219,13 @@ def test_flapping_stops_retries_and_gives_up(circusd: Callable[..., Daemon]) -> 
     wait_until(lambda: d.ctl("status", "flap").stdout.strip() == "stopped",
                what="flap to be stopped")
     # given up: no more start within a few retry_in periods
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        assert d.ctl("status", "flap").stdout.strip() == "stopped"
-        time.sleep(0.2)
+    def still_stopped() -> bool:
+        while sub.poll(0):
+            if sub.recv_multipart()[0].endswith(b".start"):
+                return False
+        return bool(d.ctl("status", "flap").stdout.strip() == "stopped")
+
+    stays_true(still_stopped, for_=2.0, interval=0.2, what="flap to stay stopped")
     assert d.ctl("status", "exempt").stdout.strip() == "active"
     logged(d, "still flapping after 1 retries")
 
@@ -368,14 +371,15 @@ def test_command_reloader_restarts_when_the_program_changes(circusd: Callable[..
     bumps = iter(range(1, 1000))
 
     def changed() -> list[int]:
-        # change the file until the plugin has seen it before and after
+        # change the file at each poll until the plugin has seen it before and after
+        pids = d.pids("web")
+        if pids and pids != first:
+            return pids
         stamp = time.time() + next(bumps)
         os.utime(program, (stamp, stamp))
-        time.sleep(0.3)
-        pids = d.pids("web")
-        return pids if pids and pids != first else []
+        return []
 
-    wait_until(changed, what="web to be restarted", timeout=15)
+    wait_until(changed, what="web to be restarted", timeout=15, interval=0.3)
     logged(d, "changed: restarting web")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,21 +19,31 @@ from circus.arbiter import Arbiter
 from circus.client import AsyncCircusClient, CircusClient
 from circus.states import WatcherState
 from circus.watcher import Watcher
-from tests.conftest import pid_alive, wait_until
-from tests.conftest import wait_for as until
+from tests.conftest import pid_alive, wait_for, wait_until
 
 
 class Subscriber:
+    """Every event of the arbiter's PUB socket, in order."""
+
     def __init__(self, endpoint: str) -> None:
         self.ctx = zmq.asyncio.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.linger = 0
+        self.sock.connect(endpoint)  # first: subscriptions then travel in the order made
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
+        self.token = f"sync.{os.urandom(8).hex()}"
+        self.sock.setsockopt(zmq.SUBSCRIBE, self.token.encode())
         self.events: list[tuple[str, dict[str, Any]]] = []
 
-    async def collect(self, until_topic: str, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def synced(self, arbiter: Arbiter) -> None:
+        """Return once the arbiter has the subscription: the sync topic, made last, has
+        arrived, so "" has too."""
+        assert await arbiter.wait_subscribed(self.token, 10), "the subscription never arrived"
+        self.sock.setsockopt(zmq.UNSUBSCRIBE, self.token.encode())
+
+    async def collect(self, until_topic: str) -> None:
+        """Read events (queued by the socket meanwhile) until one on *until_topic*."""
+        async with asyncio.timeout(10):
             while True:
                 topic, body = await self.sock.recv_multipart()
                 self.events.append((topic.decode(), json.loads(body)))
@@ -52,18 +64,13 @@ async def test_watchers_start_by_priority_and_stop_in_reverse(endpoints: tuple[s
     sub = Subscriber(endpoints[1])
     try:
         async with arbiter:
-            await asyncio.sleep(0)
             # starts happened before the subscriber could connect: check process ages
             started = sorted(arbiter.watchers, key=lambda w: next(iter(w.processes.values()))
                              .started)
             assert [w.name for w in started] == ["high", "mid", "low"]
-            await until(lambda: True, "")
-            # make sure the subscription is live before stopping
-            await asyncio.sleep(0.2)
-            collector = asyncio.create_task(sub.collect("watcher.high.stop"))
-            await asyncio.sleep(0.05)
+            await sub.synced(arbiter)
             await arbiter.stop_watchers()
-            await collector
+            await sub.collect("watcher.high.stop")
     finally:
         sub.close()
     stops = [t.split(".")[1] for t, _ in sub.events if t.endswith(".stop")]
@@ -84,21 +91,17 @@ async def test_events_on_the_pub_socket(endpoints: tuple[str, str]) -> None:
     sub = Subscriber(endpoints[1])
     try:
         async with Arbiter([w], *endpoints) as arbiter:
-            await asyncio.sleep(0.2)
-            collector = asyncio.create_task(sub.collect("watcher.web_site.reload"))
-            await asyncio.sleep(0.05)
+            await sub.synced(arbiter)
             await w.reload()
-            await collector
+            await sub.collect("watcher.web_site.reload")
             topics = [t for t, _ in sub.events]
             assert topics[0] == "watcher.web_site.spawn"
             assert "watcher.web_site.kill" in topics and "watcher.web_site.reap" in topics
             reap = next(p for t, p in sub.events if t.endswith(".reap"))
             assert reap["exit_code"] == -15 and isinstance(reap["time"], float)
-            collector = asyncio.create_task(sub.collect("watcher.extra.remove"))
-            await asyncio.sleep(0.05)
             await arbiter.add_watcher("extra", "sleep 3600", start=True)
             await arbiter.rm_watcher("extra")
-            await collector
+            await sub.collect("watcher.extra.remove")
             names = [t for t, _ in sub.events]
             assert names[-4:] == ["watcher.extra.add", "watcher.extra.spawn",
                                   "watcher.extra.start", "watcher.extra.remove"]
@@ -127,12 +130,17 @@ async def test_rm_nostop_leaves_processes_running(endpoints: tuple[str, str]) ->
         await arbiter.rm_watcher("w", nostop=True)
         assert arbiter.watchers == [] and pid_alive(pid)
     assert pid_alive(pid)
-    import os
-    import signal
-
     os.kill(pid, signal.SIGKILL)
-    # not our child any more to wait for; it is reaped by whoever inherits it
-    os.waitpid(pid, 0)
+
+    def reaped() -> bool:
+        # a child of this test process: reaped by its Process object if the loop gets to
+        # it first, else here
+        try:
+            return os.waitpid(pid, os.WNOHANG)[0] == pid
+        except ChildProcessError:
+            return True
+
+    await wait_for(reaped, what="the process to exit and be reaped")
 
 
 def test_get_arbiter_seed_shorthands(endpoints: tuple[str, str]) -> None:

@@ -61,7 +61,7 @@ async def arbiter(endpoints: tuple[str, str]) -> AsyncIterator[Arbiter]:
     await arb.open()
     stubborn = arb.get_watcher("stubborn")
     await wait_for(lambda: stubborn.pids and all(ignores_sigterm(p) for p in stubborn.pids),
-                   "the stubborn child to ignore SIGTERM")
+                   what="the stubborn child to ignore SIGTERM")
     try:
         yield arb
     finally:
@@ -244,7 +244,7 @@ async def test_a_cast_is_run_without_a_reply(dealer: zmq.asyncio.Socket,
                                   "properties": {"name": "sleeper", "nb": 1}}).encode())
     await dealer.send(json.dumps({"command": "bogus", "msg_type": "cast"}).encode())
     watcher = arbiter.get_watcher("sleeper")
-    await wait_for(lambda: len(watcher.processes) == 3, "the cast incr to spawn")
+    await wait_for(lambda: len(watcher.processes) == 3, what="the cast incr to spawn")
     # the only reply on the socket is the one to this call
     assert (await call(dealer, "numprocesses", name="sleeper"))["numprocesses"] == 3
 
@@ -259,7 +259,7 @@ async def test_a_slow_stop_does_not_delay_status(dealer: zmq.asyncio.Socket,
     await dealer.send(json.dumps({"id": stop_id, "command": "stop",
                                   "properties": {"name": "stubborn", "waiting": True}}).encode())
     watcher = arbiter.get_watcher("stubborn")
-    await wait_for(lambda: watcher.status == "stopping", "the stop to begin")
+    await wait_for(lambda: watcher.status == "stopping", what="the stop to begin")
     started = time.monotonic()
     reply = await call(dealer, "status", name="stubborn")
     assert time.monotonic() - started < 0.2
@@ -323,7 +323,7 @@ async def test_incr_without_waiting_reports_the_target_of_queued_commands(
     replies = sorted([await recv_json(dealer) for _ in range(3)], key=lambda r: r["id"])
     assert [r["numprocesses"] for r in replies] == [3, 5, 8]
     watcher = arbiter.get_watcher("sleeper")
-    await wait_for(lambda: len(watcher.processes) == 8, "8 processes")
+    await wait_for(lambda: len(watcher.processes) == 8, what="8 processes")
 
 
 # -- clients --------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ async def test_async_client_runs_calls_concurrently(arbiter: Arbiter) -> None:
     async with AsyncCircusClient(endpoint=arbiter.endpoint, timeout=10) as client:
         slow = asyncio.ensure_future(
             client.send_message("stop", name="stubborn", waiting=True))
-        await wait_for(lambda: arbiter.get_watcher("stubborn").status == "stopping", "stop")
+        await wait_for(lambda: arbiter.get_watcher("stubborn").status == "stopping", what="stop")
         fast = await asyncio.gather(*(client.send_message("status") for _ in range(20)))
         assert not slow.done()
         assert all(r["statuses"]["sleeper"] == "active" for r in fast)

@@ -76,7 +76,7 @@ def sub(ctx: zmq.asyncio.Context, arbiter: Arbiter, *topics: str) -> zmq.asyncio
 
 async def test_tail_reply(arbiter: Arbiter, client: AsyncCircusClient) -> None:
     writer = arbiter.get_watcher("writer")
-    await wait_for(lambda: len(writer.output.last(10)) == 5, "the writer's output")
+    await wait_for(lambda: len(writer.output.last(10)) == 5, what="the writer's output")
     pid = writer.pids[0]
     reply = await client.send_message("tail", name="WRITER")
     assert reply["status"] == "ok"
@@ -123,7 +123,7 @@ async def test_output_topics_only_while_explicitly_subscribed(
     assert not tick.output_wanted and not writer.output_wanted
 
     explicit = sub(ctx, arbiter, "output.tick_tock.")
-    await wait_for(lambda: tick.output_wanted, "output to be wanted")
+    await wait_for(lambda: tick.output_wanted, what="output to be wanted")
     assert not writer.output_wanted
     topic, body = await asyncio.wait_for(explicit.recv_multipart(), 5)
     payload = json.loads(body)
@@ -132,7 +132,7 @@ async def test_output_topics_only_while_explicitly_subscribed(
     assert payload["stream"] == "stdout" and isinstance(payload["time"], float)
 
     explicit.close(linger=0)
-    await wait_for(lambda: not tick.output_wanted, "output to be unwanted again")
+    await wait_for(lambda: not tick.output_wanted, what="output to be unwanted again")
     catch_all.close(linger=0)
 
 
@@ -143,7 +143,7 @@ async def test_sync_waits_for_the_subscription(arbiter: Arbiter, client: AsyncCi
     request = asyncio.ensure_future(client.send_message("tail", name="Tick Tock",
                                                         sync="sync.later"))
     publisher: Any = arbiter._frontend._publisher
-    await wait_for(lambda: b"sync.later" in publisher._waiters, "the request to wait")
+    await wait_for(lambda: b"sync.later" in publisher._waiters, what="the request to wait")
     assert not request.done()
     sock = sub(ctx, arbiter, "output.tick_tock.stdout", "sync.later")
     reply = await asyncio.wait_for(request, 5)

@@ -14,8 +14,7 @@ import pytest
 from circus.process import Process
 from circus.spawn import SpawnSpec
 from circus.states import ProcessState
-from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ
-from tests.conftest import wait_for as _wait_for
+from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ, wait_for
 
 CHILD = str(Path(__file__).parent.parent / "fixtures" / "child.py")
 
@@ -27,6 +26,17 @@ def _status_field(pid: int, name: str) -> str:
     raise KeyError(name)
 
 
+def _limits(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/limits").read_text().splitlines()
+
+
+def _collected(pid: int) -> bool:
+    """True if *pid* is no child of ours any more: not running, not a zombie to reap."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reaps a zombie, which then counts as not collected
+    except ChildProcessError:
+        return True
+    return False
 
 
 @pytest.fixture
@@ -43,7 +53,7 @@ async def test_spawn_runs_the_command_with_an_empty_environment(procs: list[Proc
     p = Process(1, SpawnSpec("sleep 30"), name="t")
     procs.append(p)
     assert pid_alive(p.pid)
-    assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["sleep", "30"]
+    assert await wait_for(lambda: proc_cmdline(p.pid), what="exec") == ["sleep", "30"]
     assert proc_environ(p.pid) == {}
     # its own session and process group
     assert os.getpgid(p.pid) == p.pid
@@ -60,7 +70,7 @@ async def test_death_is_seen_at_once_through_the_pidfd(procs: list[Process]) -> 
     assert code == -signal.SIGKILL
     assert exits == [p]
     # the exit is collected, not left as a zombie
-    assert not os.path.exists(f"/proc/{p.pid}") or not pid_alive(p.pid)
+    assert _collected(p.pid)
     assert time.monotonic() - start < 1.0
 
 
@@ -74,14 +84,14 @@ async def test_args_executable_and_working_dir(procs: list[Process], tmp_path: P
     p = Process(1, SpawnSpec("mysleeper", args=["30"], executable="/bin/sleep",
                                   working_dir=str(tmp_path)))
     procs.append(p)
-    assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["mysleeper", "30"]
+    assert await wait_for(lambda: proc_cmdline(p.pid), what="exec") == ["mysleeper", "30"]
     assert os.readlink(f"/proc/{p.pid}/cwd") == str(tmp_path)
 
 
 async def test_args_string_is_split_like_a_shell(procs: list[Process]) -> None:
     p = Process(1, SpawnSpec("sleep", args="'30'"))
     procs.append(p)
-    assert await _wait_for(lambda: proc_cmdline(p.pid), "exec") == ["sleep", "30"]
+    assert await wait_for(lambda: proc_cmdline(p.pid), what="exec") == ["sleep", "30"]
 
 
 async def test_shell_passes_the_command_line_as_written(procs: list[Process],
@@ -109,11 +119,11 @@ async def test_umask_and_rlimits_apply_in_the_child(procs: list[Process]) -> Non
     p = Process(1, SpawnSpec("sleep 30", umask=0o027, rlimits={"nofile": 100, "core": None}))
     procs.append(p)
     assert _status_field(p.pid, "Umask") == "0027"
-    limits = Path(f"/proc/{p.pid}/limits").read_text()
+    limits = _limits(p.pid)
     assert any(line.startswith("Max open files") and line.split()[3:5] == ["100", "100"]
-               for line in limits.splitlines())
+               for line in limits)
     assert any(line.startswith("Max core file size") and "unlimited" in line
-               for line in limits.splitlines())
+               for line in limits)
 
 
 async def test_stdin_is_dev_null_unless_asked(procs: list[Process]) -> None:
@@ -192,14 +202,14 @@ async def test_stop_sigkills_the_group_after_graceful_timeout(procs: list[Proces
     p = Process(1, SpawnSpec(PYTHON, args=[CHILD, "--ignore-term", "--spawn-child",
                                            "--pidfile", str(pidfile)]))
     procs.append(p)
-    text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
+    text = await wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="the pidfile")
     grandchild = int(text.split()[1])
     start = time.monotonic()
     status = await asyncio.wait_for(p.stop(signal.SIGTERM, 0.5), 10)
     elapsed = time.monotonic() - start
     assert status == -signal.SIGKILL
     assert 0.4 < elapsed < 5
-    await _wait_for(lambda: not pid_alive(grandchild), "the grandchild to die")
+    await wait_for(lambda: not pid_alive(grandchild), what="the grandchild to die")
 
 
 async def test_stop_cleans_up_what_the_process_left_in_its_group(procs: list[Process],
@@ -209,10 +219,10 @@ async def test_stop_cleans_up_what_the_process_left_in_its_group(procs: list[Pro
     p = Process(1, SpawnSpec(PYTHON, args=[CHILD, "--spawn-child", "--child-ignores-term",
                                            "--pidfile", str(pidfile)]))
     procs.append(p)
-    text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
+    text = await wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="the pidfile")
     grandchild = int(text.split()[1])
     await asyncio.wait_for(p.stop(signal.SIGTERM, 1.0), 10)
-    await _wait_for(lambda: not pid_alive(grandchild), "the grandchild to die", timeout=5)
+    await wait_for(lambda: not pid_alive(grandchild), what="the grandchild to die", timeout=5)
 
 
 async def test_signal_children(procs: list[Process], tmp_path: Path) -> None:
@@ -221,10 +231,10 @@ async def test_signal_children(procs: list[Process], tmp_path: Path) -> None:
     p = Process(1, SpawnSpec(PYTHON, args=[CHILD, "--spawn-child", "--child-record",
                                            str(record), "--child-pidfile", str(pidfile)]))
     procs.append(p)
-    text = await _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the pidfile")
+    text = await wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="the pidfile")
     grandchild = int(text.split()[0])
     p.send_signal_children(signal.SIGUSR1)
-    await _wait_for(record.exists, "the child to get SIGUSR1")
+    await wait_for(record.exists, what="the child to get SIGUSR1")
     assert record.read_text().split()[:2] == [str(grandchild), "SIGUSR1"]
 
 

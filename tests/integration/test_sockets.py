@@ -13,8 +13,7 @@ from circus.arbiter import Arbiter
 from circus.sockets import CircusSocket, SocketBindError
 from circus.states import WatcherState
 from circus.watcher import Watcher
-from tests.conftest import PYTHON, pid_alive
-from tests.conftest import wait_for as until
+from tests.conftest import PYTHON, pid_alive, wait_for
 
 # accept one connection on the descriptor given as argv[1], answer with the pid, exit
 ONE_SHOT = (
@@ -65,8 +64,8 @@ async def test_on_demand_through_the_library(endpoints: tuple[str, str]) -> None
         assert watcher.state is WatcherState.STOPPED and watcher.pids == []
         first = await fetch(port)
         # respawn = false: the one-shot process exits, the watcher stops and waits again
-        await until(lambda: watcher.state is WatcherState.STOPPED and not pid_alive(first),
-                    "the watcher to stop")
+        await wait_for(lambda: watcher.state is WatcherState.STOPPED and not pid_alive(first),
+                       what="the watcher to stop")
         second = await fetch(port)
         assert second != first
 

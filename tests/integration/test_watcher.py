@@ -15,8 +15,7 @@ import pytest
 
 from circus.states import WatcherState
 from circus.watcher import Watcher
-from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ
-from tests.conftest import wait_for as until
+from tests.conftest import PYTHON, pid_alive, proc_cmdline, proc_environ, wait_for
 
 CHILD = str(Path(__file__).parent.parent / "fixtures" / "child.py")
 
@@ -35,8 +34,6 @@ class Events:
 
     def of(self, name: str) -> list[dict[str, Any]]:
         return [p for t, p in self.items if t.endswith("." + name)]
-
-
 
 
 @pytest.fixture
@@ -72,7 +69,7 @@ async def test_a_dead_process_is_replaced_at_once(make: Any) -> None:
     victim = w.pids[0]
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    await until(lambda: victim not in w.pids and len(w.pids) == 2, "a replacement")
+    await wait_for(lambda: victim not in w.pids and len(w.pids) == 2, what="a replacement")
     # pidfd: no check_delay polling involved, the replacement comes within milliseconds
     assert time.monotonic() - killed_at < 0.5
     reap = ev.of("reap")[-1]
@@ -98,7 +95,7 @@ async def test_stop_signal_is_the_one_sent(make: Any, tmp_path: Path) -> None:
     w, ev = make(cmd=f"{PYTHON} {CHILD} --ignore-term --pidfile {pidfile}",
                  graceful_timeout=10, stop_signal="INT")
     await w.start()
-    await until(pidfile.exists, "the child to be ready")
+    await wait_for(pidfile.exists, what="the child to be ready")
     start = time.monotonic()
     await w.stop()
     assert time.monotonic() - start < 5
@@ -111,7 +108,7 @@ async def test_a_stop_signal_ignored_leads_to_sigkill(make: Any, tmp_path: Path)
     w, ev = make(cmd=f"{PYTHON} {CHILD} --ignore-term --pidfile {pidfile}",
                  graceful_timeout=0.3)
     await w.start()
-    await until(pidfile.exists, "the child to be ready")
+    await wait_for(pidfile.exists, what="the child to be ready")
     await w.stop()
     assert ev.of("reap")[0]["exit_code"] == -signal.SIGKILL
     # a kill event for SIGTERM, then one for the SIGKILL
@@ -124,8 +121,8 @@ async def test_stop_children(make: Any, tmp_path: Path) -> None:
     w, _ = make(cmd=f"{PYTHON} {CHILD} --spawn-child --child-record {record} "
                     f"--child-pidfile {pidfile}", stop_children=True)
     await w.start()
-    grandchild = int((await until(lambda: pidfile.exists() and pidfile.read_text(),
-                                  "the grandchild")).split()[0])
+    grandchild = int((await wait_for(lambda: pidfile.exists() and pidfile.read_text(),
+                                     what="the grandchild")).split()[0])
     await w.stop()
     assert f"{grandchild} SIGTERM" in record.read_text()
 
@@ -133,7 +130,7 @@ async def test_stop_children(make: Any, tmp_path: Path) -> None:
 async def test_respawn_false_stops_the_watcher_when_all_are_gone(make: Any) -> None:
     w, ev = make(cmd=f"{PYTHON} -c pass", numprocesses=2, respawn=False)
     await w.start()
-    await until(lambda: w.state is WatcherState.STOPPED, "the watcher to stop")
+    await wait_for(lambda: w.state is WatcherState.STOPPED, what="the watcher to stop")
     assert w.pids == []
     assert ev.names().count("spawn") == 2
     assert ev.names()[-1] == "stop"
@@ -142,7 +139,7 @@ async def test_respawn_false_stops_the_watcher_when_all_are_gone(make: Any) -> N
 async def test_max_retry_stops_a_watcher_that_cannot_spawn(make: Any) -> None:
     w, ev = make(cmd="/nonexistent/program", max_retry=2)
     await w.start()
-    await until(lambda: w.state is WatcherState.STOPPED, "the watcher to give up")
+    await wait_for(lambda: w.state is WatcherState.STOPPED, what="the watcher to give up")
     assert w.pids == []
     assert "spawn" not in ev.names()
 
@@ -158,8 +155,14 @@ async def test_crash_loop_backs_off(make: Any) -> None:
     """A command that exits at once is respawned with growing delays, not in a tight loop."""
     w, ev = make(cmd=f"{PYTHON} -c pass")
     await w.start()
-    await asyncio.sleep(1.5)
-    spawns = ev.names().count("spawn")
+    # count the spawns of the first 1.5 s by their timestamps, once one comes after them
+    def times() -> list[float]:
+        return [p["time"] for p in ev.of("spawn")]
+
+    await wait_for(lambda: (t := times()) and t[-1] >= t[0] + 1.5, timeout=20,
+                   what="a spawn more than 1.5 s after the first")
+    first = times()[0]
+    spawns = sum(t < first + 1.5 for t in times())
     assert 3 <= spawns <= 12
 
 
@@ -213,11 +216,11 @@ async def test_send_hup_reload_keeps_the_pids(make: Any, tmp_path: Path) -> None
     pidfile = tmp_path / "pid"
     w, _ = make(cmd=f"{PYTHON} {CHILD} --record {record} --pidfile {pidfile}", send_hup=True)
     await w.start()
-    await until(pidfile.exists, "the child to be ready")
+    await wait_for(pidfile.exists, what="the child to be ready")
     pids = w.pids
     result = await w.reload()
     assert w.pids == pids and result["kept"] == pids
-    await until(lambda: record.exists() and "SIGHUP" in record.read_text(), "SIGHUP")
+    await wait_for(lambda: record.exists() and "SIGHUP" in record.read_text(), what="SIGHUP")
 
 
 async def test_warmup_delay_spaces_the_spawns(make: Any) -> None:
@@ -231,7 +234,7 @@ async def test_wid_substitution_in_cmd_and_args(make: Any) -> None:
     w, _ = make(cmd="sleep 36$(circus.wid)0", args="$WID", numprocesses=2)
     await w.start()
     cmdlines = sorted([proc_cmdline(p) for p in w.pids])
-    await until(lambda: all(proc_cmdline(p) for p in w.pids), "exec")
+    await wait_for(lambda: all(proc_cmdline(p) for p in w.pids), what="exec")
     cmdlines = sorted(proc_cmdline(p) for p in w.pids)
     assert cmdlines == [["sleep", "3610", "1"], ["sleep", "3620", "2"]]
 
@@ -241,7 +244,7 @@ async def test_wids_are_reused(make: Any) -> None:
     await w.start()
     victim = next(p for p in w.processes.values() if p.wid == 2)
     os.kill(victim.pid, signal.SIGKILL)
-    await until(lambda: victim.pid not in w.pids and len(w.pids) == 3, "a replacement")
+    await wait_for(lambda: victim.pid not in w.pids and len(w.pids) == 3, what="a replacement")
     assert sorted(p.wid for p in w.processes.values()) == [1, 2, 3]
 
 
@@ -251,7 +254,7 @@ async def test_env_copy_env_and_copy_path(make: Any, monkeypatch: pytest.MonkeyP
     w2, _ = make(name="copied", env={"A": "2"}, copy_env=True, copy_path=True)
     await w.start()
     await w2.start()
-    await until(lambda: proc_cmdline(w.pids[0]) and proc_cmdline(w2.pids[0]), "exec")
+    await wait_for(lambda: proc_cmdline(w.pids[0]) and proc_cmdline(w2.pids[0]), what="exec")
     assert proc_environ(w.pids[0]) == {"A": "1"}
     env2 = proc_environ(w2.pids[0])
     assert env2["A"] == "2" and env2["CIRCUS_TEST_MARK"] == "inherited"
@@ -264,7 +267,7 @@ async def test_copy_path_beats_an_inherited_pythonpath(make: Any,
     monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
     w, _ = make(copy_env=True, copy_path=True)
     await w.start()
-    await until(lambda: proc_cmdline(w.pids[0]), "exec")
+    await wait_for(lambda: proc_cmdline(w.pids[0]), what="exec")
     assert proc_environ(w.pids[0])["PYTHONPATH"] != "/somewhere/else"
 
 
@@ -276,7 +279,7 @@ async def test_virtualenv(make: Any, tmp_path: Path) -> None:
     (venv / "bin").mkdir()
     w, _ = make(virtualenv=str(venv), copy_env=True)
     await w.start()
-    await until(lambda: proc_cmdline(w.pids[0]), "exec")
+    await wait_for(lambda: proc_cmdline(w.pids[0]), what="exec")
     env = proc_environ(w.pids[0])
     assert env["PATH"].split(os.pathsep)[0] == str(venv / "bin")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(site)
@@ -297,14 +300,14 @@ async def test_detach_forgets_the_processes_and_leaves_them_running(make: Any) -
     finally:
         for pid in pids:
             os.killpg(pid, signal.SIGKILL)
-    await until(lambda: not any(pid_alive(pid) for pid in pids), "the detached processes")
+    await wait_for(lambda: not any(pid_alive(pid) for pid in pids), what="the detached processes")
 
 
 async def test_max_age_recycles_processes(make: Any) -> None:
     w, ev = make(max_age=1, max_age_variance=0)
     await w.start()
     first = w.pids[0]
-    await until(lambda: first not in w.pids and len(w.pids) == 1, "a recycle", timeout=5)
+    await wait_for(lambda: first not in w.pids and len(w.pids) == 1, what="a recycle", timeout=5)
     assert ev.of("reap")[0]["process_pid"] == first
 
 
@@ -315,7 +318,7 @@ async def test_streams_receive_output(make: Any) -> None:
     w, _ = make(cmd=f"{PYTHON} {CHILD} --print 100 --exit 0", respawn=False,
                 stdout_stream={"stream": out})
     await w.start()
-    await until(lambda: w.state is WatcherState.STOPPED, "the process to finish")
+    await wait_for(lambda: w.state is WatcherState.STOPPED, what="the process to finish")
     data = b""
     while not out.queue.empty():
         data += out.queue.get()["data"]
@@ -327,7 +330,7 @@ async def test_kill_one_process_respawns_it(make: Any) -> None:
     await w.start()
     victim = w.pids[0]
     await w.kill(victim)
-    await until(lambda: victim not in w.pids and len(w.pids) == 2, "a replacement")
+    await wait_for(lambda: victim not in w.pids and len(w.pids) == 2, what="a replacement")
     assert w.state is WatcherState.ACTIVE
 
 
@@ -336,9 +339,9 @@ async def test_send_signal(make: Any, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     w, _ = make(cmd=f"{PYTHON} {CHILD} --record {record} --pidfile {pidfile}")
     await w.start()
-    await until(pidfile.exists, "the child to be ready")
+    await wait_for(pidfile.exists, what="the child to be ready")
     w.send_signal(signal.SIGUSR2)
-    await until(lambda: record.exists() and "SIGUSR2" in record.read_text(), "SIGUSR2")
+    await wait_for(lambda: record.exists() and "SIGUSR2" in record.read_text(), what="SIGUSR2")
 
 
 async def test_hooks_before_start_refusal_keeps_it_stopped(make: Any) -> None:
@@ -366,7 +369,7 @@ async def test_after_spawn_and_reap_hooks_get_their_arguments(make: Any) -> None
     await w.start()
     pid = w.pids[0]
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: any(n == "after_reap" for n, _ in seen), "after_reap")
+    await wait_for(lambda: any(n == "after_reap" for n, _ in seen), what="after_reap")
     after_spawn = next(kw for n, kw in seen if n == "after_spawn")
     assert after_spawn["pid"] == pid and after_spawn["watcher"] is w
     after_reap = next(kw for n, kw in seen if n == "after_reap")
@@ -381,7 +384,7 @@ async def test_set_options_live_and_with_reload(make: Any) -> None:
     assert w.pids == old and w.graceful_timeout == 3.0
     assert await w.set_options({"env": {"NEW": "1"}}) is True
     assert w.pids != old
-    await until(lambda: proc_cmdline(w.pids[0]), "exec")
+    await wait_for(lambda: proc_cmdline(w.pids[0]), what="exec")
     assert proc_environ(w.pids[0]) == {"NEW": "1"}
     assert ev.names().count("updated") == 2
 
@@ -393,14 +396,14 @@ async def test_seed_method_names(make: Any) -> None:
     assert await w.reap_processes() == []
     victim = w.processes[w.pids[0]]
     assert await w.kill_process(victim, signal.SIGUSR1) == -signal.SIGUSR1
-    await until(lambda: len(w.pids) == 2 and victim.pid not in w.pids, "a replacement")
+    await wait_for(lambda: len(w.pids) == 2 and victim.pid not in w.pids, what="a replacement")
     w.numprocesses = 3
     await w.manage_processes()
     assert len(w.pids) == 3
     w.send_msg("custom", {"x": 1})
     assert ev.items[-1] == ("watcher.w.custom", {"x": 1, "time": ev.items[-1][1]["time"]})
     await w.kill_processes(signal.SIGTERM)
-    await until(lambda: len(w.pids) == 3, "respawns")
+    await wait_for(lambda: len(w.pids) == 3, what="respawns")
 
 
 async def test_before_signal_refusal_skips_the_stop_signal_but_not_sigkill(make: Any,
@@ -410,7 +413,7 @@ async def test_before_signal_refusal_skips_the_stop_signal_but_not_sigkill(make:
     w, ev = make(cmd=f"{PYTHON} {CHILD} --record {record} --pidfile {pidfile}",
                  graceful_timeout=0.3, hooks={"before_signal": lambda **kw: False})
     await w.start()
-    await until(pidfile.exists, "the child to be ready")
+    await wait_for(pidfile.exists, what="the child to be ready")
     await w.stop()
     assert not record.exists()  # SIGTERM never reached it
     assert ev.of("reap")[0]["exit_code"] == -signal.SIGKILL
@@ -438,7 +441,7 @@ async def test_shell_ignores_executable_on_both_spawn_paths(make: Any, tmp_path:
     w, _ = make(cmd=f"echo shell-ran > {out}", shell=True, executable="/bin/false",
                 respawn=False)
     await w.start()
-    await until(lambda: out.exists() and out.read_text() == "shell-ran\n", "the shell")
+    await wait_for(lambda: out.exists() and out.read_text() == "shell-ran\n", what="the shell")
 
 
 async def test_output_events_keep_characters_split_between_chunks(make: Any) -> None:
@@ -466,10 +469,10 @@ async def test_signal_runs_the_signal_hooks(make: Any, tmp_path: Path) -> None:
     w, _ = make(cmd=f"{PYTHON} {CHILD} --record {record} --pidfile {pidfile}",
                 hooks={"before_signal": hook, "after_signal": hook})
     await w.start()
-    await until(pidfile.exists, "the child to be ready")
+    await wait_for(pidfile.exists, what="the child to be ready")
     await w.signal_processes(signal.SIGUSR1)
     await w.signal_processes(signal.SIGUSR2)
-    await until(lambda: record.exists() and "SIGUSR2" in record.read_text(), "SIGUSR2")
+    await wait_for(lambda: record.exists() and "SIGUSR2" in record.read_text(), what="SIGUSR2")
     assert "SIGUSR1" not in record.read_text()
     assert calls == [("before_signal", signal.SIGUSR1), ("before_signal", signal.SIGUSR2),
                      ("after_signal", signal.SIGUSR2)]

@@ -107,7 +107,7 @@ def circusd019(circus019: Path, short_tmp: Path) -> Iterator[Callable[..., Daemo
         with open(log, "wb") as out:
             proc = subprocess.Popen([str(circus019 / "circusd"), str(ini)], stdout=out,
                                     stderr=subprocess.STDOUT, cwd=short_tmp, env=env)
-        daemon = Daemon(proc, short_tmp, ini, endpoint, pubsub, log)
+        daemon = Daemon(proc, short_tmp, ini, endpoint, pubsub, log, circus019=True)
         daemons.append(daemon)
         daemon.wait_ready("circusd 0.19", timeout=30, interval=0.1)
         return daemon

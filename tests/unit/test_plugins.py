@@ -31,6 +31,7 @@ from circus.plugins.launch import (
 from circus.plugins.resource_watcher import Limit, ResourceWatcher, aggregate, memory_limit
 from circus.plugins.statsd import FullStats, StatsdEmitter, metric
 from circus.plugins.watchdog import WatchDog
+from tests.conftest import wait_for
 
 ENDPOINTS = {"endpoint": "ipc:///nonexistent/c", "pubsub_endpoint": "ipc:///nonexistent/p",
              "check_delay": 1.0}
@@ -63,14 +64,6 @@ def made() -> Iterator[list[CircusPlugin]]:
         if statsd is not None:
             statsd.close()
         plugin._close_clients()
-
-
-async def until(check: Any) -> None:
-    async with asyncio.timeout(2.0):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.005)
 
 
 def make(made: list[CircusPlugin], cls: type, calls: Calls | None = None, **config: Any) -> Any:
@@ -241,7 +234,7 @@ async def test_flapping_stops_a_burst_then_retries(made: list[CircusPlugin]) -> 
     assert calls.commands("stop", "start") == []
     await plugin.handle_recv(event("web", "reap", process_pid=12, time=now + 0.2))
     assert calls.commands("stop") == [("stop", "web")]
-    await until(lambda: calls.commands("start"))
+    await wait_for(lambda: calls.commands("start"), what="the start after retry_in")
     assert calls.commands("stop", "start") == [("stop", "web"), ("start", "web")]
     await plugin._tasks.close()
 
@@ -316,11 +309,14 @@ async def test_watchdog_kills_the_silent_process_only(made: list[CircusPlugin]) 
     plugin.handle_recv(event("other", "spawn", process_pid=3))
     plugin.handle_recv(event("plugin:x", "spawn", process_pid=4))
     assert set(plugin.pids) == {1, 2}
-    await asyncio.sleep(0.03)
+    limit = plugin.loop_rate * plugin.max_count
+    # both are silent past the limit now; then 2 is heard from, 1 is not
+    await wait_for(lambda: time.monotonic() - max(t for _, t in plugin.pids.values()) > limit,
+                   what="the processes to be silent for longer than loop_rate * max_count")
     plugin.heartbeat(b"2;12345.6")
     plugin.heartbeat(b"garbage")
     await plugin.look()
-    await until(lambda: calls.calls)
+    await wait_for(lambda: calls.calls, what="the kill")
     assert calls.calls == [("kill", {"name": "web", "pid": 1, "signum": 9})]
     await plugin.look()  # already being killed: not again
     plugin.handle_recv(event("web", "reap", process_pid=1))

@@ -9,11 +9,10 @@ import re
 import socket
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -32,18 +31,7 @@ from circus.streams import (
     build_stream,
 )
 from circus.streams.base import CARRY_LIMIT, LinePrefixer
-
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T], *, what: str, timeout: float = 5.0) -> T:
-    """Poll *check* until it returns something truthy; fail with *what* after *timeout* s."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-    return result
+from tests.conftest import wait_until
 
 
 class FakeClock:

@@ -6,6 +6,7 @@ import asyncio
 
 from circus.commands.base import Scope
 from circus.controller import CommandQueue
+from tests.conftest import wait_for
 
 
 def test_scopes_overlap() -> None:
@@ -19,21 +20,22 @@ async def test_overlapping_commands_run_in_arrival_order() -> None:
     queue = CommandQueue()
     log: list[str] = []
 
-    async def run(name: str, scope: Scope, hold: float) -> None:
+    async def run(name: str, scope: Scope, until: str | None = None) -> None:
         slot = queue.admit(scope)
         try:
             await queue.wait_turn(slot)
             log.append(f"{name}+")
-            await asyncio.sleep(hold)
+            if until is not None:  # hold the slot until another command has started
+                await wait_for(lambda: until in log, what=f"{until} while {name} runs")
             log.append(f"{name}-")
         finally:
             queue.release(slot)
 
     await asyncio.gather(
-        run("web1", Scope.of(["web"]), 0.05),
-        run("db", Scope.of(["db"]), 0.01),
-        run("all", Scope.all(), 0.0),
-        run("web2", Scope.of(["web"]), 0.0),
+        run("web1", Scope.of(["web"]), until="db+"),
+        run("db", Scope.of(["db"])),
+        run("all", Scope.all()),
+        run("web2", Scope.of(["web"])),
     )
     # db runs beside web1; "all" waits for both; web2 comes after "all"
     assert log.index("db+") < log.index("web1-")
@@ -47,8 +49,11 @@ async def test_a_failed_command_lets_the_next_one_run() -> None:
     first = queue.admit(Scope.of(["web"]))
     second = queue.admit(Scope.of(["web"]))
     waiter = asyncio.ensure_future(queue.wait_turn(second))
-    await asyncio.sleep(0)
-    assert not waiter.done()
+    # a command on another watcher, admitted and scheduled after it, runs to its end...
+    other = queue.admit(Scope.of(["db"]))
+    await asyncio.wait_for(asyncio.ensure_future(queue.wait_turn(other)), 1)
+    queue.release(other)
+    assert not waiter.done()  # ...while the second on the same one still waits
     queue.release(first)  # whatever happened to it
     await asyncio.wait_for(waiter, 1)
     queue.release(second)
