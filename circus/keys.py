@@ -127,14 +127,24 @@ class EnvKey(Family):
             if not sep or not name.strip():
                 raise ValueError(f"expected KEY=VALUE pairs separated by commas, got {item!r}")
             result[name.strip()] = value.strip()
-        return result
+        return self._usable(result)
 
     def from_wire(self, key: str, value: Any) -> dict[str, str]:
         if isinstance(value, str):
             return self.from_text(key, value)
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-            return {k: "" if v is None else str(v) for k, v in value.items()}
+            return self._usable({k: "" if v is None else str(v) for k, v in value.items()})
         raise ValueError(f"expected an object of strings, got {value!r}")
+
+    @staticmethod
+    def _usable(env: dict[str, str]) -> dict[str, str]:
+        """*env*, if exec can take it: no empty name, no ``=`` in a name, no NUL anywhere."""
+        for name, value in env.items():
+            if not name or "=" in name or "\0" in name:
+                raise ValueError(f"{name!r} cannot be an environment variable name")
+            if "\0" in value:
+                raise ValueError(f"the value of {name} contains a NUL character")
+        return env
 
     def default(self, key: str) -> dict[str, str]:
         return {}

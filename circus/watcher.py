@@ -555,9 +555,12 @@ class Watcher(ProcessSet):
         """Forget the processes without stopping them (``rm --nostop``).
 
         They keep running, no longer read (their pipes are closed) nor replaced: the
-        keeper, pending tasks and ``max_age`` timers are cancelled.
+        keeper, pending tasks and ``max_age`` timers are cancelled. circusd still collects
+        their exit status when they end (no zombie), without a word from this watcher.
         """
         for process in self.processes.values():
+            process.on_exit = None
+            process.on_output = None
             process.close_pipes()
         self.processes.clear()
         for timer in self._age_timers.values():

@@ -154,3 +154,13 @@ def test_a_bad_value_is_refused_alike_by_the_three_doors(
     with pytest.raises(ConfigError) as err:
         load_config(bad)
     assert words in str(err.value) and err.value.option == key
+
+
+@pytest.mark.parametrize("env", [{"A=B": "1"}, {"A": "x\0y"}, {"": "1"}])
+def test_an_env_exec_cannot_take_is_refused_before_anything_changes(
+        circusd: Any, env: dict[str, str]) -> None:
+    d: Daemon = circusd(_base("w", "env = KEEP=1"))
+    reply = d.call({"command": "set", "properties": {"name": "w", "options": {"env": env}}})
+    assert reply["status"] == "error" and reply["errno"] == 3, reply
+    assert "env" in reply["reason"]
+    assert _get(d, "w", "env") == {"KEEP": "1"}
