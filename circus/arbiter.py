@@ -43,7 +43,8 @@ from circus.errors import (
     NotFoundError,
     OptionError,
 )
-from circus.sockets import CircusSockets, OnDemand
+from circus.ondemand import OnDemand
+from circus.socketset import CircusSockets
 from circus.states import WatcherState
 from circus.tasks import TaskOwner
 from circus.watcher import Watcher

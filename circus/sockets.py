@@ -25,18 +25,16 @@ and listening, which circusd closes right after the spawn. The kernel then sprea
 connections evenly over the processes. The price: connections queued on a process's own
 socket are reset when that process exits.
 
-``on_demand``
--------------
-:class:`OnDemand` watches the listening sockets of stopped ``on_demand`` watchers with
-``loop.add_reader``. The first connection starts the watcher; circusd never accepts it,
-so it waits in the backlog until a new process does. A watcher that stops again (its
-processes exited with ``respawn = false``, or a ``stop`` command) waits for the next
-connection.
+Related modules
+---------------
+This module is one socket: its configuration, binding, the per-process sockets of
+``so_reuseport`` and the descriptors one spawn receives. :mod:`circus.socketset` holds
+every socket of an arbiter and applies a reread configuration to them;
+:mod:`circus.ondemand` starts ``on_demand`` watchers on their first connection.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
@@ -44,28 +42,24 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CircusSocket",
-    "CircusSockets",
-    "OnDemand",
     "SocketBindError",
     "SocketFds",
+    "SocketWatcher",
     "referenced_sockets",
     "sockets_for_spawn",
+    "watcher_sockets",
 ]
 
 # Defaults of the [socket:NAME] keys (circus.options.SOCKET_OPTIONS holds the same).
 DEFAULT_BACKLOG = 2048
 DEFAULT_UMASK = 8  # Circus's default, an octal 010
-# An on_demand watcher that could not be started (a hook refused, every spawn failed)
-# is armed again after this pause, so a connection left in the backlog does not spin.
-ON_DEMAND_RETRY = 1.0
 
 _REFERENCE = re.compile(
     r"(?:\$\(|\(\()circus\.sockets\.([A-Za-z0-9_.\-]+)\)", re.IGNORECASE
@@ -406,7 +400,7 @@ def sockets_for_spawn(
             sock.close()
 
 
-class _Watcher(Protocol):
+class SocketWatcher(Protocol):
     """What the socket code reads of a watcher."""
 
     name: str
@@ -425,293 +419,12 @@ class _Watcher(Protocol):
     async def stop(self) -> Any: ...
 
 
-W = TypeVar("W", bound=_Watcher)
 
-
-def watcher_sockets(watcher: _Watcher, names: Iterable[str]) -> set[str]:
+def watcher_sockets(watcher: SocketWatcher, names: Iterable[str]) -> set[str]:
     """The sockets *watcher*'s processes use: referenced by cmd/args, or stdin_socket."""
     known = set(names)
     used = referenced_sockets(watcher.cmd, watcher.args) & known
     if watcher.stdin_socket and watcher.stdin_socket.lower() in known:
         used.add(watcher.stdin_socket.lower())
     return used
-
-
-@dataclass
-class SocketPlan:
-    """What a reread configuration changes in the sockets (:meth:`CircusSockets.plan`)."""
-
-    added: list[CircusSocket] = field(default_factory=list)
-    changed: list[CircusSocket] = field(default_factory=list)  # the new objects
-    removed: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.removed)
-
-    def names(self) -> set[str]:
-        return {s.name for s in (*self.added, *self.changed)} | set(self.removed)
-
-
-class CircusSockets:
-    """Every socket of one arbiter, by name, and the :class:`SocketFds` its watchers share."""
-
-    def __init__(self, specs: Iterable[Mapping[str, Any] | CircusSocket] = ()) -> None:
-        self._sockets: dict[str, CircusSocket] = {}
-        self.fds = SocketFds()
-        # called before any socket is closed, so nothing is left registered on its fd
-        self.before_close: list[Callable[[], None]] = []
-        for spec in specs:
-            sock = spec if isinstance(spec, CircusSocket) else CircusSocket.from_config(spec)
-            if sock.name in self._sockets:
-                raise ValueError(f"two sockets are named {sock.name!r}")
-            self._sockets[sock.name] = sock
-
-    def __iter__(self) -> Iterator[CircusSocket]:
-        return iter(list(self._sockets.values()))
-
-    def __len__(self) -> int:
-        return len(self._sockets)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._sockets
-
-    def get(self, name: str) -> CircusSocket | None:
-        return self._sockets.get(name.lower())
-
-    def describe(self) -> list[dict[str, Any]]:
-        """``listsockets``: one entry per socket, sorted by fd."""
-        entries = [s.describe() for s in self._sockets.values()]
-        entries.sort(key=lambda e: (e["fd"], e["name"]))
-        return entries
-
-    def _refresh(self) -> None:
-        self.fds.clear()
-        self.fds.per_process.clear()
-        for name, sock in self._sockets.items():
-            if sock.fd is not None:
-                self.fds[name] = sock.fd
-            if sock.so_reuseport and sock.bound:
-                self.fds.per_process[name] = sock
-
-    def bind_all(self) -> None:
-        """Bind every socket; on a failure close those bound and raise SocketBindError."""
-        try:
-            for sock in self._sockets.values():
-                sock.bind()
-        except BaseException:
-            self.close_all()
-            raise
-        self._refresh()
-
-    def _closing(self) -> None:
-        for callback in self.before_close:
-            callback()
-
-    def close_all(self) -> None:
-        self._closing()
-        for sock in self._sockets.values():
-            sock.close()
-        self._refresh()
-
-    # -- reloadconfig -------------------------------------------------------------------------
-
-    def plan(self, specs: Iterable[Mapping[str, Any]]) -> SocketPlan:
-        """Compare the sockets of a reread configuration with the running ones."""
-        wanted = {}
-        for spec in specs:
-            sock = CircusSocket.from_config(spec)
-            wanted[sock.name] = sock
-        plan = SocketPlan()
-        for name, sock in wanted.items():
-            current = self._sockets.get(name)
-            if current is None:
-                plan.added.append(sock)
-            elif current.spec() != sock.spec():
-                plan.changed.append(sock)
-        plan.removed = sorted(set(self._sockets) - set(wanted))
-        return plan
-
-    def bind_added(self, plan: SocketPlan) -> None:
-        """Bind the new sockets of *plan* (before anything else changes). All or nothing."""
-        bound: list[CircusSocket] = []
-        try:
-            for sock in plan.added:
-                sock.bind()
-                bound.append(sock)
-        except BaseException:
-            for sock in bound:
-                sock.close()
-            raise
-        for sock in plan.added:
-            self._sockets[sock.name] = sock
-        self._refresh()
-
-    async def apply(self, plan: SocketPlan, watchers: Sequence[W]) -> list[W]:
-        """Rebind changed sockets and close removed ones.
-
-        The running watchers whose processes use a changed socket are stopped first (their
-        processes hold the old socket, and the address may be the same); they are returned
-        so the caller starts them again once the rest of the configuration is applied.
-        A changed socket that cannot be bound keeps its old configuration, and the error
-        is raised after the old socket is back.
-        """
-        changed = {s.name for s in plan.changed}
-        stopped: list[W] = []
-        if changed:
-            for watcher in watchers:
-                if watcher.status != "stopped" and watcher_sockets(watcher, changed):
-                    await watcher.stop()
-                    stopped.append(watcher)
-        error: SocketBindError | None = None
-        if plan.changed or plan.removed:
-            self._closing()
-        for new in plan.changed:
-            old = self._sockets[new.name]
-            old.close()
-            try:
-                new.bind()
-            except SocketBindError as exc:
-                log.error("%s; keeping the previous configuration of this socket", exc)
-                error = error or exc
-                with contextlib.suppress(OSError):
-                    old.bind()
-                continue
-            self._sockets[new.name] = new
-        for name in plan.removed:
-            self._sockets.pop(name).close()
-        self._refresh()
-        if error is not None:
-            for watcher in stopped:
-                await watcher.start()
-            raise error
-        return stopped
-
-
-class OnDemand:
-    """Starts stopped ``on_demand`` watchers when one of their sockets becomes readable.
-
-    Args:
-        sockets: the arbiter's sockets.
-        spawn: runs a coroutine as a task the arbiter owns.
-    """
-
-    def __init__(
-        self,
-        sockets: CircusSockets,
-        spawn: Callable[..., asyncio.Task[Any]],
-    ) -> None:
-        self.sockets = sockets
-        self._spawn = spawn
-        self._armed: dict[int, set[_Watcher]] = {}  # fd -> watchers waiting on it
-        self._fds: dict[_Watcher, set[int]] = {}  # watcher -> fds it waits on
-        self._starting: set[_Watcher] = set()
-        self._retry: dict[_Watcher, asyncio.TimerHandle] = {}
-        self._closed = True
-        self._watchers: Callable[[], Sequence[_Watcher]] = list
-        # a socket about to close must not stay registered with the loop; refresh() arms
-        # the watchers again on the new descriptors
-        sockets.before_close.append(self._disarm_all)
-
-    def open(self, watchers: Callable[[], Sequence[_Watcher]]) -> None:
-        """Begin watching; *watchers* returns the arbiter's current watchers."""
-        self._closed = False
-        self._watchers = watchers
-        self.refresh()
-
-    def close(self) -> None:
-        """Stop watching every socket (at shutdown, before the watchers are stopped)."""
-        self._closed = True
-        self._disarm_all()
-        for timer in self._retry.values():
-            timer.cancel()
-        self._retry.clear()
-
-    def _disarm_all(self) -> None:
-        for watcher in list(self._fds):
-            self._disarm(watcher)
-
-    def fds_of(self, watcher: _Watcher) -> list[int]:
-        """The listening fds whose first connection starts *watcher*.
-
-        The sockets its command references (or its stdin_socket); if it names none, every
-        socket, as in Circus. so_reuseport and datagram sockets are not watched: circusd
-        does not listen on them.
-        """
-        names = [s.name for s in self.sockets]
-        used = watcher_sockets(watcher, names) or set(names)
-        fds = []
-        for name in sorted(used):
-            sock = self.sockets.get(name)
-            if sock is not None and sock.listening and sock.fd is not None:
-                fds.append(sock.fd)
-        return fds
-
-    def _eligible(self, watcher: _Watcher) -> bool:
-        return (watcher.on_demand and watcher.autostart and watcher.status == "stopped"
-                and watcher not in self._starting and watcher not in self._retry)
-
-    def refresh(self) -> None:
-        """Arm every stopped on_demand watcher; disarm those that started or went away."""
-        if self._closed:
-            return
-        watchers = list(self._watchers())
-        for watcher in list(self._fds):
-            if watcher not in watchers or not self._eligible(watcher):
-                self._disarm(watcher)
-        for watcher in watchers:
-            if watcher in self._fds or not self._eligible(watcher):
-                continue
-            fds = self.fds_of(watcher)
-            if not fds:
-                log.warning("%s: on_demand, but no listening socket to wait on; start it "
-                            "with a start command", watcher.name)
-                continue
-            if not watcher.use_sockets and not watcher.stdin_socket:
-                log.warning("%s: on_demand without use_sockets or stdin_socket: its processes "
-                            "cannot accept the connection that starts them", watcher.name)
-            self._arm(watcher, fds)
-
-    def _arm(self, watcher: _Watcher, fds: list[int]) -> None:
-        loop = asyncio.get_running_loop()
-        self._fds[watcher] = set(fds)
-        for fd in fds:
-            waiting = self._armed.setdefault(fd, set())
-            if not waiting:
-                loop.add_reader(fd, self._readable, fd)
-            waiting.add(watcher)
-        log.info("%s: waiting for a connection to start (on_demand)", watcher.name)
-
-    def _disarm(self, watcher: _Watcher) -> None:
-        loop = asyncio.get_running_loop()
-        for fd in self._fds.pop(watcher, set()):
-            waiting = self._armed.get(fd)
-            if waiting is None:
-                continue
-            waiting.discard(watcher)
-            if not waiting:
-                del self._armed[fd]
-                loop.remove_reader(fd)
-
-    def _readable(self, fd: int) -> None:
-        """A connection is waiting on *fd*: start the watchers armed on it (once each)."""
-        for watcher in list(self._armed.get(fd, ())):
-            self._disarm(watcher)
-            self._starting.add(watcher)
-            log.info("%s: a connection arrived; starting (on_demand)", watcher.name)
-            self._spawn(self._start(watcher), name=f"on-demand-{watcher.name}")
-
-    async def _start(self, watcher: _Watcher) -> None:
-        try:
-            await watcher.start()
-        finally:
-            self._starting.discard(watcher)
-        if watcher.status == "stopped" and not self._closed:
-            # a before_start hook refused, or every spawn failed: the connection is still
-            # in the backlog, so wait a moment before trying again instead of spinning
-            loop = asyncio.get_running_loop()
-            self._retry[watcher] = loop.call_later(ON_DEMAND_RETRY, self._retry_now, watcher)
-
-    def _retry_now(self, watcher: _Watcher) -> None:
-        self._retry.pop(watcher, None)
-        self.refresh()
 

@@ -1393,7 +1393,7 @@ def test_read_error_of_main_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("circus.config.open", refuse, raising=False)
+    monkeypatch.setattr("circus.ini.open", refuse, raising=False)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.path == str(path)

@@ -9,12 +9,12 @@ import pytest
 from circus.hooks import SKIP, Hook, Skip
 from circus.sockets import (
     CircusSocket,
-    CircusSockets,
     SocketFds,
     referenced_sockets,
     sockets_for_spawn,
     watcher_sockets,
 )
+from circus.socketset import CircusSockets
 
 
 def test_defaults_follow_circus() -> None:
