@@ -39,9 +39,12 @@ suite: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/python -m pytest -q tests/smoke
 
+# both gates report, whichever fails
 lint: $(STAMP)
-	$(BIN)/ruff check circus tests
-	$(BIN)/mypy
+	@status=0; \
+	echo "$(BIN)/ruff check circus tests"; $(BIN)/ruff check circus tests || status=1; \
+	echo "$(BIN)/mypy"; $(BIN)/mypy || status=1; \
+	exit $$status
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

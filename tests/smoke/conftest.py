@@ -118,9 +118,16 @@ def wheel_extras(wheel: Path) -> list[str]:
 
 # What a clean checkout does not have. A left-over *.egg-info/SOURCES.txt in particular
 # would put files in the sdist that pyproject.toml no longer declares.
-NOT_CHECKED_OUT = ("*.egg-info", ".venv", "build", "dist", ".git", ".bench-cache",
-                   "__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", ".mypy_cache",
-                   ".ruff_cache")
+NOT_CHECKED_OUT_TOP = {".venv", "build", "dist", ".git", ".bench-cache", ".pytest_cache",
+                       ".hypothesis", ".mypy_cache", ".ruff_cache"}
+NOT_CHECKED_OUT = shutil.ignore_patterns("*.egg-info", "__pycache__", "*.pyc")
+
+
+def not_checked_out(directory: str, names: list[str]) -> set[str]:
+    ignored = set(NOT_CHECKED_OUT(directory, names))
+    if Path(directory) == ROOT:
+        ignored |= NOT_CHECKED_OUT_TOP & set(names)
+    return ignored
 
 
 def build_and_install(base: Path) -> Installed:
@@ -128,7 +135,7 @@ def build_and_install(base: Path) -> Installed:
     workdir = base / "work"
     workdir.mkdir()
     source = base / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_CHECKED_OUT))
+    shutil.copytree(ROOT, source, ignore=not_checked_out)
     # sdist first, then the wheel built from the unpacked sdist: what a pip install from
     # PyPI does with either
     _step([sys.executable, "-m", "build", "--outdir", dist, source], cwd=workdir)
