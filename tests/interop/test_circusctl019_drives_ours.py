@@ -167,6 +167,8 @@ def test_listen(circusd: Start, circus019: Path) -> None:
     listener = subprocess.Popen(
         [str(circus019 / "circusctl"), "--endpoint", d.pubsub, "listen", "watcher.web."],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # 0.19 prints each event with print(): unbuffered, or it stays in its pipe buffer
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert listener.stdout is not None
