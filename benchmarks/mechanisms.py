@@ -164,8 +164,8 @@ async def output(mechanism: str, children: int, lines: int) -> dict[str, float]:
         loop.add_reader(shared_r, reader(shared_r))
     await asyncio.wait_for(done, 120)
     elapsed = time.perf_counter() - started
-    for pid in pids:
-        os.waitpid(pid, 0)
+    for pid in pids:  # they closed their output: each is exiting
+        await asyncio.to_thread(os.waitpid, pid, 0)
     return {"fds_per_child": per_child, "MB_per_s": total / elapsed / 1e6}
 
 
