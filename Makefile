@@ -10,7 +10,7 @@ EXTRAS := test,lint
 # what `make suite` runs: every tier but the wheel smoke tests, which `make smoke` runs
 TESTS ?= --ignore=tests/smoke
 
-.PHONY: demo test suite smoke lint test-fast bench bench-full clean
+.PHONY: soak demo test suite smoke lint test-fast bench bench-full clean
 # `test` runs its parts one after the other, never side by side (timing-sensitive tests)
 .NOTPARALLEL:
 
@@ -45,6 +45,12 @@ lint: $(STAMP)
 	echo "$(BIN)/ruff check circus tests"; $(BIN)/ruff check circus tests || status=1; \
 	echo "$(BIN)/mypy"; $(BIN)/mypy || status=1; \
 	exit $$status
+
+# the containment scenarios, longer: SOAK times the messages, kills and bursts of `make test`
+SOAK ?= 20
+soak: $(STAMP)
+	CIRCUS_SOAK=$(SOAK) $(BIN)/python -m pytest -q --timeout=3600 \
+		tests/e2e/test_contain_*.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -12,6 +12,7 @@ touches keeps its processes.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import uuid
@@ -24,8 +25,9 @@ from tests.conftest import pid_alive, wait_until
 from tests.e2e.conftest import Daemon
 
 Start = Callable[..., Daemon]
-SEED = 20261204
-COUNT = 2000
+SEED = int(os.environ.get("CIRCUS_FUZZ_SEED", "20261204"))
+# `make soak` multiplies the bounded scenarios of the test suite by CIRCUS_SOAK
+COUNT = 2000 * int(os.environ.get("CIRCUS_SOAK", "1"))
 VICTIMS = ["v1", "v2", "v3"]
 READ_ONLY = ["list", "listpids", "status", "numprocesses", "numwatchers", "get", "options",
              "globaloptions", "stats", "listsockets"]
@@ -124,7 +126,7 @@ def test_two_thousand_pipelined_messages_are_all_answered(circusd: Start) -> Non
                 anonymous_due += 1
             if i % 50 == 49:
                 take_replies(0)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60 * int(os.environ.get("CIRCUS_SOAK", "1"))
         while (len(seen_ids) < len(due_ids) or anonymous_seen < anonymous_due) \
                 and time.monotonic() < deadline:
             take_replies(200)
