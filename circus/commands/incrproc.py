@@ -25,7 +25,10 @@ class IncrProc(Command):
 
     Adds ``<nb>`` processes (default 1) to the watcher. A singleton watcher is left
     unchanged. The reply always carries the new target, also without ``--waiting``;
-    with ``--waiting`` it is sent once the processes have started.
+    with ``--waiting`` it is sent once the processes have started. A target over the
+    watcher's ``max_processes`` or ``[circus] max_processes`` is refused with an error
+    naming the limit, and nothing is spawned. The new target reaches a spawn burst in
+    progress at once.
 
     ZMQ Message
     -----------

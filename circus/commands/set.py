@@ -23,7 +23,8 @@ class Set(Command):
     each key is applied and announced with a ``watcher.<name>.updated`` event.
 
     Options that only matter to circusd take effect at once: ``numprocesses`` (processes
-    are started or the oldest stopped), ``warmup_delay``, ``graceful_timeout``,
+    are started or the oldest stopped; over a ``max_processes`` it is refused, and a spawn
+    burst in progress stops at it at once), ``warmup_delay``, ``graceful_timeout``,
     ``stop_signal``, ``stop_children``, ``send_hup``, ``respawn``, ``max_retry``,
     ``priority``, ``singleton``, ``autostart``, ``hooks.<hook>``, and stream keys when the
     watcher already has that stream. Options that shape the processes themselves
