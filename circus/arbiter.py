@@ -138,7 +138,6 @@ class Arbiter:
     def _plugin_watcher_confs(self, plugins: Sequence[Mapping[str, Any]]
                               ) -> list[dict[str, Any]]:
         """The singleton watchers that run *plugins* (see circus/plugins/launch.py)."""
-        from circus.errors import OptionError
         from circus.plugins.launch import plugin_watcher_conf
 
         confs = []
@@ -334,6 +333,7 @@ class Arbiter:
         socket_plan = self.sockets.plan(config.sockets)
         self.sockets.bind_added(socket_plan)
         rebound = await self.sockets.apply(socket_plan, self.watchers)
+        self.options["max_processes"] = config.circus.get("max_processes")  # circus/limits.py
         summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [],
                                          "resized": []}
         for key in sorted(set(current) - set(wanted)):
@@ -377,6 +377,8 @@ class Arbiter:
         """Ask the arbiter to stop everything and return from :meth:`run`."""
         if self._quit is not None:
             self._quit.set()
+            for watcher in self.watchers:  # spawn bursts end at their next spawn
+                watcher.halt_spawning()
 
     async def wait_stopped(self) -> None:
         if self._stopped is not None:
@@ -420,6 +422,7 @@ class Arbiter:
         if not self._open:
             return
         self._open = False
+        self.request_quit()  # nothing spawns from here on
         log.info("stopping every watcher")
         self._on_demand.close()  # no on_demand start while everything stops
         try:

@@ -30,6 +30,7 @@ from typing import Any
 from circus.errors import ConfigError
 from circus.ini import Entry, Ini, Location, read_ini
 from circus.keys import CUSTOM, ENV, STREAMS, group, key_for, together
+from circus.limits import Budget, Need, shortfall
 from circus.options import (
     CIRCUS_OPTIONS,
     SOCKET_OPTIONS,
@@ -171,10 +172,12 @@ class _Builder:
         watchers = [
             self.build_watcher(name, env, env_sections, socket_names) for name in kinds["watcher"]
         ]
+        sections = {w["name"]: w["_section"] for w in watchers}
         self.check_unique(watchers, "watcher")
         watchers.sort(key=lambda w: w["name"])
         plugins = [self.build_plugin(name, circus_values) for name in kinds["plugin"]]
         self.check_unique(plugins, "plugin")
+        self.check_limits(circus, watchers, sections, len(plugins))
         return Config(
             path=self.main,
             files=self.files,
@@ -272,6 +275,21 @@ class _Builder:
                 except ValueError as exc:
                     raise self.error(str(exc), section, key) from None
         return result
+
+    def check_limits(self, circus: dict[str, Any], watchers: list[dict[str, Any]],
+                     sections: dict[str, str], plugins: int) -> None:
+        """Every watcher's numprocesses together (and one per plugin) within
+        ``[circus] max_processes``; the largest watcher is blamed (circus/limits.py)."""
+        budget = Budget.of(circus.get("max_processes"))
+        default = WATCHER_OPTIONS["numprocesses"].default
+        targets = [(w["name"], int(w.get("numprocesses", default))) for w in watchers]
+        total = sum(n for _, n in targets) + plugins
+        if total <= budget.processes or not targets:
+            return
+        name, n = max(targets, key=lambda t: t[1])
+        reason = shortfall(Need(name, n, total - n), budget)
+        if reason is not None:
+            raise self.error(reason, sections[name], "numprocesses")
 
     def check_number(
         self, values: dict[str, Any], section: str, key: str, *, positive: bool = False

@@ -48,8 +48,9 @@ MAX_FRAME = 64 * MAX_MESSAGE
 @dataclass(eq=False)
 class _Slot:
     scope: Scope
-    ahead: list[asyncio.Event]
+    ahead: list[_Slot]
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    rewrites: bool = False  # writes a target (numprocesses) when its turn comes
 
 
 class CommandQueue:
@@ -60,14 +61,18 @@ class CommandQueue:
 
     def admit(self, scope: Scope) -> _Slot:
         """Take a place in the queue now (synchronously: this fixes the order)."""
-        ahead = [s.done for s in self._slots if s.scope.overlaps(scope)]
+        ahead = [s for s in self._slots if s.scope.overlaps(scope)]
         slot = _Slot(scope, ahead)
         self._slots.append(slot)
         return slot
 
+    def rewrites_ahead(self, slot: _Slot) -> bool:
+        """True if a command ahead of *slot* (same watchers) writes targets at its turn."""
+        return any(s.rewrites and not s.done.is_set() for s in slot.ahead)
+
     async def wait_turn(self, slot: _Slot) -> None:
-        for event in slot.ahead:
-            await event.wait()
+        for earlier in slot.ahead:
+            await earlier.done.wait()
         slot.ahead.clear()
 
     def release(self, slot: _Slot) -> None:
@@ -82,14 +87,16 @@ class CommandQueue:
 class _Pending:
     """A validated request whose command must run as a task (it awaits something)."""
 
-    __slots__ = ("cmd", "props", "msg_id", "slot", "cast")
+    __slots__ = ("cmd", "props", "msg_id", "slot", "cast", "token")
 
-    def __init__(self, cmd: Command, props: Props, msg_id: Any, slot: Any, cast: bool) -> None:
+    def __init__(self, cmd: Command, props: Props, msg_id: Any, slot: Any, cast: bool,
+                 token: Any = None) -> None:
         self.cmd = cmd
         self.props = props
         self.msg_id = msg_id
         self.slot = slot
         self.cast = cast
+        self.token = token  # what cmd.preempt() did at admission (None: nothing)
 
 
 class Controller:
@@ -241,22 +248,27 @@ class Controller:
             waiting = Command.bool_prop(props, "waiting")
             slot = self.queue.admit(scope) if scope is not None else None
             try:
+                targets = slot is None or not self.queue.rewrites_ahead(slot)
+                token = cmd.preempt(self.arbiter, props, targets)
+                if slot is not None:
+                    slot.rewrites = token is None and cmd.rewrites(self.arbiter, props)
                 early = cmd.admitted(self.arbiter, props)
             except BaseException:
                 if slot is not None:
                     self.queue.release(slot)
                 raise
             if cmd.waitable and not waiting:
-                self.arbiter.background(self._execute_later(cmd, props, slot),
+                self.arbiter.background(self._execute_later(cmd, props, slot, token),
                                         name=f"command-{cmd.name}")
                 return ok_reply(early, msg_id)
         except Exception as exc:
             return self._error(cmd, exc, msg_id)
-        return _Pending(cmd, props, msg_id, slot, cast)
+        return _Pending(cmd, props, msg_id, slot, cast, token)
 
     async def _complete(self, pending: _Pending) -> Reply | None:
         try:
-            result = await self._execute(pending.cmd, pending.props, pending.slot)
+            result = await self._execute(pending.cmd, pending.props, pending.slot,
+                                         pending.token)
             reply = ok_reply(result, pending.msg_id)
         except Exception as exc:
             reply = self._error(pending.cmd, exc, pending.msg_id)
@@ -283,19 +295,22 @@ class Controller:
         return error_reply(f"command {cmd.name!r} failed: {type(exc).__name__}: {str(exc)[:80]}",
                            Errno.COMMAND_ERROR, msg_id)
 
-    async def _execute(self, cmd: Command, props: Props, slot: Any) -> Reply | None:
-        if slot is None:
-            return await cmd.execute(self.arbiter, props)
+    async def _execute(self, cmd: Command, props: Props, slot: Any, token: Any = None
+                       ) -> Reply | None:
         try:
-            await self.queue.wait_turn(slot)
+            if slot is not None:
+                await self.queue.wait_turn(slot)
+            if token is not None:
+                return await cmd.resume(self.arbiter, props, token)
             return await cmd.execute(self.arbiter, props)
         finally:
-            self.queue.release(slot)
+            if slot is not None:
+                self.queue.release(slot)
 
-    async def _execute_later(self, cmd: Command, props: Props, slot: Any) -> None:
+    async def _execute_later(self, cmd: Command, props: Props, slot: Any, token: Any) -> None:
         """A command answered before it ran: its failure can only be logged."""
         try:
-            await self._execute(cmd, props, slot)
+            await self._execute(cmd, props, slot, token)
         except (CommandError, ConfigError, OptionError, OSError) as exc:
             log.warning("command %s %s failed after its reply was sent: %s",
                         cmd.name, _short(props), exc)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
+from circus.limits import watcher_shortfall
 from circus.options import (
     HOOK_NAMES,
     HOOKS_IGNORED_BY_DEFAULT,
@@ -524,6 +525,9 @@ def together(values: Mapping[str, Any]) -> tuple[str, str] | None:
     if values["singleton"] and numprocesses > 1:
         return ("numprocesses",
                 f"a singleton runs at most one process, but numprocesses is {numprocesses}")
+    over = watcher_shortfall(numprocesses, values.get("max_processes"))
+    if over is not None:
+        return "numprocesses", over
     for key in ("copy_path", "virtualenv"):
         if values[key] and not values["copy_env"]:
             return key, f"{key} needs copy_env = true (set copy_env = true as well)"

@@ -221,6 +221,10 @@ class WatcherSettings:
     virtualenv_py_ver: str | None = _w(
         None, "optstr", "Python version (X.Y) of the virtualenv's lib/pythonX.Y.", reload=True)
     numprocesses: int = _w(1, "int", "Number of processes to keep running.", minimum=0)
+    max_processes: int | None = _w(
+        None, "optint",
+        "Most processes this watcher may run; a larger numprocesses is refused (unset: "
+        "only [circus] max_processes applies).", minimum=1)
     warmup_delay: float = _w(0.0, "float", "Seconds to wait between two spawns.", minimum=0)
     priority: int = _w(0, "int", "Start order: higher first; stop goes the other way.")
     singleton: bool = _w(False, "bool", "At most one process.")
@@ -315,6 +319,10 @@ CIRCUS_OPTIONS: dict[str, Option] = {
              "Accepted and reported for old configs; paces nothing (deaths and max_age "
              "are seen at once)."),
         _opt("warmup_delay", 0.0, "float", "Seconds to wait after starting each watcher."),
+        _opt("max_processes", None, "optint",
+             "Most processes all watchers may run together (the sum of their numprocesses); "
+             "unset: derived from RLIMIT_NPROC and kernel.pid_max (see deployment.md).",
+             minimum=1),
         _opt("endpoint_owner", None, "optstr", "User that owns ipc:// endpoint files."),
         _opt("allow_unauthenticated_remote", False, "bool",
              "Allow TCP endpoints that other hosts can reach (anyone who reaches them "

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from circus.errors import OptionError
 from circus.hooks import Skip
+from circus.limits import require_target
 from circus.process import Process, describe_exit
 from circus.processes import ProcessSet, Publish
 from circus.sockets import sockets_for_spawn
@@ -44,9 +45,10 @@ Reload = Literal["needed", "always", "never"]
 QUICK_DEATH = 1.0
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
-# Yield to the event loop every this many spawns, so commands and deaths are handled
-# while a large watcher starts.
+# Yield to the event loop every this many spawns or seconds, whichever comes first, so
+# commands (a new target, a stop) and deaths are handled while a large watcher starts.
 SPAWN_BATCH = 32
+SPAWN_SLICE = 0.02
 
 class Watcher(ProcessSet):
     """A group of identical processes.
@@ -118,6 +120,7 @@ class Watcher(ProcessSet):
         self._spawn_failures = 0
         self._wids = WorkerIds()
         self._spawn_retry: asyncio.TimerHandle | None = None  # a before_spawn hook's Skip
+        self._halts = 0  # stop requests on their way: no spawn while > 0 (halt_spawning)
         # `stopped` (the seed's "not started yet") is accepted for compatibility: a watcher
         # is always created stopped, and `autostart` decides whether the arbiter starts it.
 
@@ -231,10 +234,10 @@ class Watcher(ProcessSet):
     async def _spawn_missing(self) -> list[int]:
         """Spawn until numprocesses run; return the new pids."""
         started: list[int] = []
-        count = 0
+        count, next_yield = 0, time.monotonic() + SPAWN_SLICE
         while self.state in (WatcherState.ACTIVE, WatcherState.STARTING):
             missing = self.numprocesses - len(self.processes)
-            if missing <= 0:
+            if missing <= 0 or self._halts:
                 break
             process = await self._spawn_guarded()
             if process is None:
@@ -253,8 +256,9 @@ class Watcher(ProcessSet):
             count += 1
             if self.warmup_delay > 0 and missing > 1:
                 await asyncio.sleep(self.warmup_delay)
-            elif count % SPAWN_BATCH == 0:
+            elif count % SPAWN_BATCH == 0 or time.monotonic() >= next_yield:
                 await asyncio.sleep(0)
+                next_yield = time.monotonic() + SPAWN_SLICE
         return started
 
     # -- deaths ---------------------------------------------------------------------------
@@ -397,8 +401,19 @@ class Watcher(ProcessSet):
 
     async def stop(self) -> None:
         """Stop every process (stop_signal, graceful_timeout, SIGKILL); state ``stopped``."""
-        async with self._lock:
-            await self._stop_all()
+        self.halt_spawning()  # a spawn burst holding the lock ends at its next spawn
+        try:
+            async with self._lock:
+                await self._stop_all()
+        finally:
+            self.resume_spawning()
+
+    def halt_spawning(self) -> None:
+        """A stop is on its way: no spawn (checked before each) until resume_spawning."""
+        self._halts += 1
+
+    def resume_spawning(self) -> None:
+        self._halts = max(self._halts - 1, 0)
 
     async def restart(self) -> dict[str, list[int]]:
         async with self._lock:
@@ -452,13 +467,15 @@ class Watcher(ProcessSet):
 
     async def _reload_spawn(self, started: list[int]) -> bool:
         """One new process of a reload, then warmup_delay; False once the watcher stopped."""
-        new = await self._spawn_guarded()
+        new = None if self._halts else await self._spawn_guarded()
         if new is not None:
             started.append(new.pid)
-        elif self.state is WatcherState.STOPPED:
-            return False  # a spawn hook refused: the watcher is stopped
+        elif self._halts or self.state is WatcherState.STOPPED:
+            return False  # a stop is on its way, or a spawn hook refused (watcher stopped)
         if self.warmup_delay > 0:
             await asyncio.sleep(self.warmup_delay)
+        elif len(started) % SPAWN_BATCH == 0:
+            await asyncio.sleep(0)
         return True
 
     async def _reconcile(self) -> None:
@@ -476,6 +493,7 @@ class Watcher(ProcessSet):
             n = max(int(n), 0)
             if self.singleton and n > 1:
                 raise OptionError("numprocesses", "a singleton watcher runs at most one process")
+            require_target(self.arbiter, self.name, n, self.max_processes, self.numprocesses)
             self.numprocesses = n
             await self._reconcile()
             return self.numprocesses

@@ -139,6 +139,7 @@ def build_arbiter(config: Any) -> Any:
         plugins=config.plugins,
         sockets=config.sockets,
         warmup_delay=c["warmup_delay"],
+        max_processes=c.get("max_processes"),
         multicast_endpoint=c.get("multicast_endpoint"),
         endpoint_owner=c.get("endpoint_owner"),
         umask=c.get("umask"),

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from circus.commands._options import check_options
 from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
 from circus.errors import AlreadyExistsError, ArgumentError, MessageError
+from circus.limits import require_target
+from circus.options import WATCHER_OPTIONS
 from circus.util.accounts import user_id
 
 if TYPE_CHECKING:
@@ -87,8 +89,18 @@ class AddWatcher(Command):
             raise MessageError("'options' property should be an object")
         checked = check_options(options)
         self._check_owner(arbiter, checked)
+        self._check_limits(arbiter, name, checked)
         self.bool_prop(props, "start")
         self.bool_prop(props, "waiting")
+
+    @staticmethod
+    def _check_limits(arbiter: ArbiterAPI, name: str, checked: dict[str, Any]) -> None:
+        """The new watcher's numprocesses within its max_processes and [circus] max_processes."""
+        default = WATCHER_OPTIONS["numprocesses"].default
+        target = checked.get("numprocesses", default)
+        watcher_max = checked.get("max_processes")
+        require_target(arbiter, name, target if isinstance(target, int) else default,
+                       watcher_max if isinstance(watcher_max, int) else None)
 
     @staticmethod
     def _check_owner(arbiter: ArbiterAPI, checked: dict[str, Any]) -> None:
@@ -119,6 +131,7 @@ class AddWatcher(Command):
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         options = check_options(props.get("options") or {})
+        self._check_limits(arbiter, props["name"], options)  # another add may have run
         from circus.keys import group
 
         kwargs = group(options)

@@ -147,6 +147,25 @@ class Command:
         """
         return None
 
+    def preempt(self, arbiter: ArbiterAPI, props: Props, targets: bool) -> Any:
+        """Called at admission, before :meth:`admitted`: do now what must not wait for the
+        queue (a new target for a spawn burst in progress, a stop request).
+
+        *targets* is False when a command ahead in the queue writes targets at its turn
+        (:meth:`rewrites`): a new target must then wait its turn too, or it would be
+        overwritten out of order. What this returns (None: nothing was done) goes to
+        :meth:`resume`, which then runs at the command's turn instead of :meth:`execute`.
+        """
+        return None
+
+    def rewrites(self, arbiter: ArbiterAPI, props: Props) -> bool:
+        """True if this command, not pre-empted, writes targets (numprocesses) at its turn."""
+        return False
+
+    async def resume(self, arbiter: ArbiterAPI, props: Props, token: Any) -> Reply | None:
+        """The command's turn after :meth:`preempt` did something (*token*)."""
+        return await self.execute(arbiter, props)
+
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         if self.inline:
             return self.answer(arbiter, props)

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError
+from circus.limits import require_target
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
 
-# incr/decr admitted but not yet run, per watcher: their target is what the reply reports
-# when the command is answered before it runs (no `waiting`).
+# incr/decr admitted but not pre-empted (a command ahead writes the target at its turn),
+# per watcher: their target is what the reply reports when the command is answered before
+# it runs (no `waiting`).
 _PENDING: weakref.WeakKeyDictionary[WatcherAPI, list[int]] = weakref.WeakKeyDictionary()
 
 
@@ -23,7 +25,10 @@ class IncrProc(Command):
 
     Adds ``<nb>`` processes (default 1) to the watcher. A singleton watcher is left
     unchanged. The reply always carries the new target, also without ``--waiting``;
-    with ``--waiting`` it is sent once the processes have started.
+    with ``--waiting`` it is sent once the processes have started. A target over the
+    watcher's ``max_processes`` or ``[circus] max_processes`` is refused with an error
+    naming the limit, and nothing is spawned. The new target reaches a spawn burst in
+    progress at once.
 
     ZMQ Message
     -----------
@@ -73,17 +78,44 @@ class IncrProc(Command):
     def _delta(self, props: Props) -> int:
         return self.sign * self.int_prop(props, "nb", default=1, minimum=0)
 
+    def preempt(self, arbiter: ArbiterAPI, props: Props, targets: bool) -> int | None:
+        """The new target, checked against the limits, is the watcher's target at once,
+        so a spawn burst in progress stops at it (or a lower one). With a command ahead
+        that writes the target at its turn, the change waits its own turn (None)."""
+        watcher = self.watcher(arbiter, props)
+        if watcher.singleton:
+            return None
+        current = self._target(watcher)
+        target = max(current + self._delta(props), 0)
+        require_target(arbiter, watcher.name, target, watcher.get_option("max_processes"),
+                       current)
+        if not targets:
+            _PENDING.setdefault(watcher, []).append(self._delta(props))
+            return None
+        watcher.numprocesses = target
+        return target
+
+    def rewrites(self, arbiter: ArbiterAPI, props: Props) -> bool:
+        return not self.watcher(arbiter, props).singleton
+
+    @staticmethod
+    def _target(watcher: WatcherAPI) -> int:
+        """The target once every incr/decr admitted before has run."""
+        target = watcher.numprocesses
+        for delta in _PENDING.get(watcher, ()):
+            target = max(target + delta, 0)
+        return target
+
     def admitted(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         watcher = self.watcher(arbiter, props)
         if watcher.singleton:
             return {"numprocesses": watcher.numprocesses, "singleton": True}
-        pending = _PENDING.setdefault(watcher, [])
-        target = watcher.numprocesses
-        for delta in pending:
-            target = max(target + delta, 0)
-        delta = self._delta(props)
-        pending.append(delta)
-        return {"numprocesses": max(target + delta, 0)}
+        return {"numprocesses": self._target(watcher)}
+
+    async def resume(self, arbiter: ArbiterAPI, props: Props, token: int) -> Reply:
+        """The target was set at admission: bring the processes to the target now."""
+        watcher = self.watcher(arbiter, props)
+        return {"numprocesses": await watcher.set_numprocesses(watcher.numprocesses)}
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         watcher = self.watcher(arbiter, props)

@@ -44,6 +44,11 @@ class Quit(Command):
         super().validate(arbiter, props)
         self.bool_prop(props, "waiting")
 
+    def preempt(self, arbiter: ArbiterAPI, props: Props, targets: bool) -> bool:
+        """The quit starts as the request is read: no watcher spawns from then on."""
+        arbiter.request_quit()
+        return True
+
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         arbiter.request_quit()
         if self.bool_prop(props, "waiting"):

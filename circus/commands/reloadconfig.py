@@ -61,5 +61,8 @@ class ReloadConfig(Command):
     def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         return Scope.all()
 
+    def rewrites(self, arbiter: ArbiterAPI, props: Props) -> bool:
+        return True  # numprocesses from the file
+
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         return {"changes": await arbiter.reload_config()}

@@ -42,6 +42,9 @@ class Restart(LifecycleCommand):
     name = "restart"
     usage = "restart [<name>] [--waiting] [--match simple|glob|regex]"
 
+    def rewrites(self, arbiter: ArbiterAPI, props: Props) -> bool:
+        return "name" not in props  # reads the configuration file again
+
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         if "name" not in props:
             await arbiter.restart()

@@ -8,7 +8,7 @@ from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, ma
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
-    from circus.types import ArbiterAPI
+    from circus.types import ArbiterAPI, WatcherAPI
 
 
 class RmWatcher(Command):
@@ -57,6 +57,19 @@ class RmWatcher(Command):
 
     def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         return Scope.of([self.watcher(arbiter, props).name])
+
+    def preempt(self, arbiter: ArbiterAPI, props: Props, targets: bool) -> WatcherAPI:
+        """The watcher spawns nothing more from now on, even while ``rm`` waits its turn."""
+        watcher = self.watcher(arbiter, props)
+        watcher.halt_spawning()
+        return watcher
+
+    async def resume(self, arbiter: ArbiterAPI, props: Props, token: WatcherAPI
+                     ) -> Reply | None:
+        try:
+            return await self.execute(arbiter, props)
+        finally:
+            token.resume_spawning()
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         watcher = self.watcher(arbiter, props)

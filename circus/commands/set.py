@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from circus.commands._options import check_options, cli_known_key, cli_value
 from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError, MessageError
+from circus.limits import require_target
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -22,7 +23,8 @@ class Set(Command):
     each key is applied and announced with a ``watcher.<name>.updated`` event.
 
     Options that only matter to circusd take effect at once: ``numprocesses`` (processes
-    are started or the oldest stopped), ``warmup_delay``, ``graceful_timeout``,
+    are started or the oldest stopped; over a ``max_processes`` it is refused, and a spawn
+    burst in progress stops at it at once), ``warmup_delay``, ``graceful_timeout``,
     ``stop_signal``, ``stop_children``, ``send_hup``, ``respawn``, ``max_retry``,
     ``priority``, ``singleton``, ``autostart``, ``hooks.<hook>``, and stream keys when the
     watcher already has that stream. Options that shape the processes themselves
@@ -84,6 +86,36 @@ class Set(Command):
 
     def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
         return Scope.of([self.watcher(arbiter, props).name])
+
+    def preempt(self, arbiter: ArbiterAPI, props: Props, targets: bool) -> int | None:
+        """A new ``numprocesses``, checked against the limits, is the watcher's target at
+        once (a spawn burst in progress stops at it); the other keys wait their turn. With
+        a command ahead that writes the target at its turn, all of it waits (None)."""
+        watcher = self.watcher(arbiter, props)
+        checked = check_options(props["options"], watcher)
+        target = checked.get("numprocesses")
+        if not isinstance(target, int):
+            return None
+        watcher_max = checked.get("max_processes", watcher.get_option("max_processes"))
+        require_target(arbiter, watcher.name, target,
+                       watcher_max if isinstance(watcher_max, int) else None,
+                       watcher.numprocesses)
+        if not targets:
+            return None
+        watcher.numprocesses = target
+        return target
+
+    def rewrites(self, arbiter: ArbiterAPI, props: Props) -> bool:
+        return "numprocesses" in props["options"]
+
+    async def resume(self, arbiter: ArbiterAPI, props: Props, token: int) -> Reply | None:
+        """``numprocesses`` was set at admission: the other keys, then the processes."""
+        watcher = self.watcher(arbiter, props)
+        rest = {k: v for k, v in props["options"].items() if k != "numprocesses"}
+        if rest:
+            await watcher.set_options(check_options(rest, watcher))
+        await watcher.set_numprocesses(watcher.numprocesses)
+        return None
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         watcher = self.watcher(arbiter, props)

@@ -8,7 +8,7 @@ from circus.commands._lifecycle import LifecycleCommand
 from circus.commands.base import Props, Reply
 
 if TYPE_CHECKING:
-    from circus.types import ArbiterAPI
+    from circus.types import ArbiterAPI, WatcherAPI
 
 
 class Stop(LifecycleCommand):
@@ -41,6 +41,23 @@ class Stop(LifecycleCommand):
 
     name = "stop"
     usage = "stop [<name>] [--waiting] [--match simple|glob|regex]"
+
+    def preempt(self, arbiter: ArbiterAPI, props: Props, targets: bool) -> list[WatcherAPI]:
+        """Spawning stops at once on the watchers to stop, even while the stop waits for
+        the commands ahead of it (a spawn burst ends at its next spawn)."""
+        watchers = list(arbiter.watchers if "name" not in props
+                        else self.match_watchers(arbiter, props))
+        for watcher in watchers:
+            watcher.halt_spawning()
+        return watchers
+
+    async def resume(self, arbiter: ArbiterAPI, props: Props, token: list[WatcherAPI]
+                     ) -> Reply | None:
+        try:
+            return await self.execute(arbiter, props)
+        finally:
+            for watcher in token:
+                watcher.resume_spawning()
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         if "name" not in props:

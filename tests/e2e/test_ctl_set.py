@@ -74,7 +74,8 @@ def replaced(d: Daemon, name: str, old: list[int]) -> list[int]:
 COVERED = {
     "cmd", "args", "executable", "shell", "shell_args", "working_dir", "uid", "gid", "umask",
     "copy_env", "copy_path", "virtualenv", "virtualenv_py_ver", "numprocesses",
-    "warmup_delay", "priority", "singleton", "respawn", "autostart", "max_retry",
+    "max_processes", "warmup_delay", "priority", "singleton", "respawn", "autostart",
+    "max_retry",
     "graceful_timeout", "stop_signal", "stop_children", "send_hup", "max_age",
     "max_age_variance", "use_sockets", "on_demand", "stdin_socket", "close_child_stdin",
     "close_child_stdout", "close_child_stderr", "check_flapping",
@@ -211,6 +212,11 @@ def test_count_and_pacing_options_apply_live(circusd: Start) -> None:
     res = d.ctl("set", "w", "numprocesses", "2")
     assert res.returncode == 3 and "singleton" in res.stderr
     set_(d, "w", "singleton", "false")
+    # max_processes: the watcher's own ceiling; a larger target is refused
+    set_(d, "w", "max_processes", "2")
+    res = d.ctl("incr", "w", "2")
+    assert res.returncode != 0 and "its max_processes" in res.stdout + res.stderr, res
+    assert d.ctl("incr", "w").stdout == "2\n"
     # priority: start order of the whole arbiter (higher first)
     set_(d, "w", "priority", "10")
     set_(d, "v", "priority", "20")
