@@ -303,7 +303,7 @@ class ProcessRecord:
                     "(%d in %s, %d by their %s marker): stopping them before starting",
                     len(targets), by_record, self.path, len(targets) - by_record, MARKER)
         figures = await stop_previous(targets.values(), settings)
-        log.warning("previous generation stopped in %.2fs: %d at their stop signal, "
+        log.warning("previous generation stopped in %.3fs: %d at their stop signal, "
                     "%d killed", time.monotonic() - began, figures["signalled"],
                     figures["killed"])
 
