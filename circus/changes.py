@@ -108,7 +108,8 @@ class ChangeLog:
         if self.muted:
             return
         key = watcher.name.lower()
-        self.removed.pop(key, None)
+        # a removal stays recorded: a watcher of the file removed, then added again under
+        # its name, is the new one after a restart
         self.options.pop(key, None)
         self.added[key] = {"name": watcher.name, "cmd": watcher.cmd,
                            "options": self._values(watcher, keys)}
@@ -158,6 +159,7 @@ class ChangeLog:
                 log.info("state file: watcher %s removed (a recorded rm)", name)
             else:
                 del self.removed[key]
+        present = {w.name.lower() for w in arbiter.watchers}
         for key, entry in list(self.added.items()):
             if key in present:
                 log.warning("state file: watcher %s was added at runtime and is now in the "

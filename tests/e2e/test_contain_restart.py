@@ -294,3 +294,36 @@ def test_runtime_changes_survive_a_restart(runner: Any, how: str) -> None:
     wait_until(lambda: exact(third, tokens, {"a": 1, "b": 1}), what="the file's counts")
     quit_(third)
     assert not any(with_token(t) for t in tokens.values())
+
+
+def test_a_watcher_of_the_file_removed_then_added_again_comes_back_as_added(
+        runner: Any) -> None:
+    old, new = _token(), _token()
+    run = runner(f"[watcher:w]\ncmd = sleep {old}\n", circus_extra="state_file = changes.json")
+    first, _ = run.start()
+    assert first.call({"command": "rm", "properties": {"name": "w", "waiting": True}}
+                      )["status"] == "ok"
+    assert first.call({"command": "add", "properties": {
+        "name": "w", "cmd": f"sleep {new}", "start": True}})["status"] == "ok"
+    wait_until(lambda: exact(first, {"w": new}, {"w": 1}), what="the new w")
+    run.note(with_token(new))
+    quit_(first)
+    second, _ = run.start()
+    wait_until(lambda: exact(second, {"w": new}, {"w": 1}), what="the added w, not the file's",
+               detail=second.log_text)
+    run.note(with_token(new))
+    assert not with_token(old)
+    quit_(second)
+
+
+def test_a_state_file_that_is_not_json_stops_circusd_naming_it(runner: Any) -> None:
+    run = runner(f"[watcher:w]\ncmd = sleep {_token()}\n",
+                 circus_extra="state_file = changes.json")
+    (run.dir / "changes.json").write_text("{not json")
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(run.dir)}
+    done = subprocess.run([*CIRCUSD, str(run.ini)], capture_output=True, text=True, env=env,
+                          cwd=run.dir, timeout=30)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1
+    assert f"state file {run.dir / 'changes.json'}:" in out and "fix or remove it" in out
+    assert "Traceback" not in out
