@@ -68,8 +68,7 @@ class Arbiter:
         context: a ``zmq.asyncio.Context`` to use.
         warmup_delay: seconds to wait after starting each watcher.
         config_file: the INI file, read again by ``reloadconfig`` and ``restart``.
-        frontend: builds the event publisher and the controller (:func:`server.frontend_for`).
-        process_record, state_file: see :class:`circus.state.RunState`.
+        frontend: builds the event publisher and controller (``server.frontend_for``).
     """
 
     def __init__(
@@ -114,7 +113,7 @@ class Arbiter:
         self.sockets = CircusSockets(sockets or [])  # bound by open(), closed by close()
         self._on_demand = OnDemand(self.sockets, self.background)
         self.config_file = config_file
-        self.state = RunState(config_file, options)  # pops process_record, state_file
+        self.state = RunState(config_file, options)  # takes process_record, state_file
         self.options = options
         self._context = context
         self._own_context = context is None
