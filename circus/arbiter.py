@@ -2,19 +2,17 @@
 
 Lifetime (``run``)::
 
-    open()      bind the PUB and ROUTER sockets, start watchers by priority (warmup_delay
-                between them)
+    open()      the run state (circus/state.py), bind the PUB and ROUTER sockets, start
+                watchers by priority (warmup_delay between them)
     serve       until quit is requested (the quit command, SIGTERM, SIGINT, SIGQUIT)
     close()     stop watchers in reverse priority order (each: stop_signal, graceful_timeout,
                 SIGKILL), let in-flight replies go out, close the sockets
 
-Every background task (commands running without ``waiting``, the SIGHUP reload) is owned by
-the arbiter and cancelled when it closes. Signal handlers run on the loop through
-``loop.add_signal_handler`` and only schedule work.
+Background tasks (commands without ``waiting``, the SIGHUP reload) are owned by the arbiter
+and cancelled when it closes. Signal handlers (``loop.add_signal_handler``) only schedule.
 
-The arbiter can be driven three ways: ``circusd`` (``asyncio.run(arbiter.run())``), the
-seed's blocking ``start()``/``stop()`` (optionally in a background thread), or from an
-existing asyncio program with ``async with arbiter:``.
+Driven by ``circusd`` (``asyncio.run(arbiter.run())``), the seed's blocking ``start()`` /
+``stop()`` (optionally in a background thread), or an asyncio program: ``async with arbiter:``.
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ from circus.errors import (
 )
 from circus.ondemand import OnDemand
 from circus.socketset import CircusSockets
+from circus.state import RunState
 from circus.states import WatcherState
 from circus.tasks import TaskOwner
 from circus.watcher import Watcher
@@ -64,14 +63,12 @@ class Arbiter:
         watchers: the :class:`Watcher` objects.
         endpoint: ZeroMQ endpoint of the controller (ROUTER).
         pubsub_endpoint: ZeroMQ endpoint of the event publisher (PUB).
-        check_delay: accepted and reported by ``globaloptions``; nothing runs on it
-            (deaths and ``max_age`` are seen the moment they happen).
+        check_delay: reported by ``globaloptions``; nothing runs on it.
         prereload_fn: called with the arbiter before each reload of all watchers.
         context: a ``zmq.asyncio.Context`` to use.
         warmup_delay: seconds to wait after starting each watcher.
         config_file: the INI file, read again by ``reloadconfig`` and ``restart``.
-        frontend: builds the event publisher and the controller when the arbiter opens
-            (default: :func:`circus.server.frontend_for`).
+        frontend: builds the event publisher and controller (``server.frontend_for``).
     """
 
     def __init__(
@@ -116,6 +113,7 @@ class Arbiter:
         self.sockets = CircusSockets(sockets or [])  # bound by open(), closed by close()
         self._on_demand = OnDemand(self.sockets, self.background)
         self.config_file = config_file
+        self.state = RunState(config_file, options)  # takes process_record, state_file
         self.options = options
         self._context = context
         self._own_context = context is None
@@ -160,6 +158,7 @@ class Arbiter:
         watcher.publish = self.publish
         watcher.on_state_change = self._state_changed
         watcher.sockets = self.sockets.fds  # every socket, by name; updated in place
+        self.state.attach(watcher)
         self._watchers[watcher.name.lower()] = watcher
         self._update_output_wanted(watcher)
 
@@ -240,6 +239,7 @@ class Arbiter:
         watcher = self.get_watcher(name)
         del self._watchers[watcher.name.lower()]
         watcher.emit("remove")
+        self.state.removed(watcher.name, watcher.pids if nostop else [])
         if nostop:
             await watcher.detach()
         else:
@@ -357,6 +357,7 @@ class Arbiter:
             if current_one is watcher and watcher.state is WatcherState.STOPPED:
                 await watcher.start()
         self._on_demand.refresh()
+        self.state.config_applied()  # the file is the truth again
         if socket_plan:
             log.info("sockets: added %s, changed %s, removed %s",
                      [s.name for s in socket_plan.added], [s.name for s in socket_plan.changed],
@@ -392,6 +393,7 @@ class Arbiter:
 
         check_local(self.endpoint, "endpoint", self.allow_unauthenticated_remote)
         check_local(self.pubsub_endpoint, "pubsub_endpoint", self.allow_unauthenticated_remote)
+        await self.state.open(self)  # another circusd refused; a previous generation stopped
         self._loop = asyncio.get_running_loop()
         self._quit = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -441,6 +443,7 @@ class Arbiter:
                 self._context.term()
                 self._context = None
             self.sockets.close_all()
+            self.state.close()
 
     async def __aenter__(self) -> Arbiter:
         await self.open()

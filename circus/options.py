@@ -329,6 +329,10 @@ CIRCUS_OPTIONS: dict[str, Option] = {
              "controls circusd)."),
         _opt("umask", None, "octal", "umask (octal) of circusd and everything it starts."),
         _opt("pidfile", None, "optstr", "File that holds circusd's pid."),
+        _opt("state_file", None, "optstr",
+             "File that records add, rm, set, incr and decr made over the control socket; "
+             "they are applied again when circusd starts (off unless set; relative to the "
+             "configuration file's directory)."),
         _opt("loglevel", "info", "str", "critical, error, warning, info or debug."),
         _opt("logoutput", "-", "str",
              "'-' or stdout, stderr, a file path (reopened after rotation), or "

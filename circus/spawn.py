@@ -91,6 +91,7 @@ class SpawnOptions(Protocol):
     close_child_stdin: bool
     close_child_stdout: bool
     close_child_stderr: bool
+    spawn_marker: dict[str, str]
 
     @property
     def sockets(self) -> Mapping[str, int]:  # every shared socket, by name
@@ -125,6 +126,7 @@ class Spawner:
         env.update(opts.env)
         if opts.virtualenv:
             apply_virtualenv(env, opts.virtualenv, opts.virtualenv_py_ver)
+        env.update(opts.spawn_marker)
         self._env = env
         return env
 

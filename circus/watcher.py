@@ -111,6 +111,8 @@ class Watcher(ProcessSet):
 
         self.state = WatcherState.STOPPED
         self.on_state_change: Callable[[Watcher], None] | None = None  # set by the arbiter
+        self.on_change: Callable[[Watcher, list[str]], None] | None = None  # options changed
+        self.spawn_marker: dict[str, str] = {}  # added to every spawn's environment
         self._lock = asyncio.Lock()
         self._tasks = TaskOwner(f"watcher {name}")
         self._wakeup: asyncio.Event | None = None
@@ -495,6 +497,8 @@ class Watcher(ProcessSet):
                 raise OptionError("numprocesses", "a singleton watcher runs at most one process")
             require_target(self.arbiter, self.name, n, self.max_processes, self.numprocesses)
             self.numprocesses = n
+            if self.on_change is not None:
+                self.on_change(self, ["numprocesses"])
             await self._reconcile()
             return self.numprocesses
 
@@ -547,6 +551,8 @@ class Watcher(ProcessSet):
         needs_reload, streams = self.write_options(checked)
         for _key in checked:
             self.emit("updated")
+        if self.on_change is not None:
+            self.on_change(self, list(checked))
         self.spawner.invalidate()
         self.router.set_streams({which: getattr(self, which + "_conf") for which in streams})
         if reload == "always":

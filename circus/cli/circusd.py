@@ -147,6 +147,7 @@ def build_arbiter(config: Any) -> Any:
         debug=c.get("debug", False),
         config_file=config.path,
         allow_unauthenticated_remote=c.get("allow_unauthenticated_remote", False),
+        state_file=c.get("state_file"),
     )
 
 

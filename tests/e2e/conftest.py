@@ -237,6 +237,7 @@ def circusd(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
         log = short_tmp / f"circusd{n}.log"
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
+        env["XDG_RUNTIME_DIR"] = str(short_tmp)  # the process record, in the test's dir
         with open(log, "wb") as out:
             proc = subprocess.Popen([*CIRCUSD, *args, str(ini)], stdout=out,
                                     stderr=subprocess.STDOUT, cwd=short_tmp, env=env)

@@ -1,0 +1,482 @@
+"""What one circusd runs, recorded so that the next circusd on the same configuration
+finds it after a crash.
+
+The **process record** is a JSON file that lists circusd itself (pid and kernel start
+time) and every process it runs (pid, kernel start time, watcher, wid). A pid alone is
+not enough: the kernel reuses pids, so a process counts as recorded only if its start
+time (field 22 of ``/proc/<pid>/stat``, in clock ticks since boot) is the one recorded.
+
+Where it lives (see docs/deployment.md): ``$XDG_RUNTIME_DIR/circus/`` when that is set,
+``/run/circus/`` for root, else ``/tmp/circus-<uid>/`` (created mode 0700, refused if
+another user owns it). The name is the configuration file's base name and the first 12
+hex digits of the SHA-256 of its real path: ``web-3f2a9c01d4e7.json``. A lock file next to
+it (``.lock``) is held by the running circusd; the kernel releases it when circusd dies,
+even by SIGKILL, so a second circusd on the same configuration is refused at once.
+
+Writes are atomic (a temporary file renamed over the record) and batched: a spawn or an
+exit only schedules a write :data:`FLUSH_DELAY` later, so a burst of a thousand spawns
+costs a handful of writes. The processes spawned since the last write are not lost if
+circusd is killed in between: every process circusd starts carries
+``CIRCUSD_RUN=<config id>:<circusd pid>:<circusd start time>:<watcher>`` in its
+environment (its descendants inherit it), and the next circusd looks for that marker in
+``/proc/*/environ`` as well as in the record. A process that clears its environment is
+still found through the record once a write has happened.
+
+When circusd starts and finds processes of a previous generation (their circusd is dead),
+it stops them before it spawns anything: ``stop_signal`` of their watcher (as the current
+configuration defines it; SIGTERM for a watcher that is gone), ``graceful_timeout``, then
+SIGKILL to the process and its group. Their output pipes were held by the dead circusd, so
+adopting them would leave workers whose output nobody reads and that die of SIGPIPE at
+their next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from circus.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+MARKER = "CIRCUSD_RUN"
+FLUSH_DELAY = 0.1  # seconds between a spawn or exit and the write of the record
+KILL_WAIT = 5.0  # seconds to wait for a process to go after SIGKILL
+
+
+class AlreadyRunning(OSError):
+    """Another circusd runs the same configuration."""
+
+
+# -- what the kernel says about a process ------------------------------------------------
+
+
+def proc_stat(pid: int) -> tuple[int, int] | None:
+    """``(start time, process group)`` of a live *pid*; None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data.rpartition(b")")[2].split()
+    # fields[0] is field 3 of stat (the state), so field N is fields[N - 3]
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19]), int(fields[2])
+
+
+def start_time(pid: int) -> int | None:
+    stat = proc_stat(pid)
+    return stat[0] if stat is not None else None
+
+
+def _ancestors() -> set[int]:
+    pids = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                pid = int(fh.read().rpartition(b")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+# -- where the record lives -------------------------------------------------------------
+
+
+def config_id(config_file: str) -> str:
+    """A short id of the configuration: the SHA-256 of its real path, 12 hex digits."""
+    return hashlib.sha256(os.path.realpath(config_file).encode()).hexdigest()[:12]
+
+
+def runtime_dir() -> str:
+    """The directory of process records (created if missing)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base:
+        path = os.path.join(base, "circus")
+    elif os.geteuid() == 0:
+        path = "/run/circus"
+    else:
+        path = f"/tmp/circus-{os.geteuid()}"
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise OSError(f"{path} is not a directory of this user only: "
+                      "refusing to keep the process record there")
+    return path
+
+
+def record_path(config_file: str) -> str:
+    name = os.path.splitext(os.path.basename(config_file))[0] or "circus"
+    return os.path.join(runtime_dir(), f"{name}-{config_id(config_file)}.json")
+
+
+def write_atomic(path: str, data: dict[str, Any]) -> None:
+    """Write *data* as JSON to *path* through a temporary file renamed over it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+# -- the previous generation --------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    pid: int
+    start: int
+    watcher: str
+    circusd: tuple[int, int] | None  # (pid, start time) of the circusd that spawned it
+    how: str  # "record" or "marker"
+
+
+def scan_markers(cid: str) -> list[Found]:
+    """Every process whose environment carries the marker of configuration *cid*."""
+    needle = f"{MARKER}={cid}:".encode()
+    skip = _ancestors()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in skip:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        at = env.find(needle)
+        if at < 0 or (at > 0 and env[at - 1] != 0):
+            continue
+        value = env[at + len(needle):].split(b"\0", 1)[0].decode(errors="replace")
+        parts = value.split(":", 2)
+        start = start_time(int(name))
+        if len(parts) < 3 or start is None or not (parts[0] + parts[1]).isdigit():
+            continue
+        found.append(Found(int(name), start, parts[2], (int(parts[0]), int(parts[1])),
+                           "marker"))
+    return found
+
+
+def read_record(path: str) -> tuple[dict[str, Any], list[Found]]:
+    """The record at *path* and its processes that still run (start time checked)."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        owner = (int(data["circusd"]["pid"]), int(data["circusd"]["start"]))
+        entries = list(data.get("processes", []))
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("process record %s cannot be read (%s); looking for markers only",
+                    path, exc)
+        return {}, []
+    alive = []
+    for entry in entries:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            pid, start = int(entry["pid"]), int(entry["start"])
+            if start_time(pid) == start:
+                alive.append(Found(pid, start, str(entry["watcher"]), owner, "record"))
+    return data, alive
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def stop_previous(found: Iterable[Found], settings: Callable[[str], tuple[int, float]]
+                        ) -> dict[str, int]:
+    """Stop *found* as their watchers would; return how many went at the stop signal and
+    how many needed SIGKILL."""
+    loop = asyncio.get_running_loop()
+    figures = {"signalled": 0, "killed": 0}
+
+    async def stop(target: Found) -> None:
+        try:
+            fd = os.pidfd_open(target.pid)
+        except OSError:
+            return
+        try:
+            if start_time(target.pid) != target.start:
+                return  # gone, and its pid taken by another process meanwhile
+            leader = proc_stat(target.pid) == (target.start, target.pid)
+            gone = loop.create_future()
+            loop.add_reader(fd, _settle, gone)
+            try:
+                sig, timeout = settings(target.watcher)
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, sig)
+                try:
+                    await asyncio.wait_for(asyncio.shield(gone), timeout)
+                    figures["signalled"] += 1
+                except TimeoutError:
+                    if leader:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(target.pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    figures["killed"] += 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(gone, KILL_WAIT)
+            finally:
+                loop.remove_reader(fd)
+            if leader:  # what it left in its group goes too
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(target.pid, signal.SIGKILL)
+        finally:
+            os.close(fd)
+
+    await asyncio.gather(*(stop(t) for t in found))
+    return figures
+
+
+# -- the record of the running circusd -------------------------------------------------------
+
+
+class ProcessRecord:
+    """The record of one running circusd (see the module's docstring)."""
+
+    def __init__(self, path: str, config_file: str | None) -> None:
+        self.path = path
+        self.cid = config_id(config_file or path)
+        self.me = (0, 0)  # circusd's (pid, start time): known once it runs (after --daemon)
+        self._lock_fd: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watchers: Callable[[], list[Watcher]] = list
+        self._starts: dict[int, int] = {}
+        self.released: list[dict[str, int]] = []  # rm --nostop: let go, not to be stopped
+
+    def marker(self, watcher: str) -> dict[str, str]:
+        return {MARKER: f"{self.cid}:{self.me[0]}:{self.me[1]}:{watcher}"}
+
+    def lock(self) -> None:
+        """Hold the lock of the record, or raise AlreadyRunning naming its holder."""
+        lock_path = self.path + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(f"circusd pid {holder} already runs this configuration "
+                                 f"(it holds {lock_path})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        self.me = (os.getpid(), start_time(os.getpid()) or 0)
+
+    async def recover(self, settings: Callable[[str], tuple[int, float]]) -> None:
+        """Find the previous generation and stop it (nothing is spawned before)."""
+        began = time.monotonic()
+        data, recorded = read_record(self.path)
+        self.released = [r for r in data.get("released", [])
+                         if isinstance(r, dict) and start_time(r.get("pid", 0)) == r.get("start")]
+        let_go = {(r["pid"], r["start"]) for r in self.released}
+        targets = {(f.pid, f.start): f for f in recorded}
+        for found in scan_markers(self.cid):
+            owner = found.circusd
+            if owner == self.me:
+                continue  # ours (an arbiter opened again in the same process)
+            if owner is not None and start_time(owner[0]) == owner[1]:
+                raise AlreadyRunning(f"circusd pid {owner[0]} already runs this configuration "
+                                     f"(its process {found.pid} carries {MARKER})")
+            targets.setdefault((found.pid, found.start), found)
+        for key in let_go:
+            targets.pop(key, None)
+        if not targets:
+            return
+        by_record = sum(1 for f in targets.values() if f.how == "record")
+        log.warning("found %d process(es) of a previous circusd of this configuration "
+                    "(%d in %s, %d by their %s marker): stopping them before starting",
+                    len(targets), by_record, self.path, len(targets) - by_record, MARKER)
+        figures = await stop_previous(targets.values(), settings)
+        log.warning("previous generation stopped in %.3fs: %d at their stop signal, "
+                    "%d killed", time.monotonic() - began, figures["signalled"],
+                    figures["killed"])
+
+    def open(self, watchers: Callable[[], list[Watcher]]) -> None:
+        self._watchers = watchers
+        self.write()
+
+    def note(self) -> None:
+        """A process was spawned or exited: write the record soon."""
+        if self._timer is None and self._lock_fd is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(FLUSH_DELAY, self.write)
+
+    def release(self, pids: Iterable[int]) -> None:
+        for pid in pids:
+            start = start_time(pid)
+            if start is not None:
+                self.released.append({"pid": pid, "start": start})
+        self.write()
+
+    def write(self) -> None:
+        self._timer = None
+        processes = []
+        starts: dict[int, int] = {}
+        for watcher in self._watchers():
+            for pid, process in watcher.processes.items():
+                start = self._starts.get(pid) or start_time(pid)
+                if start is None:
+                    continue
+                starts[pid] = start
+                processes.append({"pid": pid, "start": start, "watcher": watcher.name,
+                                  "wid": process.wid})
+        self._starts = starts
+        data = {"version": 1, "circusd": {"pid": self.me[0], "start": self.me[1]},
+                "written": time.time(), "processes": processes, "released": self.released}
+        try:
+            write_atomic(self.path, data)
+        except OSError as exc:
+            log.error("cannot write the process record %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """circusd stops: the record goes (unless processes were let go), the lock too."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lock_fd is None:
+            return
+        self.released = [r for r in self.released if start_time(r["pid"]) == r["start"]]
+        self._watchers = list
+        if self.released:
+            self.write()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+
+# -- what the arbiter sees -------------------------------------------------------------------
+
+
+class RunState:
+    """The process record and the recorded runtime changes of one arbiter.
+
+    Taken from the arbiter's keyword *options*: ``process_record``: None (the default)
+    keeps a record when the arbiter has a configuration file, at the place derived from it;
+    a path keeps it there; False keeps none. ``state_file``: the file of runtime changes
+    (:mod:`circus.changes`), relative to the configuration file's directory; None (the
+    default) records none.
+    """
+
+    def __init__(self, config_file: str | None, options: dict[str, Any]) -> None:
+        from circus.changes import ChangeLog
+
+        process_record: str | bool | None = options.pop("process_record", None)
+        state_file: str | None = options.pop("state_file", None)
+        self.config_file = config_file
+        self._record_at = process_record if process_record is not None else bool(config_file)
+        self.record: ProcessRecord | None = None
+        self.changes: ChangeLog | None = None
+        if state_file:
+            base = os.path.dirname(os.path.abspath(config_file)) if config_file else "."
+            self.changes = ChangeLog(os.path.join(base, os.path.expanduser(state_file)))
+
+    def attach(self, watcher: Watcher) -> None:
+        """A watcher joins the arbiter: its processes carry the marker, its spawns and
+        exits are written to the record, its changes are recorded."""
+        watcher.on_change = self.options_changed
+        publish = watcher.publish
+
+        def observed(topic: str, payload: dict[str, Any]) -> None:
+            if topic.endswith((".spawn", ".reap")):
+                if self.record is not None:
+                    self.record.note()
+            elif topic.endswith(".add") and self.changes is not None:
+                self.changes.watcher_added(watcher, changed_keys(watcher))
+            publish(topic, payload)
+
+        if not getattr(publish, "observed", False):
+            observed.observed = True  # type: ignore[attr-defined]
+            watcher.publish = observed
+        if self.record is not None and watcher.spawn_marker != self.record.marker(watcher.name):
+            watcher.spawn_marker = self.record.marker(watcher.name)
+            watcher.spawner.invalidate()
+
+    async def open(self, arbiter: Any) -> None:
+        """Before anything is bound or spawned: refuse if another circusd runs this
+        configuration, apply the recorded changes, stop the previous generation."""
+        if self.changes is not None:
+            self.changes.load()
+        if self._record_at:
+            try:
+                path = (self._record_at if isinstance(self._record_at, str)
+                        else record_path(self.config_file or ""))
+                record = ProcessRecord(path, self.config_file)
+                record.lock()
+                self.record = record
+            except AlreadyRunning:
+                raise
+            except OSError as exc:  # a read-only or foreign directory: run without one
+                log.error("no process record (%s): a crash of circusd will not be "
+                          "recovered from", exc)
+        try:
+            for watcher in arbiter.watchers:
+                self.attach(watcher)
+            if self.changes is not None:
+                await self.changes.replay(arbiter)
+            if self.record is not None:
+                await self.record.recover(lambda name: _stop_settings(arbiter, name))
+                self.record.open(lambda: arbiter.watchers)
+        except BaseException:
+            self.close()
+            raise
+
+    def removed(self, name: str, released: list[int]) -> None:
+        if self.changes is not None:
+            self.changes.watcher_removed(name)
+        if self.record is not None and released:
+            self.record.release(released)
+
+    def options_changed(self, watcher: Watcher, keys: list[str]) -> None:
+        if self.changes is not None:
+            self.changes.options_changed(watcher, keys)
+
+    def config_applied(self) -> None:
+        if self.changes is not None:
+            self.changes.forget()
+
+    def close(self) -> None:
+        if self.record is not None:
+            self.record.close()
+            self.record = None
+
+
+def changed_keys(watcher: Watcher) -> list[str]:
+    """The keys of *watcher* whose value is not the default (``cmd`` always)."""
+    from circus.keys import CUSTOM, EnvKey, StreamKey, TableKey, current_keys, key_for
+
+    keys = ["cmd"]
+    for key in current_keys(watcher):
+        family = key_for(key, watcher.custom_options) or CUSTOM
+        if key != "cmd" and not (isinstance(family, TableKey | EnvKey | StreamKey)
+                                 and family.read(watcher, key) == family.default(key)):
+            keys.append(key)
+    return keys
+
+
+def _stop_settings(arbiter: Any, name: str) -> tuple[int, float]:
+    """How a process of watcher *name* is stopped: its stop_signal and graceful_timeout."""
+    from circus.errors import NotFoundError
+
+    try:
+        watcher = arbiter.get_watcher(name)
+    except NotFoundError:
+        return signal.SIGTERM, 30.0
+    return int(watcher.stop_signal), float(watcher.graceful_timeout)
