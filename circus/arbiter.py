@@ -23,7 +23,6 @@ import fnmatch
 import logging
 import os
 import re
-import shlex
 import signal
 import threading
 import time
@@ -548,56 +547,3 @@ def config_changes(watcher: Watcher, conf: Mapping[str, Any]) -> dict[str, Any]:
     flat = flatten(conf)
     flat.pop("name", None)
     return diff(watcher, flat)
-
-
-def get_arbiter(
-    watchers: Sequence[Mapping[str, Any]] | str,
-    numprocesses_or_none: int | None = None,
-    controller: str = "tcp://127.0.0.1:5555",
-    pubsub_endpoint: str = "tcp://127.0.0.1:5556",
-    stats_endpoint: str | None = None,
-    env: Mapping[str, str] | None = None,
-    name: str | None = None,
-    context: zmq.asyncio.Context | None = None,
-    background: bool = False,
-    stream_backend: str = "thread",
-    plugins: Sequence[Mapping[str, Any]] | None = None,
-    check_delay: float = 1.0,
-    numprocesses: int | None = None,
-    **options: Any,
-) -> Arbiter:
-    """Build an :class:`Arbiter` from watcher mappings, as the seed documents it.
-
-    ``get_arbiter([{"name": "web", "cmd": "python web.py", "numprocesses": 4}])`` or the
-    shorthand ``get_arbiter("myprogram", 4)`` / ``get_arbiter("myprogram", numprocesses=3)``
-    for one watcher. With ``background=True``, :meth:`Arbiter.start` runs it in a thread
-    and returns at once.
-    """
-    if isinstance(watchers, str):
-        count = numprocesses if numprocesses is not None else (numprocesses_or_none or 1)
-        cmd = watchers
-        watchers = [{"name": name or os.path.basename(shlex.split(cmd)[0]), "cmd": cmd,
-                     "numprocesses": count, "env": dict(env) if env else None}]
-    built: list[Watcher] = []
-    for spec in watchers:
-        conf = dict(spec)
-        if conf.get("env") is None:
-            conf.pop("env", None)
-            if env:
-                conf["env"] = dict(env)
-        conf.setdefault("name", os.path.basename(shlex.split(conf.get("cmd", "x"))[0]))
-        conf.setdefault("stream_backend", stream_backend)
-        built.append(watcher_from_config(conf))
-    arbiter = Arbiter(
-        built,
-        controller,
-        pubsub_endpoint,
-        check_delay=check_delay,
-        context=context,
-        stats_endpoint=stats_endpoint,
-        plugins=plugins,
-        **options,
-    )
-    arbiter.run_in_thread = background
-    return arbiter
-

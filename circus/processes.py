@@ -180,6 +180,17 @@ class ProcessSet(OptionStore):
         process.send_signal_child(child_pid, signum)
 
 
+    async def _reap_hooks(self, process: Process) -> None:
+        now = time.time()
+        await self.call_hook("before_reap", process_pid=process.pid, time=now)
+        await self.call_hook(
+            "after_reap",
+            process_pid=process.pid,
+            time=now,
+            exit_code=process.returncode,
+            process_status=process.returncode,
+        )
+
     # -- stopping ---------------------------------------------------------------------------
 
     def _notify_kill(self, pid: int, signum: int) -> None:

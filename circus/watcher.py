@@ -297,17 +297,6 @@ class Watcher(ProcessSet):
             self._set_state(WatcherState.STOPPED)
             self.emit("stop")
 
-    async def _reap_hooks(self, process: Process) -> None:
-        now = time.time()
-        await self.call_hook("before_reap", process_pid=process.pid, time=now)
-        await self.call_hook(
-            "after_reap",
-            process_pid=process.pid,
-            time=now,
-            exit_code=process.returncode,
-            process_status=process.returncode,
-        )
-
     def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
