@@ -212,6 +212,7 @@ class Watcher(ProcessSet):
             log.warning("%s: the %s hook refused a spawn; stopping the watcher",
                         self.name, refused)
             await self._stop_all()
+            self._ended()
             return None
 
     def _defer_spawns(self, delay: float) -> None:
@@ -246,6 +247,7 @@ class Watcher(ProcessSet):
                         self.name, self._spawn_failures,
                     )
                     await self._stop_all()
+                    self._ended()
                     break
                 await asyncio.sleep(BACKOFF_FIRST)
                 continue
@@ -267,7 +269,7 @@ class Watcher(ProcessSet):
         timer = self._age_timers.pop(process.pid, None)
         if timer is not None:
             timer.cancel()
-        code = process.returncode
+        code = self.exit_status = process.returncode
         if process.stopping:
             log.debug("%s: pid %d stopped (%s)", self.name, process.pid, code)
         elif code == 0:
@@ -290,6 +292,8 @@ class Watcher(ProcessSet):
             # respawn = false: the last process is gone, so is the watcher
             self._set_state(WatcherState.STOPPED)
             self.emit("stop")
+            self._tasks.spawn(self.stop_leftovers(), name=f"leftovers-{self.name}")
+            self._ended(code)
 
     async def _reap_hooks(self, process: Process) -> None:
         now = time.time()
@@ -351,6 +355,7 @@ class Watcher(ProcessSet):
         self._set_state(WatcherState.STOPPING)
         await self.call_hook("before_stop")
         stopped = await self.stop_processes(list(self.processes.values()))
+        await self.stop_leftovers()  # of processes that had exited on their own
         self._set_state(WatcherState.STOPPED)
         if self._spawn_retry is not None:  # a skipped spawn is not retried once stopped
             self._spawn_retry.cancel()
@@ -385,6 +390,7 @@ class Watcher(ProcessSet):
         if not await self.call_hook("after_start"):
             log.warning("%s: after_start hook refused; stopping", self.name)
             await self._stop_all()
+            self._ended()
         return {"started": started, "kept": kept}
 
     async def start(self) -> dict[str, list[int]]:
@@ -446,6 +452,7 @@ class Watcher(ProcessSet):
             result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
         # top up if spawns failed or deaths happened meanwhile
         result["started"].extend(await self._spawn_missing())
+        await self.stop_leftovers(keep_running=True)
         self.emit("reload")
         log.info("%s: reloaded", self.name)
         return result
