@@ -19,12 +19,13 @@ Spawning
 --------
 What to start is one :class:`~circus.spawn.SpawnSpec`. The usual path is a single
 ``os.posix_spawn`` call (glibc uses vfork + exec), the program looked up on the child's
-``PATH``. A spec that sets a user, a group, a umask, ``rlimits`` or a working directory
-other than circusd's (or passes descriptors on a libc whose posix_spawn cannot) goes
-through ``subprocess.Popen`` instead, without ``preexec_fn`` so that CPython can still use
-vfork; only ``rlimits`` need a ``preexec_fn``. Each child is the leader of a new session
-and process group, so a final SIGKILL reaches everything it started that did not leave
-the group.
+``PATH``. A spec that sets a user, a group, a umask, ``rlimits``, a ``pdeathsig`` or a
+working directory other than circusd's (or passes descriptors on a libc whose
+posix_spawn cannot) goes through ``subprocess.Popen`` instead, without ``preexec_fn`` so
+that CPython can still use vfork; only ``rlimits`` and ``pdeathsig`` need a
+``preexec_fn``. Each child is the leader of a new session and process group, so a final
+SIGKILL reaches everything it started that did not leave the group. What it leaves
+outside its group is the business of :mod:`circus.reaper`.
 """
 
 from __future__ import annotations

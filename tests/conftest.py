@@ -76,9 +76,13 @@ def proc_cmdline(pid: int) -> list[str]:
 
 
 def proc_environ(pid: int) -> dict[str, str]:
+    """The environment of *pid*, without the ``CIRCUS_ORIGIN`` mark circusd adds to every
+    spawn (tests/e2e/test_contain_reaper.py checks that one)."""
     with open(f"/proc/{pid}/environ", "rb") as fh:
         items = [p.decode() for p in fh.read().split(b"\0") if p]
-    return dict(item.split("=", 1) for item in items if "=" in item)
+    env = dict(item.split("=", 1) for item in items if "=" in item)
+    env.pop("CIRCUS_ORIGIN", None)
+    return env
 
 
 def python_cmd(code: str) -> str:
