@@ -152,12 +152,13 @@ def test_a_grandchild_that_ignores_sigterm_gets_sigkill(circusd: Callable[..., D
 
 def test_grandchildren_of_a_worker_that_exited_are_stopped_with_the_watcher(
         circusd: Callable[..., Daemon], piddir: Path) -> None:
-    circusd(watcher(piddir, "--orphans", "1", "--exit", n=1) + "respawn = false\n")
-    (pid,) = wait_grandchildren(piddir, 1)
-    # the worker is gone, its grandchild lives on while the watcher... has ended: with
-    # respawn = false the watcher stopped for good, and its leftovers went with it
+    d = circusd(watcher(piddir, "--orphans", "1", "--exit", n=1) + "respawn = false\n")
+    # the worker exits once its grandchild wrote its pid: with respawn = false the watcher
+    # has then stopped for good, and what its process left behind goes with it
+    (pid,) = wait_until(lambda: pids_in(piddir, "g"), what="the grandchild's pid", timeout=15)
     wait_until(lambda: not pid_alive(pid), what="the grandchild of an ended watcher to stop",
                timeout=10)
+    assert d.call({"command": "status", "properties": {"name": "w"}})["status"] == "stopped"
 
 
 def test_an_orphan_that_clears_its_environment_and_session_escapes_stop(
