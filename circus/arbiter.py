@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.asyncio
 
+from circus import reaper
 from circus.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -68,6 +70,8 @@ class Arbiter:
         warmup_delay: seconds to wait after starting each watcher.
         config_file: the INI file, read again by ``reloadconfig`` and ``restart``.
         frontend: builds the event publisher and controller (``server.frontend_for``).
+        subreaper: while open, adopt and reap the orphans of the workers and stop them
+            with their watcher (circus/reaper.py, docs/deployment.md).
     """
 
     def __init__(
@@ -92,8 +96,11 @@ class Arbiter:
         background: bool = False,
         allow_unauthenticated_remote: bool = False,
         frontend: FrontendFactory | None = None,
+        subreaper: bool = True,
         **options: Any,
     ) -> None:
+        self.subreaper = subreaper
+        self.exit_status = 0  # circusd's: 0, or an essential watcher's (reaper.exit_status)
         self.run_in_thread = background
         self.allow_unauthenticated_remote = allow_unauthenticated_remote
         self._watchers: dict[str, Watcher] = {}  # by lower-cased name, in order added
@@ -135,18 +142,10 @@ class Arbiter:
     def _plugin_watcher_confs(self, plugins: Sequence[Mapping[str, Any]]
                               ) -> list[dict[str, Any]]:
         """The singleton watchers that run *plugins* (see circus/plugins/launch.py)."""
-        from circus.plugins.launch import plugin_watcher_conf
+        from circus.plugins.launch import plugin_watcher_confs
 
-        confs = []
-        for plugin in plugins:
-            try:
-                confs.append(plugin_watcher_conf(plugin, self.endpoint, self.pubsub_endpoint,
-                                                 self.check_delay, self.debug))
-            except OptionError as exc:
-                section = f"plugin:{plugin.get('name') or plugin.get('use')}"
-                raise ConfigError(str(exc).removeprefix(f"{exc.option}: "), section=section,
-                                  option=exc.option) from exc
-        return confs
+        return plugin_watcher_confs(plugins, self.endpoint, self.pubsub_endpoint,
+                                    self.check_delay, self.debug)
 
     # -- watchers ---------------------------------------------------------------------------
 
@@ -156,6 +155,7 @@ class Arbiter:
         watcher.arbiter = self
         watcher.publish = self.publish
         watcher.on_state_change = self._state_changed
+        watcher.on_ended = functools.partial(reaper.essential_ended, self)
         watcher.sockets = self.sockets.fds  # every socket, by name; updated in place
         self.state.attach(watcher)
         self._watchers[watcher.name.lower()] = watcher
@@ -416,6 +416,7 @@ class Arbiter:
             await self.close()
             raise
         self._on_demand.open(lambda: self.watchers)
+        reaper.REAPER.install(self.subreaper)
         await self.start_watchers(autostart_only=True)
 
     async def close(self) -> None:
@@ -431,7 +432,9 @@ class Arbiter:
                 await self._stop_all()
             for watcher in self.watchers:
                 await watcher.close()
+            await reaper.stop_all_orphans()
         finally:
+            reaper.REAPER.uninstall()
             if self._stopped is not None:
                 self._stopped.set()
             await self._tasks.close(timeout=5.0)

@@ -28,6 +28,7 @@ _TYPES = {
     "float": "number",
     "bool": "boolean",
     "signal": "signal",
+    "optsignal": "signal",
     "user": "name or number",
     "args": "string",
     "env": "K=V list",

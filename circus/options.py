@@ -156,6 +156,8 @@ _KINDS: dict[str, tuple[Converter, Converter]] = {
     "float": (to_float, _wire_number),
     "bool": (to_bool, _wire_bool),
     "signal": (to_signum, to_signum),
+    "optsignal": (lambda v: None if not str(v).strip() else to_signum(v),
+                  lambda v: None if v is None else to_signum(v)),
     "user": (_user, _user),
     "args": (_args, _args),
     "env": (_env, _env),
@@ -256,6 +258,13 @@ class WatcherSettings:
                                   reload=True)
     close_child_stderr: bool = _w(False, "bool", "stderr of the processes is /dev/null.",
                                   reload=True)
+    essential: bool = _w(
+        False, "bool",
+        "When the watcher stops for good (its processes ended and none is respawned), "
+        "circusd quits with its exit status.")
+    pdeathsig: int | None = _w(
+        None, "optsignal", "Signal the processes get if circusd dies (PR_SET_PDEATHSIG).",
+        reload=True)
     check_flapping: bool = _w(
         True, "bool",
         "Legacy switch, kept for old configs; the flapping plugin reads flapping.active.",

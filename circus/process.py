@@ -19,12 +19,13 @@ Spawning
 --------
 What to start is one :class:`~circus.spawn.SpawnSpec`. The usual path is a single
 ``os.posix_spawn`` call (glibc uses vfork + exec), the program looked up on the child's
-``PATH``. A spec that sets a user, a group, a umask, ``rlimits`` or a working directory
-other than circusd's (or passes descriptors on a libc whose posix_spawn cannot) goes
-through ``subprocess.Popen`` instead, without ``preexec_fn`` so that CPython can still use
-vfork; only ``rlimits`` need a ``preexec_fn``. Each child is the leader of a new session
-and process group, so a final SIGKILL reaches everything it started that did not leave
-the group.
+``PATH``. A spec that sets a user, a group, a umask, ``rlimits``, a ``pdeathsig`` or a
+working directory other than circusd's (or passes descriptors on a libc whose
+posix_spawn cannot) goes through ``subprocess.Popen`` instead, without ``preexec_fn`` so
+that CPython can still use vfork; only ``rlimits`` and ``pdeathsig`` need a
+``preexec_fn``. Each child is the leader of a new session and process group, so a final
+SIGKILL reaches everything it started that did not leave the group. What it leaves
+outside its group is the business of :mod:`circus.reaper`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from circus.reaper import ORIGIN_VAR, REAPER
 from circus.spawn import SpawnSpec, build_argv, start_child
 from circus.states import PROCESS_TRANSITIONS, ProcessState, check_transition
 from circus.util.convert import human_bytes, signal_name
@@ -150,6 +152,11 @@ class Process:
     def executable(self) -> str | None:
         return self.spec.executable
 
+    @property
+    def origin(self) -> str | None:
+        """The ``CIRCUS_ORIGIN`` mark its descendants inherit (see circus/reaper.py)."""
+        return self.spec.env.get(ORIGIN_VAR)
+
     # -- life cycle ------------------------------------------------------------------------
 
     def _set_state(self, new: ProcessState) -> None:
@@ -171,6 +178,7 @@ class Process:
     def spawn(self) -> None:
         """Start the child. Raises OSError (missing program, bad cwd, …) or ValueError."""
         self.pid, self._popen, self._pipes = start_child(self.spec)
+        REAPER.track(self.pid)  # its status is ours to collect, not the orphan reaper's
         self.started = time.time()
         self._set_state(ProcessState.RUNNING)
         try:
@@ -209,6 +217,7 @@ class Process:
             pid, status = self.pid, 255 << 8
         if pid == 0:
             return False
+        REAPER.untrack(self.pid)
         self.returncode = os.waitstatus_to_exitcode(status)
         self._set_state(ProcessState.STOPPED if self.stopping else ProcessState.EXITED)
         if self._popen is not None:

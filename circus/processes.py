@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.hooks import Skip
 from circus.process import Process
+from circus.reaper import REAPER, Claim
 from circus.streams.router import OutputRouter
 from circus.watcher_options import OptionStore
 
@@ -42,6 +43,10 @@ class ProcessSet(OptionStore):
         self.publish: Publish = publish or _no_publish
         self.arbiter: ArbiterAPI | None = None  # set by the arbiter; given to hooks
         self.processes: dict[int, Process] = {}  # pid -> process, oldest first
+        self.exit_status: int | None = None  # of the last process that exited
+        # set by the arbiter: called with the watcher and an exit status (None: none)
+        # when it stops for good without being asked to (see Watcher._ended)
+        self.on_ended: Callable[[ProcessSet, int | None], None] | None = None
         self.router = OutputRouter(self.name, self.topic_name, self._publish_output,
                                    lambda: self.processes.values())
         self.router.set_streams({"stdout_stream": self.stdout_stream_conf,
@@ -191,6 +196,10 @@ class ProcessSet(OptionStore):
             process_status=process.returncode,
         )
 
+    def info(self) -> dict[int, Any]:
+        """CPU, memory and identity of each process, by pid (the ``stats`` command)."""
+        return {pid: process.info() for pid, process in self.processes.items()}
+
     # -- stopping ---------------------------------------------------------------------------
 
     def _notify_kill(self, pid: int, signum: int) -> None:
@@ -208,6 +217,11 @@ class ProcessSet(OptionStore):
         process.mark_stopping()
         code = await process.stop(sig, timeout, stop_children=self.stop_children,
                                   notify=self._notify_kill, send=send)
+        # what it left behind goes with it (circus/reaper.py)
+        await REAPER.stop_orphans(
+            Claim(sessions=frozenset({process.pid}),
+                  origins=frozenset({process.origin} if process.origin else ())),
+            sig, timeout)
         if "after_signal" in self.hooks:
             await self.call_hook("after_signal", pid=process.pid, signum=sig)
         return code
@@ -219,6 +233,20 @@ class ProcessSet(OptionStore):
             process.mark_stopping()  # no respawn for these, whatever order deaths come in
         await asyncio.gather(*(self.stop_process(p, **kw) for p in procs))
         return [p.pid for p in procs]
+
+    async def stop_leftovers(self, keep_running: bool = False) -> list[int]:
+        """Stop the orphans of the watcher's earlier processes; with *keep_running*, not
+        those of the processes still running. Returns the pids signalled."""
+        keep = frozenset(p.origin for p in self.processes.values()
+                         if p.origin) if keep_running else frozenset()
+        return await REAPER.stop_orphans(Claim(watcher=self.name, keep=keep),
+                                         self.stop_signal, self.graceful_timeout)
+
+    def _ended(self, code: int | None = None) -> None:
+        """The watcher stopped for good without being asked to (the arbiter decides
+        whether circusd quits: ``essential``)."""
+        if self.on_ended is not None:
+            self.on_ended(self, code)
 
     def _wake(self) -> None:
         """A process was killed to be replaced: the watcher's keeper overrides this."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from circus.options import WATCHER_OPTIONS, rlimit_resource
+from circus.reaper import ORIGIN_VAR, new_origin, pdeathsig_setter
 from circus.util.accounts import group_id
 
 __all__ = ["SpawnOptions", "SpawnSpec", "Spawner", "WorkerIds", "build_argv", "start_child"]
@@ -65,6 +66,7 @@ class SpawnSpec:
     close_child_stderr: bool = False
     pipe_stdout: bool = False
     pipe_stderr: bool = False
+    pdeathsig: int | None = None  # signal the child gets when circusd's loop thread dies
 
 
 class SpawnOptions(Protocol):
@@ -92,6 +94,7 @@ class SpawnOptions(Protocol):
     close_child_stdout: bool
     close_child_stderr: bool
     spawn_marker: dict[str, str]
+    pdeathsig: int | None
 
     @property
     def sockets(self) -> Mapping[str, int]:  # every shared socket, by name
@@ -154,6 +157,7 @@ class Spawner:
             # on to the configured stream or to circusd's own stdout/stderr.
             pipe_stdout=True,
             pipe_stderr=True,
+            pdeathsig=opts.pdeathsig,
         )
         return self._base
 
@@ -163,8 +167,12 @@ class Spawner:
         opts = self._options
         cmd, args = self.command(wid, base.env, sockets)
         stdin_fd = sockets.get(opts.stdin_socket.lower()) if opts.stdin_socket else None
+        # a mark of this spawn that descendants inherit: see circus/reaper.py
+        env = dict(base.env)
+        env[ORIGIN_VAR] = new_origin(opts.name)
         return dataclasses.replace(
             base,
+            env=env,
             cmd=cmd,
             args=args,
             shell_args=(self.expand(base.shell_args, wid, base.env, opts.sockets)
@@ -229,9 +237,9 @@ class WorkerIds:
 # -- starting a child -------------------------------------------------------------------
 #
 # The usual path is one os.posix_spawn call. A spec that needs what posix_spawn cannot do
-# (a user, group, umask, limits, another working directory, descriptors to pass on an old
-# libc) goes through subprocess.Popen, without preexec_fn unless it sets rlimits, so
-# CPython can still use vfork.
+# (a user, group, umask, limits, a parent-death signal, another working directory,
+# descriptors to pass on an old libc) goes through subprocess.Popen, without preexec_fn
+# unless it sets rlimits or pdeathsig, so CPython can still use vfork.
 
 def _spawn_dup2_keeps_fd() -> bool:
     """Does posix_spawn's dup2 action with fd == newfd clear close-on-exec (POSIX 2024)?
@@ -321,10 +329,15 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[byt
     stdout = _output_target(spec.close_child_stdout, spec.pipe_stdout)
     stderr = _output_target(spec.close_child_stderr, spec.pipe_stderr)
     kwargs: dict[str, Any] = {}
+    # rlimits and pdeathsig need code in the child between fork and exec: CPython then
+    # cannot use vfork, so only watchers that ask for them pay for it.
+    steps = []
     if spec.rlimits:
-        # The one case that needs code in the child between fork and exec: CPython
-        # then cannot use vfork, so only watchers that ask for rlimits pay for it.
-        kwargs["preexec_fn"] = _rlimit_setter(spec.rlimits)
+        steps.append(_rlimit_setter(spec.rlimits))
+    if spec.pdeathsig is not None:
+        steps.append(pdeathsig_setter(spec.pdeathsig, os.getpid()))
+    if steps:
+        kwargs["preexec_fn"] = steps[0] if len(steps) == 1 else _chain(steps)
     if spec.umask is not None:
         kwargs["umask"] = spec.umask
     popen = subprocess.Popen(
@@ -351,11 +364,20 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[byt
     return popen, result
 
 
+def _chain(steps: Sequence[Callable[[], None]]) -> Callable[[], None]:
+    def run() -> None:
+        for step in steps:
+            step()
+
+    return run
+
+
 def _needs_popen(spec: SpawnSpec) -> bool:
-    """posix_spawn cannot change user, directory, umask or limits (nor keep fds on an
-    old libc)."""
+    """posix_spawn cannot change user, directory, umask, limits or the parent-death
+    signal (nor keep fds on an old libc)."""
     return bool(
         spec.rlimits
+        or spec.pdeathsig is not None
         or spec.uid is not None
         or spec.gid is not None
         or spec.umask is not None

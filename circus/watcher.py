@@ -217,6 +217,7 @@ class Watcher(ProcessSet):
             log.warning("%s: the %s hook refused a spawn; stopping the watcher",
                         self.name, refused)
             await self._stop_all()
+            self._ended()
             return None
 
     def _defer_spawns(self, delay: float) -> None:
@@ -251,6 +252,7 @@ class Watcher(ProcessSet):
                         self.name, self._spawn_failures,
                     )
                     await self._stop_all()
+                    self._ended()
                     break
                 await asyncio.sleep(BACKOFF_FIRST)
                 continue
@@ -273,7 +275,7 @@ class Watcher(ProcessSet):
         timer = self._age_timers.pop(process.pid, None)
         if timer is not None:
             timer.cancel()
-        code = process.returncode
+        code = self.exit_status = process.returncode
         if process.stopping:
             log.debug("%s: pid %d stopped (%s)", self.name, process.pid, code)
         elif code == 0:
@@ -296,6 +298,8 @@ class Watcher(ProcessSet):
             # respawn = false: the last process is gone, so is the watcher
             self._set_state(WatcherState.STOPPED)
             self.emit("stop")
+            self._tasks.spawn(self.stop_leftovers(), name=f"leftovers-{self.name}")
+            self._ended(code)
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -346,6 +350,7 @@ class Watcher(ProcessSet):
         self._set_state(WatcherState.STOPPING)
         await self.call_hook("before_stop")
         stopped = await self.stop_processes(list(self.processes.values()))
+        await self.stop_leftovers()  # of processes that had exited on their own
         self._set_state(WatcherState.STOPPED)
         if self._spawn_retry is not None:  # a skipped spawn is not retried once stopped
             self._spawn_retry.cancel()
@@ -380,6 +385,7 @@ class Watcher(ProcessSet):
         if not await self.call_hook("after_start"):
             log.warning("%s: after_start hook refused; stopping", self.name)
             await self._stop_all()
+            self._ended()
         return {"started": started, "kept": kept}
 
     async def start(self) -> dict[str, list[int]]:
@@ -452,6 +458,7 @@ class Watcher(ProcessSet):
             result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
         # top up if spawns failed or deaths happened meanwhile
         result["started"].extend(await self._spawn_missing())
+        await self.stop_leftovers(keep_running=True)
         self.emit("reload")
         log.info("%s: reloaded", self.name)
         return result
@@ -580,9 +587,6 @@ class Watcher(ProcessSet):
             timer.cancel()
         self._age_timers.clear()
         await self._tasks.close(timeout=1.0)
-
-    def info(self) -> dict[int, Any]:
-        return {pid: process.info() for pid, process in self.processes.items()}
 
     def __repr__(self) -> str:
         return f"<Watcher {self.name} {self.state.value} {len(self.processes)}/{self.numprocesses}>"

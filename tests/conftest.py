@@ -76,11 +76,13 @@ def proc_cmdline(pid: int) -> list[str]:
 
 
 def proc_environ(pid: int) -> dict[str, str]:
-    """The environment of *pid*, without the CIRCUSD_RUN marker circusd adds."""
+    """The environment of *pid*, without the marks circusd adds to every spawn
+    (``CIRCUSD_RUN``, ``CIRCUS_ORIGIN``; their own tests check them)."""
     with open(f"/proc/{pid}/environ", "rb") as fh:
         items = [p.decode() for p in fh.read().split(b"\0") if p]
     env = dict(item.split("=", 1) for item in items if "=" in item)
     env.pop("CIRCUSD_RUN", None)
+    env.pop("CIRCUS_ORIGIN", None)
     return env
 
 

@@ -1,8 +1,11 @@
 """circusd: run the watchers of a Circus configuration file and keep them alive.
 
-Exit status: 0 after a normal quit; 78 (EX_CONFIG) when the configuration cannot be used,
-so a service manager does not restart-loop on it; 1 when circusd cannot start for another
-reason (an endpoint in use, a live pidfile).
+Exit status: 0 after a normal quit (the quit command, SIGTERM, SIGINT, SIGQUIT); the
+status of an ``essential`` watcher that stopped for good (128 + N if its last process was
+killed by signal N; 1 if it stopped without a process exit, e.g. spawns failed); 78
+(EX_CONFIG) when the configuration cannot be used, so a service manager does not
+restart-loop on it; 1 when circusd cannot start for another reason (an endpoint in use, a
+live pidfile).
 """
 
 from __future__ import annotations
@@ -203,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if pidfile is not None:
             pidfile.remove()
-    log.info("circusd stopped")
-    return 0
+    status: int = arbiter.exit_status  # 0, or that of an essential watcher that ended
+    log.info("circusd stopped (exit status %d)", status)
+    return status
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ import importlib
 import json
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from circus.errors import OptionError
+from circus.errors import ConfigError, OptionError
 from circus.options import WATCHER_OPTIONS
 from circus.util.convert import to_bool
 
@@ -150,6 +150,22 @@ def runner_args(
         "--exit-with-parent",
         str(plugin["use"]),
     ]
+
+
+def plugin_watcher_confs(plugins: Sequence[Mapping[str, Any]], endpoint: str,
+                         pubsub_endpoint: str, check_delay: float, debug: bool = False
+                         ) -> list[dict[str, Any]]:
+    """The singleton watchers that run *plugins*; ConfigError naming the section."""
+    confs = []
+    for plugin in plugins:
+        try:
+            confs.append(plugin_watcher_conf(plugin, endpoint, pubsub_endpoint, check_delay,
+                                             debug))
+        except OptionError as exc:
+            section = f"plugin:{plugin.get('name') or plugin.get('use')}"
+            raise ConfigError(str(exc).removeprefix(f"{exc.option}: "), section=section,
+                              option=exc.option) from exc
+    return confs
 
 
 def plugin_watcher_conf(

@@ -78,7 +78,7 @@ COVERED = {
     "max_retry",
     "graceful_timeout", "stop_signal", "stop_children", "send_hup", "max_age",
     "max_age_variance", "use_sockets", "on_demand", "stdin_socket", "close_child_stdin",
-    "close_child_stdout", "close_child_stderr", "check_flapping",
+    "close_child_stdout", "close_child_stderr", "check_flapping", "pdeathsig", "essential",
 }
 
 
@@ -381,3 +381,31 @@ def test_stdin_socket_is_stored(circusd: Start) -> None:
     new = replaced(d, "w", pids)
     assert get(d, "w", "stdin_socket") == {"stdin_socket": "web"}
     assert os.readlink(f"/proc/{new[0]}/fd/0") == "/dev/null"
+
+
+def test_pdeathsig_set_reaches_new_processes(circusd: Start, short_tmp: Path) -> None:
+    d = circusd(f"[watcher:w]\ncmd = {recorder(short_tmp)}\n")
+    pids = live(d, "w", 1)
+    set_(d, "w", "pdeathsig", "USR1")
+    (pid,) = replaced(d, "w", pids)
+    assert get(d, "w", "pdeathsig")["pdeathsig"] == signal.SIGUSR1
+    wait_until(lambda: catches(pid, signal.SIGUSR1), what="the handler", timeout=10)
+    try:
+        d.proc.kill()  # circusd dies: the process gets the signal it asked for
+        d.proc.wait(timeout=10)
+        # once per thread of circusd the kernel hands the orphan through as they exit
+        wait_until(lambda: set(received(short_tmp, pid)) == {signal.SIGUSR1},
+                   what="SIGUSR1 at circusd's death", timeout=5,
+                   detail=lambda: f"received {received(short_tmp, pid)}")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_essential_set_live_makes_circusd_exit_with_the_status(circusd: Start) -> None:
+    d = circusd(f"[watcher:w]\ncmd = {SLEEP}\n[watcher:other]\ncmd = {SLEEP}\n")
+    pids = live(d, "w", 1)
+    set_(d, "w", "essential", "true", "respawn", "false")
+    assert d.pids("w") == pids  # live: no reload
+    os.kill(pids[0], signal.SIGTERM)
+    assert d.proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert "essential watcher w ended" in d.log_text()

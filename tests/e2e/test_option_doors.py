@@ -58,6 +58,8 @@ SAMPLES: list[tuple[str, str, Any, Any, str]] = [
     ("close_child_stdout", "true", True, True, ""),
     ("close_child_stderr", "true", True, True, ""),
     ("check_flapping", "false", False, False, ""),
+    ("essential", "true", True, True, ""),
+    ("pdeathsig", "SIGUSR1", "SIGUSR1", int(signal.SIGUSR1), ""),
     ("env", "A=1,B=two", {"A": "1", "B": "two"}, {"A": "1", "B": "two"}, ""),
     ("rlimit_nofile", "unlimited", None, None, ""),
     ("rlimit_nproc", "4096", 4096, 4096, ""),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import pytest
 
+from circus.reaper import ORIGIN_VAR
 from circus.spawn import SpawnSpec
 from circus.states import (
     PROCESS_TRANSITIONS,
@@ -57,9 +59,15 @@ def test_the_shared_spec_is_built_once_and_the_wid_per_process() -> None:
     assert w.spawner.base() is base and w.spawn_env() is base.env
     spec = w.spawner.spec(3, {})
     assert (spec.cmd, spec.args, spec.shell_args) == ("run --id 3", ["3", "x"], "w")
-    assert spec.env is base.env and spec.env == {"A": "1"}
+    # the shared environment plus the mark of this one spawn (circus/reaper.py)
+    origin = spec.env[ORIGIN_VAR]
+    assert {k: v for k, v in spec.env.items() if k != ORIGIN_VAR} == {"A": "1"}
+    assert base.env == {"A": "1"}
     assert spec.pipe_stdout and spec.pipe_stderr and spec.pass_fds == ()
-    assert w.spawner.spec(4, {}).cmd == "run --id 4"
+    other = w.spawner.spec(4, {})
+    assert other.cmd == "run --id 4"
+    assert origin.startswith(f"{os.getpid()}.") and origin.endswith(".w")
+    assert other.env[ORIGIN_VAR] != origin
 
 
 async def test_changing_an_option_rebuilds_the_spec() -> None:

@@ -1,0 +1,421 @@
+"""What workers leave behind: circusd as a child subreaper.
+
+A worker that forks and exits, or whose child calls ``setsid()`` and outlives it, leaves
+*orphans*. Normally they are handed to init and nobody supervises them again. While an
+arbiter runs, circusd marks itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``):
+the kernel hands the orphaned descendants of its workers to circusd instead. This module
+then does three things with them.
+
+Reaping
+-------
+Workers are collected by their own pidfd (see :mod:`circus.process`); an orphan has
+none. On ``SIGCHLD`` (a loop signal handler, so on the loop thread) circusd lists its
+children (``/proc/self/task/*/children``, the kernel's own list, a few hundred bytes)
+and collects, with ``waitpid(pid, WNOHANG)`` on that one pid, each child that is
+
+* a zombie (``/proc/<pid>/stat`` state ``Z``),
+* not a process circusd started itself (the pids registered with :func:`Reaper.track`:
+  every :class:`~circus.process.Process`; their statuses belong to their pidfd callback),
+* not in circusd's own session: workers and their descendants never are (each worker
+  leads a new session, and a session cannot be joined, only created). A child that
+  circusd's own code starts without a new session (a hook's ``subprocess.run``) is
+  therefore never collected here and keeps its exit status for whoever waits for it.
+
+``waitid(P_ALL, WNOWAIT)`` was the other candidate: it peeks at *one* waitable child at a
+time, so a zombie that must be left alone (a worker waiting for its pidfd callback, a
+hook's child) hides every other zombie behind it until it is collected. Reading the
+children list names them all at once and costs about as much. A zombie waits for the
+loop to run the signal handler: well under 10 ms unless the loop is busy (a batch of
+spawns yields every 32). Where no signal handler can be installed (an arbiter running in
+a thread other than the main one), the same scan runs every :data:`POLL` seconds.
+
+The registry is a ``pid -> callback`` map so that this scan can one day collect
+workers too (one SIGCHLD handler instead of a descriptor per process); today workers
+register without a callback and keep their pidfd.
+
+Knowing where an orphan came from
+---------------------------------
+Every process a watcher spawns gets ``CIRCUS_ORIGIN=<circusd pid>.<serial>.<watcher>``
+in its environment (:func:`new_origin`), a value unique to that spawn; descendants
+inherit it unless they clear their environment. An orphan is attributed by its session
+(a session id that is the pid of one of the watcher's processes: it never called
+``setsid()``) or by that variable (``/proc/<pid>/environ``, readable by circusd as the
+same user or as root). A descendant that both clears its environment *and* starts a
+new session escapes attribution: it is still reaped, but is not stopped with its
+watcher (when circusd is PID 1, ``quit`` stops it too).
+
+Stopping them with their watcher
+--------------------------------
+When a process is stopped (``stop``, ``reload``, ``rm``, ``quit``, ``decr``, ``kill``,
+``max_age``), once it has exited, the orphans attributed to it, and everything below
+them, get the watcher's ``stop_signal``; after ``graceful_timeout`` whatever is left
+gets ``SIGKILL`` (:meth:`Reaper.stop_orphans`). Descendants found once stay claimed, so
+a great-grandchild whose parent dies in between is still stopped. ``stop``, ``rm`` and
+``quit`` also sweep the orphans of the watcher's earlier processes (those that died on
+their own), and ``reload`` those of every process that is no longer running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
+
+ORIGIN_VAR = "CIRCUS_ORIGIN"
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+
+# Where no SIGCHLD handler can be installed, the children are scanned this often.
+POLL = 0.1
+# How often a stop looks again at the orphans it is waiting for.
+STOP_POLL = 0.01
+# After SIGKILL, how long a stop waits for the orphans to disappear before giving up.
+KILL_WAIT = 2.0
+
+_serial = itertools.count(1)
+
+
+def new_origin(watcher: str) -> str:
+    """A fresh ``CIRCUS_ORIGIN`` value for one spawn of *watcher*."""
+    return f"{os.getpid()}.{next(_serial)}.{watcher}"
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, arg: int = 0) -> int:
+    """``prctl(option, arg, 0, 0, 0)``; OSError on failure."""
+    result = int(_libc().prctl(option, ctypes.c_ulong(arg), 0, 0, 0))
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def is_subreaper() -> bool:
+    value = ctypes.c_int(0)
+    if _libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) == -1:
+        return False
+    return bool(value.value)
+
+
+def pdeathsig_setter(signum: int, parent: int) -> Callable[[], None]:
+    """Code for the child between fork and exec: get *signum* when the parent dies.
+
+    If the parent died before the prctl, the child was already reparented and the
+    signal would never come: it sends the signal to itself.
+    """
+    call = _libc().prctl  # looked up here: no dlopen/dlsym between fork and exec
+
+    def apply() -> None:
+        if call(PR_SET_PDEATHSIG, ctypes.c_ulong(signum), 0, 0, 0) == -1:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signum)
+
+    return apply
+
+
+class Stat(NamedTuple):
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    start: int  # clock ticks after boot: with the pid, names one process
+
+
+def read_stat(pid: int) -> Stat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    try:
+        return Stat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]),
+                    int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def read_origin(pid: int) -> str | None:
+    """The ``CIRCUS_ORIGIN`` value in the environment of *pid*, if any."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    prefix = ORIGIN_VAR.encode() + b"="
+    for entry in data.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix):].decode(errors="replace")
+    return None
+
+
+def children_of(pid: int) -> list[int]:
+    """The children of every thread of *pid*."""
+    result: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return result
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                result.extend(int(p) for p in fh.read().split())
+        except OSError:
+            continue
+    return result
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Which orphans a stop is about.
+
+    ``sessions`` and ``origins`` name the processes of one worker; ``watcher`` (with
+    ``keep``: origins of processes still running) all earlier processes of a watcher;
+    ``arbiter`` every process this circusd started; ``everything`` any orphan at all.
+    """
+
+    sessions: frozenset[int] = frozenset()
+    origins: frozenset[str] = frozenset()
+    watcher: str | None = None
+    keep: frozenset[str] = frozenset()
+    arbiter: bool = False
+    everything: bool = False
+
+    def matches(self, stat: Stat, pid: int) -> bool:
+        if self.everything or stat.session in self.sessions:
+            return True
+        origin = read_origin(pid)
+        if origin is None:
+            return False
+        if origin in self.origins:
+            return True
+        owner, _, rest = origin.partition(".")
+        if owner != str(os.getpid()) or origin in self.keep:
+            return False
+        if self.arbiter:
+            return True
+        name = rest.partition(".")[2]
+        return self.watcher is not None and name.lower() == self.watcher.lower()
+
+
+@dataclass
+class Reaper:
+    """circusd's children that it did not start: reaped, attributed, stopped.
+
+    One per process (:data:`REAPER`): being a subreaper and having children are
+    properties of the process. Arbiters :meth:`install` it when they open and
+    :meth:`uninstall` it when they close.
+    """
+
+    known: dict[int, Callable[[int], None] | None] = field(default_factory=dict)
+    reaped: int = 0  # orphans collected so far
+    _users: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _handler: bool = False
+    _set_subreaper: bool = False
+    _own_session: int = -1
+
+    # -- the registry of circusd's own children ----------------------------------------
+
+    def track(self, pid: int, on_exit: Callable[[int], None] | None = None) -> None:
+        """*pid* is a child circusd started: its exit status is not the reaper's."""
+        self.known[pid] = on_exit
+
+    def untrack(self, pid: int) -> None:
+        self.known.pop(pid, None)
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self._users > 0
+
+    def install(self, subreaper: bool = True) -> None:
+        """Start reaping on the running loop; with *subreaper*, adopt orphans first."""
+        self._users += 1
+        if self._users > 1:
+            return
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._own_session = os.getsid(0)
+        if subreaper and not is_subreaper():
+            try:
+                prctl(PR_SET_CHILD_SUBREAPER, 1)
+                self._set_subreaper = True
+            except OSError as exc:
+                log.warning("cannot become a child subreaper (%s): orphans of workers "
+                            "go to init and are not stopped with their watcher", exc)
+        if threading.current_thread() is threading.main_thread():
+            try:
+                loop.add_signal_handler(signal.SIGCHLD, self.reap)
+                self._handler = True
+            except (ValueError, RuntimeError, NotImplementedError):
+                self._handler = False
+        if not self._handler:
+            self._timer = loop.call_later(POLL, self._poll)
+        self.reap()  # zombies that came before the handler
+
+    def uninstall(self) -> None:
+        if self._users == 0:
+            return
+        self._users -= 1
+        if self._users > 0:
+            return
+        self.reap()
+        if self._handler and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_signal_handler(signal.SIGCHLD)
+        self._handler = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._set_subreaper:
+            with contextlib.suppress(OSError):
+                prctl(PR_SET_CHILD_SUBREAPER, 0)
+            self._set_subreaper = False
+        self._loop = None
+
+    def _poll(self) -> None:
+        self.reap()
+        if self._loop is not None and self._users:
+            self._timer = self._loop.call_later(POLL, self._poll)
+
+    # -- reaping -----------------------------------------------------------------------
+
+    def _unknown_children(self) -> Iterable[tuple[int, Stat]]:
+        for pid in children_of(os.getpid()):
+            if pid in self.known:
+                continue
+            stat = read_stat(pid)
+            if stat is not None and stat.session != self._own_session:
+                yield pid, stat
+
+    def reap(self) -> int:
+        """Collect every zombie child that is an orphan (see the module docstring)."""
+        count = 0
+        for pid, stat in self._unknown_children():
+            if stat.state != "Z":
+                continue
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done:
+                count += 1
+                log.debug("reaped orphan %d (%s)", pid, os.waitstatus_to_exitcode(status))
+        self.reaped += count
+        return count
+
+    def orphans(self, claim: Claim, claimed: dict[int, int] | None = None) -> dict[int, int]:
+        """Live orphans *claim* names, and all their descendants: ``{pid: start}``.
+
+        A pid in *claimed* (with the same start time) counts as named.
+        """
+        claimed = claimed or {}
+        found: dict[int, int] = {}
+        stack: list[int] = []
+        for pid, stat in self._unknown_children():
+            if stat.state == "Z":
+                continue
+            if claimed.get(pid) == stat.start or claim.matches(stat, pid):
+                found[pid] = stat.start
+                stack.append(pid)
+        while stack:
+            for child in children_of(stack.pop()):
+                info = read_stat(child)
+                if info is None or info.state == "Z" or child in found:
+                    continue
+                found[child] = info.start
+                stack.append(child)
+        return found
+
+    async def stop_orphans(self, claim: Claim, sig: int, graceful_timeout: float) -> list[int]:
+        """Stop the orphans *claim* names: *sig*, then SIGKILL after *graceful_timeout*.
+
+        Returns the pids that were signalled. Nothing happens unless the reaper is
+        installed (an arbiter is open).
+        """
+        if not self.active:
+            return []
+        claimed: dict[int, int] = {}
+        deadline = time.monotonic() + max(graceful_timeout, 0.0)
+        killed_at: float | None = None
+        while True:
+            self.reap()
+            alive = self.orphans(claim, claimed)
+            if not alive:
+                break
+            now = time.monotonic()
+            fresh = [pid for pid in alive if claimed.get(pid) != alive[pid]]
+            claimed.update(alive)
+            if now >= deadline:
+                if killed_at is None:
+                    killed_at = now
+                    log.warning("orphans %s ignored %s for %.1fs, sending SIGKILL",
+                                sorted(alive), signal.Signals(sig).name, graceful_timeout)
+                elif now - killed_at > KILL_WAIT:
+                    log.error("orphans %s survive SIGKILL; giving up", sorted(alive))
+                    break
+                _signal(alive, signal.SIGKILL)
+            else:
+                _signal(fresh, sig)
+            await asyncio.sleep(STOP_POLL)
+        return sorted(claimed)
+
+
+def _signal(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+REAPER = Reaper()
+
+
+def exit_status(code: int | None) -> int:
+    """circusd's exit status for a process's *code*: as a shell reports it (128 + N when
+    killed by signal N); 1 when there is none (a spawn failed, a hook refused)."""
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code & 0xFF
+
+
+def essential_ended(arbiter: Any, watcher: Any, code: int | None) -> None:
+    """A watcher of *arbiter* stopped for good: if it is ``essential``, circusd quits with
+    its exit status."""
+    if not watcher.essential or watcher not in arbiter.watchers:
+        return
+    arbiter.exit_status = exit_status(code)
+    log.warning("essential watcher %s ended: circusd quits with status %d", watcher.name,
+                arbiter.exit_status)
+    arbiter.request_quit()
+
+
+async def stop_all_orphans(graceful_timeout: float = 5.0) -> list[int]:
+    """At quit: stop every orphan of this circusd's processes, and when circusd is PID 1
+    (a container's init) every orphan at all."""
+    claim = Claim(arbiter=True, everything=os.getpid() == 1)
+    return await REAPER.stop_orphans(claim, signal.SIGTERM, graceful_timeout)
+
+
+__all__ = ["ORIGIN_VAR", "REAPER", "Claim", "Reaper", "essential_ended", "exit_status",
+           "new_origin", "pdeathsig_setter", "stop_all_orphans"]
