@@ -35,8 +35,8 @@ register without a callback and keep their pidfd.
 
 Knowing where an orphan came from
 ---------------------------------
-Every process a watcher spawns gets ``CIRCUS_ORIGIN=<circusd pid>.<serial>.<watcher>``
-in its environment (:func:`new_origin`), a value unique to that spawn; descendants
+Every process a watcher spawns gets ``CIRCUS_ORIGIN=<circusd pid>.<serial>.<run>.<watcher>``
+in its environment (:class:`Origin`), a value unique to that spawn; descendants
 inherit it unless they clear their environment. An orphan is attributed by its session
 (a session id that is the pid of one of the watcher's processes: it never called
 ``setsid()``) or by that variable (``/proc/<pid>/environ``, readable by circusd as the
@@ -89,9 +89,33 @@ KILL_WAIT = 2.0
 _serial = itertools.count(1)
 
 
-def new_origin(watcher: str) -> str:
-    """A fresh ``CIRCUS_ORIGIN`` value for one spawn of *watcher*."""
-    return f"{os.getpid()}.{next(_serial)}.{watcher}"
+class Origin(NamedTuple):
+    """The ``CIRCUS_ORIGIN`` mark of one spawn: ``<circusd pid>.<serial>.<run>.<watcher>``.
+
+    *run* names the circusd run for the process record (``<config id>-<circusd start
+    time>``, see circus/state.py), or is ``-`` when there is none. The watcher comes last:
+    its name may hold dots.
+    """
+
+    circusd: int
+    serial: int
+    run: str
+    watcher: str
+
+    def __str__(self) -> str:
+        return f"{self.circusd}.{self.serial}.{self.run or '-'}.{self.watcher}"
+
+    @classmethod
+    def parse(cls, text: str) -> Origin | None:
+        pid, serial, run, watcher = (text.split(".", 3) + ["", "", "", ""])[:4]
+        if not (pid.isdigit() and serial.isdigit() and watcher):
+            return None
+        return cls(int(pid), int(serial), "" if run == "-" else run, watcher)
+
+
+def new_origin(watcher: str, run: str = "") -> str:
+    """A fresh ``CIRCUS_ORIGIN`` value for one spawn of *watcher* in the circusd *run*."""
+    return str(Origin(os.getpid(), next(_serial), run, watcher))
 
 
 @functools.cache
@@ -208,13 +232,12 @@ class Claim:
             return False
         if origin in self.origins:
             return True
-        owner, _, rest = origin.partition(".")
-        if owner != str(os.getpid()) or origin in self.keep:
+        mark = Origin.parse(origin)
+        if mark is None or mark.circusd != os.getpid() or origin in self.keep:
             return False
         if self.arbiter:
             return True
-        name = rest.partition(".")[2]
-        return self.watcher is not None and name.lower() == self.watcher.lower()
+        return self.watcher is not None and mark.watcher.lower() == self.watcher.lower()
 
 
 @dataclass
@@ -417,5 +440,5 @@ async def stop_all_orphans(graceful_timeout: float = 5.0) -> list[int]:
     return await REAPER.stop_orphans(claim, signal.SIGTERM, graceful_timeout)
 
 
-__all__ = ["ORIGIN_VAR", "REAPER", "Claim", "Reaper", "essential_ended", "exit_status",
+__all__ = ["ORIGIN_VAR", "REAPER", "Claim", "Origin", "Reaper", "essential_ended", "exit_status",
            "new_origin", "pdeathsig_setter", "stop_all_orphans"]

@@ -93,7 +93,7 @@ class SpawnOptions(Protocol):
     close_child_stdin: bool
     close_child_stdout: bool
     close_child_stderr: bool
-    spawn_marker: dict[str, str]
+    run_id: str  # the circusd run, for the CIRCUS_ORIGIN mark (circus/state.py)
     pdeathsig: int | None
 
     @property
@@ -129,7 +129,6 @@ class Spawner:
         env.update(opts.env)
         if opts.virtualenv:
             apply_virtualenv(env, opts.virtualenv, opts.virtualenv_py_ver)
-        env.update(opts.spawn_marker)
         self._env = env
         return env
 
@@ -169,7 +168,7 @@ class Spawner:
         stdin_fd = sockets.get(opts.stdin_socket.lower()) if opts.stdin_socket else None
         # a mark of this spawn that descendants inherit: see circus/reaper.py
         env = dict(base.env)
-        env[ORIGIN_VAR] = new_origin(opts.name)
+        env[ORIGIN_VAR] = new_origin(opts.name, opts.run_id)
         return dataclasses.replace(
             base,
             env=env,

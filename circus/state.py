@@ -16,11 +16,11 @@ even by SIGKILL, so a second circusd on the same configuration is refused at onc
 Writes are atomic (a temporary file renamed over the record) and batched: a spawn or an
 exit only schedules a write :data:`FLUSH_DELAY` later, so a burst of a thousand spawns
 costs a handful of writes. The processes spawned since the last write are not lost if
-circusd is killed in between: every process circusd starts carries
-``CIRCUSD_RUN=<config id>:<circusd pid>:<circusd start time>:<watcher>`` in its
-environment (its descendants inherit it), and the next circusd looks for that marker in
-``/proc/*/environ`` as well as in the record. A process that clears its environment is
-still found through the record once a write has happened.
+circusd is killed in between: every process circusd starts carries the
+``CIRCUS_ORIGIN`` mark of circus/reaper.py, whose *run* part is ``<config id>-<circusd
+start time>``, in its environment (its descendants inherit it), and the next circusd looks
+for marks of its configuration in ``/proc/*/environ`` as well as in the record. A process
+that clears its environment is still found through the record once a write has happened.
 
 When circusd starts and finds processes of a previous generation (their circusd is dead),
 it stops them before it spawns anything: ``stop_signal`` of their watcher (as the current
@@ -45,12 +45,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from circus.reaper import ORIGIN_VAR, Origin
+
 if TYPE_CHECKING:
     from circus.watcher import Watcher
 
 log = logging.getLogger(__name__)
 
-MARKER = "CIRCUSD_RUN"
 FLUSH_DELAY = 0.1  # seconds between a spawn or exit and the write of the record
 KILL_WAIT = 5.0  # seconds to wait for a process to go after SIGKILL
 
@@ -145,8 +146,8 @@ class Found:
 
 
 def scan_markers(cid: str) -> list[Found]:
-    """Every process whose environment carries the marker of configuration *cid*."""
-    needle = f"{MARKER}={cid}:".encode()
+    """Every process whose ``CIRCUS_ORIGIN`` mark names a run of configuration *cid*."""
+    needle = f"{ORIGIN_VAR}=".encode()
     skip = _ancestors()
     found = []
     for name in os.listdir("/proc"):
@@ -161,12 +162,13 @@ def scan_markers(cid: str) -> list[Found]:
         if at < 0 or (at > 0 and env[at - 1] != 0):
             continue
         value = env[at + len(needle):].split(b"\0", 1)[0].decode(errors="replace")
-        parts = value.split(":", 2)
+        mark = Origin.parse(value)
+        config, _, circusd_start = mark.run.partition("-") if mark else ("", "", "")
         start = start_time(int(name))
-        if len(parts) < 3 or start is None or not (parts[0] + parts[1]).isdigit():
+        if mark is None or config != cid or not circusd_start.isdigit() or start is None:
             continue
-        found.append(Found(int(name), start, parts[2], (int(parts[0]), int(parts[1])),
-                           "marker"))
+        found.append(Found(int(name), start, mark.watcher,
+                           (mark.circusd, int(circusd_start)), "marker"))
     return found
 
 
@@ -259,8 +261,9 @@ class ProcessRecord:
         self._starts: dict[int, int] = {}
         self.released: list[dict[str, int]] = []  # rm --nostop: let go, not to be stopped
 
-    def marker(self, watcher: str) -> dict[str, str]:
-        return {MARKER: f"{self.cid}:{self.me[0]}:{self.me[1]}:{watcher}"}
+    def run_id(self) -> str:
+        """This run in every spawn's ``CIRCUS_ORIGIN`` mark: ``<config id>-<start time>``."""
+        return f"{self.cid}-{self.me[1]}"
 
     def lock(self) -> None:
         """Hold the lock of the record, or raise AlreadyRunning naming its holder."""
@@ -292,7 +295,7 @@ class ProcessRecord:
                 continue  # ours (an arbiter opened again in the same process)
             if owner is not None and start_time(owner[0]) == owner[1]:
                 raise AlreadyRunning(f"circusd pid {owner[0]} already runs this configuration "
-                                     f"(its process {found.pid} carries {MARKER})")
+                                     f"(its process {found.pid} carries {ORIGIN_VAR})")
             targets.setdefault((found.pid, found.start), found)
         for key in let_go:
             targets.pop(key, None)
@@ -301,7 +304,7 @@ class ProcessRecord:
         by_record = sum(1 for f in targets.values() if f.how == "record")
         log.warning("found %d process(es) of a previous circusd of this configuration "
                     "(%d in %s, %d by their %s marker): stopping them before starting",
-                    len(targets), by_record, self.path, len(targets) - by_record, MARKER)
+                    len(targets), by_record, self.path, len(targets) - by_record, ORIGIN_VAR)
         figures = await stop_previous(targets.values(), settings)
         log.warning("previous generation stopped in %.3fs: %d at their stop signal, "
                     "%d killed", time.monotonic() - began, figures["signalled"],
@@ -405,9 +408,8 @@ class RunState:
         if not getattr(publish, "observed", False):
             observed.observed = True  # type: ignore[attr-defined]
             watcher.publish = observed
-        if self.record is not None and watcher.spawn_marker != self.record.marker(watcher.name):
-            watcher.spawn_marker = self.record.marker(watcher.name)
-            watcher.spawner.invalidate()
+        if self.record is not None:
+            watcher.run_id = self.record.run_id()
 
     async def open(self, arbiter: Any) -> None:
         """Before anything is bound or spawned: refuse if another circusd runs this

@@ -112,7 +112,7 @@ class Watcher(ProcessSet):
         self.state = WatcherState.STOPPED
         self.on_state_change: Callable[[Watcher], None] | None = None  # set by the arbiter
         self.on_change: Callable[[Watcher, list[str]], None] | None = None  # options changed
-        self.spawn_marker: dict[str, str] = {}  # added to every spawn's environment
+        self.run_id = ""  # names the circusd run in each spawn's CIRCUS_ORIGIN mark
         self._lock = asyncio.Lock()
         self._tasks = TaskOwner(f"watcher {name}")
         self._wakeup: asyncio.Event | None = None

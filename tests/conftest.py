@@ -76,12 +76,11 @@ def proc_cmdline(pid: int) -> list[str]:
 
 
 def proc_environ(pid: int) -> dict[str, str]:
-    """The environment of *pid*, without the marks circusd adds to every spawn
-    (``CIRCUSD_RUN``, ``CIRCUS_ORIGIN``; their own tests check them)."""
+    """The environment of *pid*, without the ``CIRCUS_ORIGIN`` mark circusd adds to every
+    spawn (tests/e2e/test_contain_reaper.py and test_contain_restart.py check it)."""
     with open(f"/proc/{pid}/environ", "rb") as fh:
         items = [p.decode() for p in fh.read().split(b"\0") if p]
     env = dict(item.split("=", 1) for item in items if "=" in item)
-    env.pop("CIRCUSD_RUN", None)
     env.pop("CIRCUS_ORIGIN", None)
     return env
 
