@@ -90,7 +90,7 @@ def base_dir() -> str:
         raise OSError("no cgroup v2 hierarchy is mounted (no cgroup2 in /proc/self/mountinfo)")
     if own is None:
         raise OSError("circusd is in no cgroup v2 (no 0:: line in /proc/self/cgroup)")
-    return os.path.join(mount, own.lstrip("/"))
+    return os.path.normpath(os.path.join(mount, own.lstrip("/")))
 
 
 @functools.cache
