@@ -212,8 +212,9 @@ class WatcherCgroup:
             await asyncio.sleep(STOP_POLL)
         if busy():
             return None
-        log.info("%s: cgroup empty %.3fs after the processes stopped (%d left behind)",
-                 self.watcher, time.monotonic() - started, len(signalled))
+        log.log(logging.INFO if signalled else logging.DEBUG,
+                "%s: cgroup empty %.3fs after the processes stopped (%d left behind)",
+                self.watcher, time.monotonic() - started, len(signalled))
         self.remove()
         return sorted(signalled)
 
