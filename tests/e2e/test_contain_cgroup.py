@@ -159,6 +159,7 @@ def test_a_watcher_started_again_gets_a_new_cgroup(circusd: Callable[..., Daemon
 # -- where no cgroup can be made -----------------------------------------------------------
 
 
+@needs_cgroup  # the message checked is the one of a hierarchy that is read-only
 def test_the_option_is_refused_where_no_cgroup_can_be_made(short_tmp: Path,
                                                            piddir: Path) -> None:
     """A read-only cgroup v2 (a mount namespace of its own, as in many containers):
