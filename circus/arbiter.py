@@ -241,6 +241,7 @@ class Arbiter:
         self.state.removed(watcher.name, watcher.pids if nostop else [])
         if nostop:
             await watcher.detach()
+            watcher.release_cgroup()  # no longer contained (circus/cgroup.py)
         else:
             await watcher.close()
 

@@ -531,6 +531,12 @@ def together(values: Mapping[str, Any]) -> tuple[str, str] | None:
     for key in ("copy_path", "virtualenv"):
         if values[key] and not values["copy_env"]:
             return key, f"{key} needs copy_env = true (set copy_env = true as well)"
+    if values.get("cgroup"):
+        from circus.cgroup import unavailable  # not on circusctl's import path
+
+        reason = unavailable()
+        if reason is not None:
+            return "cgroup", reason
     return None
 
 

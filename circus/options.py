@@ -265,6 +265,10 @@ class WatcherSettings:
     pdeathsig: int | None = _w(
         None, "optsignal", "Signal the processes get if circusd dies (PR_SET_PDEATHSIG).",
         reload=True)
+    cgroup: bool = _w(
+        False, "bool", "Run the processes in a cgroup v2 of their own, ended with "
+        "cgroup.kill when the watcher stops (needs a writable cgroup v2: see deployment.md).",
+        reload=True)
     check_flapping: bool = _w(
         True, "bool",
         "Legacy switch, kept for old configs; the flapping plugin reads flapping.active.",

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from circus.cgroup import WatcherCgroup
 from circus.hooks import Skip
 from circus.process import Process
 from circus.reaper import REAPER, Claim
@@ -47,6 +48,7 @@ class ProcessSet(OptionStore):
         # set by the arbiter: called with the watcher and an exit status (None: none)
         # when it stops for good without being asked to (see Watcher._ended)
         self.on_ended: Callable[[ProcessSet, int | None], None] | None = None
+        self._cgroup: WatcherCgroup | None = None  # with the cgroup option (cgroup.py)
         self.router = OutputRouter(self.name, self.topic_name, self._publish_output,
                                    lambda: self.processes.values())
         self.router.set_streams({"stdout_stream": self.stdout_stream_conf,
@@ -236,11 +238,38 @@ class ProcessSet(OptionStore):
 
     async def stop_leftovers(self, keep_running: bool = False) -> list[int]:
         """Stop the orphans of the watcher's earlier processes; with *keep_running*, not
-        those of the processes still running. Returns the pids signalled."""
+        those of the processes still running. Without *keep_running*, what is left in the
+        watcher's cgroup goes too, and the cgroup is removed. Returns the pids signalled."""
         keep = frozenset(p.origin for p in self.processes.values()
                          if p.origin) if keep_running else frozenset()
-        return await REAPER.stop_orphans(Claim(watcher=self.name, keep=keep),
+        pids = await REAPER.stop_orphans(Claim(watcher=self.name, keep=keep),
                                          self.stop_signal, self.graceful_timeout)
+        group = self._cgroup
+        if not keep_running and group is not None and not self.processes:
+            swept = await group.stop(self.stop_signal, self.graceful_timeout,
+                                     busy=lambda: bool(self.processes))
+            if swept is not None:
+                pids += swept
+                if self._cgroup is group:
+                    self._cgroup = None
+        return pids
+
+    # -- the cgroup option (circus/cgroup.py) -------------------------------------------------
+
+    def cgroup_procs(self) -> int | None:
+        """The ``cgroup.procs`` a new process moves itself to (the cgroup is made at the
+        first spawn); None without the option. OSError if it cannot be made."""
+        if not self.cgroup:
+            return None
+        if self._cgroup is None:
+            self._cgroup = WatcherCgroup(self.name)
+        return self._cgroup.procs_fd()
+
+    def release_cgroup(self) -> None:
+        """The processes were released (``rm --nostop``): they leave the watcher's cgroup."""
+        if self._cgroup is not None:
+            self._cgroup.release()
+            self._cgroup = None
 
     def _ended(self, code: int | None = None) -> None:
         """The watcher stopped for good without being asked to (the arbiter decides

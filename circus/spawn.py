@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
+from circus.cgroup import joiner
 from circus.options import WATCHER_OPTIONS, rlimit_resource
 from circus.reaper import ORIGIN_VAR, new_origin, pdeathsig_setter
 from circus.util.accounts import group_id
@@ -67,6 +68,7 @@ class SpawnSpec:
     pipe_stdout: bool = False
     pipe_stderr: bool = False
     pdeathsig: int | None = None  # signal the child gets when circusd's loop thread dies
+    cgroup_procs: int | None = None  # a cgroup.procs the child moves itself to (cgroup.py)
 
 
 class SpawnOptions(Protocol):
@@ -95,6 +97,9 @@ class SpawnOptions(Protocol):
     close_child_stderr: bool
     run_id: str  # the circusd run, for the CIRCUS_ORIGIN mark (circus/state.py)
     pdeathsig: int | None
+
+    def cgroup_procs(self) -> int | None:  # the watcher's cgroup.procs, open; None: no cgroup
+        ...
 
     @property
     def sockets(self) -> Mapping[str, int]:  # every shared socket, by name
@@ -178,6 +183,7 @@ class Spawner:
                         if base.shell_args else None),
             pass_fds=tuple(sockets.values()) if opts.use_sockets else (),
             stdin_fd=stdin_fd,
+            cgroup_procs=opts.cgroup_procs(),
         )
 
     def command(self, wid: int, env: Mapping[str, str], sockets: Mapping[str, int]
@@ -236,9 +242,9 @@ class WorkerIds:
 # -- starting a child -------------------------------------------------------------------
 #
 # The usual path is one os.posix_spawn call. A spec that needs what posix_spawn cannot do
-# (a user, group, umask, limits, a parent-death signal, another working directory,
-# descriptors to pass on an old libc) goes through subprocess.Popen, without preexec_fn
-# unless it sets rlimits or pdeathsig, so CPython can still use vfork.
+# (a user, group, umask, limits, a parent-death signal, a cgroup, another working
+# directory, descriptors to pass on an old libc) goes through subprocess.Popen, without
+# preexec_fn unless it sets rlimits, pdeathsig or cgroup, so CPython can still use vfork.
 
 def _spawn_dup2_keeps_fd() -> bool:
     """Does posix_spawn's dup2 action with fd == newfd clear close-on-exec (POSIX 2024)?
@@ -328,9 +334,11 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[byt
     stdout = _output_target(spec.close_child_stdout, spec.pipe_stdout)
     stderr = _output_target(spec.close_child_stderr, spec.pipe_stderr)
     kwargs: dict[str, Any] = {}
-    # rlimits and pdeathsig need code in the child between fork and exec: CPython then
+    # rlimits, pdeathsig and cgroup need code in the child between fork and exec: CPython then
     # cannot use vfork, so only watchers that ask for them pay for it.
     steps = []
+    if spec.cgroup_procs is not None:  # first: nothing runs outside the cgroup
+        steps.append(joiner(spec.cgroup_procs))
     if spec.rlimits:
         steps.append(_rlimit_setter(spec.rlimits))
     if spec.pdeathsig is not None:
@@ -372,11 +380,12 @@ def _chain(steps: Sequence[Callable[[], None]]) -> Callable[[], None]:
 
 
 def _needs_popen(spec: SpawnSpec) -> bool:
-    """posix_spawn cannot change user, directory, umask, limits or the parent-death
-    signal (nor keep fds on an old libc)."""
+    """posix_spawn cannot change user, directory, umask, limits, the parent-death
+    signal or the cgroup (nor keep fds on an old libc)."""
     return bool(
         spec.rlimits
         or spec.pdeathsig is not None
+        or spec.cgroup_procs is not None
         or spec.uid is not None
         or spec.gid is not None
         or spec.umask is not None

@@ -79,6 +79,7 @@ COVERED = {
     "graceful_timeout", "stop_signal", "stop_children", "send_hup", "max_age",
     "max_age_variance", "use_sockets", "on_demand", "stdin_socket", "close_child_stdin",
     "close_child_stdout", "close_child_stderr", "check_flapping", "pdeathsig", "essential",
+    "cgroup",  # tests/e2e/test_contain_cgroup.py
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from circus.cgroup import unavailable
 from circus.keys import FAMILIES, TABLE_KEYS, key_for
 from tests.e2e.conftest import Daemon
 
@@ -60,6 +61,9 @@ SAMPLES: list[tuple[str, str, Any, Any, str]] = [
     ("check_flapping", "false", False, False, ""),
     ("essential", "true", True, True, ""),
     ("pdeathsig", "SIGUSR1", "SIGUSR1", int(signal.SIGUSR1), ""),
+    # true is refused where no cgroup v2 can be made (circus/cgroup.py)
+    ("cgroup", *(("true", True, True) if unavailable() is None else ("false", False, False)),
+     ""),
     ("env", "A=1,B=two", {"A": "1", "B": "two"}, {"A": "1", "B": "two"}, ""),
     ("rlimit_nofile", "unlimited", None, None, ""),
     ("rlimit_nproc", "4096", 4096, 4096, ""),
