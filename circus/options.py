@@ -332,6 +332,12 @@ CIRCUS_OPTIONS: dict[str, Option] = {
              "Accepted and reported for old configs; paces nothing (deaths and max_age "
              "are seen at once)."),
         _opt("warmup_delay", 0.0, "float", "Seconds to wait after starting each watcher."),
+        _opt("minfds", 1024, "int",
+             "Open files circusd needs: its RLIMIT_NOFILE is raised to at least this, or it "
+             "refuses to start.", minimum=0),
+        _opt("minprocs", 200, "int",
+             "Processes circusd's user needs: RLIMIT_NPROC is raised to at least this, or "
+             "circusd refuses to start.", minimum=0),
         _opt("max_processes", None, "optint",
              "Most processes all watchers may run together (the sum of their numprocesses); "
              "unset: derived from RLIMIT_NPROC and kernel.pid_max (see deployment.md).",

@@ -37,6 +37,33 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+# How to raise each limit, for the message when it cannot be had.
+_HOW = {
+    "RLIMIT_NOFILE": "LimitNOFILE= in the systemd unit, `ulimit -n` in the shell, or "
+                     "--ulimit nofile= for a container",
+    "RLIMIT_NPROC": "LimitNPROC= in the systemd unit, `ulimit -u` in the shell, or "
+                    "--ulimit nproc= for a container",
+}
+
+
+def ensure_limit(name: str, option: str, wanted: int) -> str | None:
+    """Raise the soft (and, when allowed, hard) limit *name* to at least *wanted*, as
+    supervisord's ``minfds``/``minprocs`` do. None when it holds; otherwise why not."""
+    which = getattr(resource, name)
+    soft, hard = resource.getrlimit(which)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None
+    new_hard = hard if hard == resource.RLIM_INFINITY or hard >= wanted else wanted
+    try:
+        resource.setrlimit(which, (wanted, new_hard))
+    except (ValueError, OSError) as exc:
+        have = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+        return (f"[circus] {option} = {wanted} needs {name} of at least {wanted}, but it is "
+                f"{soft} (hard limit {have}) and cannot be raised ({exc}); lower {option} or "
+                f"raise the limit: {_HOW[name]}")
+    return None
+
+
 def daemonize() -> None:
     """Detach: fork, setsid, fork again; stdio to /dev/null. The cwd is kept."""
     if os.fork() > 0:
@@ -187,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     startup.replay()
     if args.daemonize:
         daemonize()
+    for name, option in (("RLIMIT_NOFILE", "minfds"), ("RLIMIT_NPROC", "minprocs")):
+        problem = ensure_limit(name, option, c.get(option, 0))
+        if problem is not None:
+            log.error("circusd cannot start: %s", problem)
+            return 1
     limit = raise_nofile_limit()
     log.debug("open files limit: %d", limit)
     pidfile = Pidfile(args.pidfile or c["pidfile"]) if (args.pidfile or c.get("pidfile")) else None
