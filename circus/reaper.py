@@ -257,6 +257,7 @@ class Reaper:
     _handler: bool = False
     _set_subreaper: bool = False
     _own_session: int = -1
+    _scanned: bool = False  # SIGCHLD scanned the children in this loop iteration
 
     # -- the registry of circusd's own children ----------------------------------------
 
@@ -290,7 +291,7 @@ class Reaper:
                             "go to init and are not stopped with their watcher", exc)
         if threading.current_thread() is threading.main_thread():
             try:
-                loop.add_signal_handler(signal.SIGCHLD, self.reap)
+                loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
                 self._handler = True
             except (ValueError, RuntimeError, NotImplementedError):
                 self._handler = False
@@ -316,6 +317,19 @@ class Reaper:
                 prctl(PR_SET_CHILD_SUBREAPER, 0)
             self._set_subreaper = False
         self._loop = None
+
+    def _on_sigchld(self) -> None:
+        """One scan per loop iteration however many SIGCHLDs it handles: the loop runs
+        the handler once per signal it read, and a scan covers every zombie there was
+        before the iteration began (a mass stop sends hundreds)."""
+        if self._scanned or self._loop is None:
+            return
+        self._scanned = True
+        self._loop.call_soon(self._next_iteration)
+        self.reap()
+
+    def _next_iteration(self) -> None:
+        self._scanned = False
 
     def _poll(self) -> None:
         self.reap()
