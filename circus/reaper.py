@@ -25,8 +25,11 @@ and collects, with ``waitpid(pid, WNOHANG)`` on that one pid, each child that is
 time, so a zombie that must be left alone (a worker waiting for its pidfd callback, a
 hook's child) hides every other zombie behind it until it is collected. Reading the
 children list names them all at once and costs about as much. A zombie waits for the
-loop to run the signal handler: well under 10 ms unless the loop is busy (a batch of
-spawns yields every 32). Where no signal handler can be installed (an arbiter running in
+loop to run the signal handler: well under 10 ms unless the loop is busy. What holds it
+longest is spawning: ``posix_spawn`` keeps the interpreter until the new child has been
+scheduled and has called ``exec``, under a millisecond on an idle machine but 10-50 ms
+when every core is busy; a watcher's spawn loop yields after any spawn that ends 5 ms
+after its last yield. Where no signal handler can be installed (an arbiter running in
 a thread other than the main one), the same scan runs every :data:`POLL` seconds.
 
 The registry is a ``pid -> callback`` map so that this scan can one day collect
