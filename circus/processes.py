@@ -208,9 +208,11 @@ class ProcessSet(OptionStore):
         self.emit("kill", process_pid=pid)
 
     async def stop_process(self, process: Process, sig: int | None = None,
-                           graceful_timeout: float | None = None) -> int:
+                           graceful_timeout: float | None = None, *,
+                           orphans: bool = True) -> int:
         """Stop *process*: *sig* (default stop_signal) between the before_signal and
-        after_signal hooks, SIGKILL after *graceful_timeout* (default the watcher's)."""
+        after_signal hooks, SIGKILL after *graceful_timeout* (default the watcher's);
+        then, unless *orphans* is false (the caller does it), what it left behind."""
         sig = self.stop_signal if sig is None else sig
         timeout = self.graceful_timeout if graceful_timeout is None else graceful_timeout
         send = True
@@ -219,21 +221,21 @@ class ProcessSet(OptionStore):
         process.mark_stopping()
         code = await process.stop(sig, timeout, stop_children=self.stop_children,
                                   notify=self._notify_kill, send=send)
-        # what it left behind goes with it (circus/reaper.py)
-        await REAPER.stop_orphans(
-            Claim(sessions=frozenset({process.pid}),
-                  origins=frozenset({process.origin} if process.origin else ())),
-            sig, timeout)
+        if orphans:  # what it left behind goes with it (circus/reaper.py)
+            await REAPER.stop_orphans(_claim((process,)), sig, timeout)
         if "after_signal" in self.hooks:
             await self.call_hook("after_signal", pid=process.pid, signum=sig)
         return code
 
-    async def stop_processes(self, processes: Iterable[Process], **kw: Any) -> list[int]:
+    async def stop_processes(self, processes: Iterable[Process]) -> list[int]:
         """Stop *processes* together; return their pids."""
         procs = list(processes)
         for process in procs:
             process.mark_stopping()  # no respawn for these, whatever order deaths come in
-        await asyncio.gather(*(self.stop_process(p, **kw) for p in procs))
+        await asyncio.gather(*(self.stop_process(p, orphans=False) for p in procs))
+        # what they left behind goes with them: one pass over circusd's children for the
+        # whole batch, not one per process (n processes would cost n passes of n children)
+        await REAPER.stop_orphans(_claim(procs), self.stop_signal, self.graceful_timeout)
         return [p.pid for p in procs]
 
     async def stop_leftovers(self, keep_running: bool = False) -> list[int]:
@@ -319,3 +321,10 @@ class ProcessSet(OptionStore):
         so this only reports the pids of processes that have exited but not yet been removed
         (none, unless called from inside an exit callback)."""
         return [pid for pid, p in self.processes.items() if p.exited]
+
+
+def _claim(processes: Iterable[Process]) -> Claim:
+    """The orphans of *processes*: their sessions, and their ``CIRCUS_ORIGIN`` marks."""
+    procs = list(processes)
+    return Claim(sessions=frozenset(p.pid for p in procs),
+                 origins=frozenset(p.origin for p in procs if p.origin))

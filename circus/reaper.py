@@ -25,8 +25,11 @@ and collects, with ``waitpid(pid, WNOHANG)`` on that one pid, each child that is
 time, so a zombie that must be left alone (a worker waiting for its pidfd callback, a
 hook's child) hides every other zombie behind it until it is collected. Reading the
 children list names them all at once and costs about as much. A zombie waits for the
-loop to run the signal handler: well under 10 ms unless the loop is busy (a batch of
-spawns yields every 32). Where no signal handler can be installed (an arbiter running in
+loop to run the signal handler: well under 10 ms unless the loop is busy. What holds it
+longest is spawning: ``posix_spawn`` keeps the interpreter until the new child has been
+scheduled and has called ``exec``, under a millisecond on an idle machine but 10-50 ms
+when every core is busy; a watcher's spawn loop yields after any spawn that ends 5 ms
+after its last yield. Where no signal handler can be installed (an arbiter running in
 a thread other than the main one), the same scan runs every :data:`POLL` seconds.
 
 The registry is a ``pid -> callback`` map so that this scan can one day collect
@@ -257,6 +260,7 @@ class Reaper:
     _handler: bool = False
     _set_subreaper: bool = False
     _own_session: int = -1
+    _scanned: bool = False  # SIGCHLD scanned the children in this loop iteration
 
     # -- the registry of circusd's own children ----------------------------------------
 
@@ -290,7 +294,7 @@ class Reaper:
                             "go to init and are not stopped with their watcher", exc)
         if threading.current_thread() is threading.main_thread():
             try:
-                loop.add_signal_handler(signal.SIGCHLD, self.reap)
+                loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
                 self._handler = True
             except (ValueError, RuntimeError, NotImplementedError):
                 self._handler = False
@@ -316,6 +320,19 @@ class Reaper:
                 prctl(PR_SET_CHILD_SUBREAPER, 0)
             self._set_subreaper = False
         self._loop = None
+
+    def _on_sigchld(self) -> None:
+        """One scan per loop iteration however many SIGCHLDs it handles: the loop runs
+        the handler once per signal it read, and a scan covers every zombie there was
+        before the iteration began (a mass stop sends hundreds)."""
+        if self._scanned or self._loop is None:
+            return
+        self._scanned = True
+        self._loop.call_soon(self._next_iteration)
+        self.reap()
+
+    def _next_iteration(self) -> None:
+        self._scanned = False
 
     def _poll(self) -> None:
         self.reap()

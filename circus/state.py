@@ -125,11 +125,12 @@ def record_path(config_file: str) -> str:
     return os.path.join(runtime_dir(), f"{name}-{config_id(config_file)}.json")
 
 
-def write_atomic(path: str, data: dict[str, Any]) -> None:
-    """Write *data* as JSON to *path* through a temporary file renamed over it."""
+def write_atomic(path: str, data: dict[str, Any] | str) -> None:
+    """Write *data* as JSON (or JSON text as it is) to *path* through a temporary file
+    renamed over it."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as fh:
-        json.dump(data, fh, separators=(",", ":"))
+        fh.write(data if isinstance(data, str) else json.dumps(data, separators=(",", ":")))
     os.replace(tmp, path)
 
 
@@ -258,7 +259,7 @@ class ProcessRecord:
         self._lock_fd: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watchers: Callable[[], list[Watcher]] = list
-        self._starts: dict[int, int] = {}
+        self._rows: dict[int, tuple[object, str]] = {}  # pid -> (its process, its entry)
         self.released: list[dict[str, int]] = []  # rm --nostop: let go, not to be stopped
 
     def run_id(self) -> str:
@@ -328,22 +329,29 @@ class ProcessRecord:
         self.write()
 
     def write(self) -> None:
+        """Write the record now. Each process's entry is encoded once, when it is first
+        written: a record of a thousand processes costs a join, not a JSON encoding of a
+        thousand objects on the event loop at every spawn or exit."""
         self._timer = None
-        processes = []
-        starts: dict[int, int] = {}
+        rows: dict[int, tuple[object, str]] = {}
         for watcher in self._watchers():
             for pid, process in watcher.processes.items():
-                start = self._starts.get(pid) or start_time(pid)
-                if start is None:
-                    continue
-                starts[pid] = start
-                processes.append({"pid": pid, "start": start, "watcher": watcher.name,
-                                  "wid": process.wid})
-        self._starts = starts
-        data = {"version": 1, "circusd": {"pid": self.me[0], "start": self.me[1]},
-                "written": time.time(), "processes": processes, "released": self.released}
+                row = self._rows.get(pid)
+                if row is None or row[0] is not process:
+                    start = start_time(pid)
+                    if start is None:
+                        continue
+                    row = (process, json.dumps({"pid": pid, "start": start,
+                                                "watcher": watcher.name, "wid": process.wid},
+                                               separators=(",", ":")))
+                rows[pid] = row
+        self._rows = rows
+        head = json.dumps({"version": 1, "circusd": {"pid": self.me[0], "start": self.me[1]},
+                           "written": time.time(), "released": self.released},
+                          separators=(",", ":"))
+        text = f'{head[:-1]},"processes":[{",".join(r[1] for r in rows.values())}]}}'
         try:
-            write_atomic(self.path, data)
+            write_atomic(self.path, text)
         except OSError as exc:
             log.error("cannot write the process record %s: %s", self.path, exc)
 

@@ -48,7 +48,7 @@ BACKOFF_MAX = 5.0
 # Yield to the event loop every this many spawns or seconds, whichever comes first, so
 # commands (a new target, a stop) and deaths are handled while a large watcher starts.
 SPAWN_BATCH = 32
-SPAWN_SLICE = 0.02
+SPAWN_SLICE = 0.005
 
 class Watcher(ProcessSet):
     """A group of identical processes.
