@@ -325,7 +325,7 @@ class Arbiter:
                 try:  # a value the watcher refuses refuses the whole file
                     changes[key] = watcher.check_options(diff)
                 except OptionError as exc:
-                    raise ConfigError(str(exc).removeprefix(f"{exc.option}: "),
+                    raise ConfigError(exc.reason,
                                       section=f"watcher:{watcher.name}",
                                       option=exc.option) from exc
         # Sockets: new ones are bound first (one that cannot be bound refuses the file);

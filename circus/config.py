@@ -467,9 +467,7 @@ class _Builder:
             log.warning("[%s] numprocesses = 0: the watcher will not run any process", section)
         broken = together(table)
         if broken is not None:
-            key, message = broken
-            if key not in w:  # blame the key that is in the section
-                key = "singleton" if key == "numprocesses" else "copy_env"
+            key, message = broken  # always a key of the section: defaults break no rule
             raise self.error(message, section, key)
         for key, lookup in (("uid", user_id), ("gid", group_id)):
             value = w.get(key)

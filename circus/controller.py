@@ -286,7 +286,7 @@ class Controller:
         if isinstance(exc, ConfigError):
             return error_reply(f"configuration refused: {exc}", Errno.COMMAND_ERROR, msg_id)
         if isinstance(exc, OptionError):
-            reason = str(exc).removeprefix(f"{exc.option}: ")
+            reason = exc.reason
             return error_reply(f"invalid value for {exc.option!r}: {reason}",
                                Errno.MESSAGE_ERROR, msg_id)
         if isinstance(exc, OSError):

@@ -31,7 +31,6 @@ _TYPES = {
     "optsignal": "signal",
     "user": "name or number",
     "args": "string",
-    "env": "K=V list",
     "octal": "octal",
     "family": "family",
     "socktype": "socket type",

@@ -103,6 +103,7 @@ class OptionError(ValueError):
 
     def __init__(self, option: str, message: str) -> None:
         self.option = option
+        self.reason = message
         super().__init__(f"{option}: {message}")
 
 

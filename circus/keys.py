@@ -16,9 +16,10 @@ socket) give the same value for the same key.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
+from circus.errors import OptionError
 from circus.limits import watcher_shortfall
 from circus.options import (
     HOOK_NAMES,
@@ -432,14 +433,6 @@ def key_for(key: str, custom: Collection[str] = ()) -> Family | None:
     return None
 
 
-def text_value(key: str, raw: str) -> Any:
-    """The value of *key* written as text. Raises KeyError (unknown key) or ValueError."""
-    family = key_for(key)
-    if family is None:
-        raise KeyError(key)
-    return family.from_text(key, raw)
-
-
 def group(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Flat keys (``rlimit_nofile``, ``hooks.after_start``, ``stdout_stream.class``) to the
     grouped keyword arguments of :class:`~circus.watcher.Watcher`."""
@@ -518,6 +511,44 @@ def diff(holder: OptionHolder, flat: Mapping[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def check_changes(changes: Mapping[str, Any], current: Callable[[str], Any],
+                  custom: Collection[str] = ()) -> dict[str, Any]:
+    """*changes* typed and checked as a whole, against the table values *current* gives
+    (a running watcher's, or the defaults for a new one); nothing is applied.
+
+    :data:`UNSET` takes a key back to its default. Hooks are imported, so one that cannot
+    be is refused now rather than when it runs.
+
+    Raises:
+        OptionError: naming the key that is unknown or whose value cannot be used.
+    """
+    from circus.hooks import Hook
+
+    checked: dict[str, Any] = {}
+    for key, value in changes.items():
+        family = key_for(key, custom)
+        if family is None:
+            raise OptionError(key, "not a watcher option")
+        if value is UNSET:
+            checked[key] = value
+            continue
+        try:
+            checked[key] = family.from_wire(key, value)
+            if isinstance(family, HookKey | HooksKey):
+                hooks = checked[key] if key == "hooks" else {key[6:]: checked[key]}
+                for name, spec in hooks.items():
+                    Hook.build(name, spec)
+        except (ValueError, TypeError, ImportError) as exc:
+            raise OptionError(key, str(exc)) from None
+    table = {name: option.default if checked.get(name) is UNSET else
+             checked[name] if name in checked else current(name)
+             for name, option in WATCHER_OPTIONS.items()}
+    broken = together(table)
+    if broken is not None:
+        raise OptionError(*broken)
+    return checked
+
+
 def together(values: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first rule that *values* (every table option of a watcher) break together, as
     ``(key to blame, message)``; None if they hold."""
@@ -554,6 +585,5 @@ __all__ = [
     "is_free_form",
     "key_for",
     "stream_conf",
-    "text_value",
     "together",
 ]

@@ -91,21 +91,6 @@ def _args(value: Any) -> str | list[str] | None:
     raise ValueError(f"expected a string or a list of strings, got {value!r}")
 
 
-def _env(value: Any) -> dict[str, str]:
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: "" if v is None else str(v) for k, v in value.items()}
-    if isinstance(value, str):
-        # circusctl form: K=V,K2=V2
-        result: dict[str, str] = {}
-        for item in filter(None, (p.strip() for p in value.split(","))):
-            key, sep, val = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"expected KEY=VALUE pairs separated by commas, got {item!r}")
-            result[key.strip()] = val.strip()
-        return result
-    raise ValueError(f"expected an object of strings, got {value!r}")
-
-
 class Option(NamedTuple):
     """One configuration option.
 
@@ -160,7 +145,6 @@ _KINDS: dict[str, tuple[Converter, Converter]] = {
                   lambda v: None if v is None else to_signum(v)),
     "user": (_user, _user),
     "args": (_args, _args),
-    "env": (_env, _env),
     "octal": (lambda v: None if not str(v).strip() else to_octal(v),
               lambda v: None if v is None else to_octal(v)),
     "family": (to_family, to_family),

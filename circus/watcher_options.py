@@ -10,12 +10,13 @@ and adds what a change does to running processes (a live update or a graceful re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 from circus.errors import OptionError
 from circus.hooks import Hook
-from circus.keys import UNSET, key_for, together
+from circus.keys import UNSET, CustomKey, StreamSubKey, check_changes, key_for
 from circus.options import WATCHER_OPTIONS, WatcherSettings
 
 
@@ -77,13 +78,15 @@ class OptionStore(WatcherSettings):
 
     def get_option(self, key: str) -> Any:
         """The value of *key* as ``get`` shows it; KeyError if the watcher has none."""
-        if key in ("rlimits", "stdout_stream_conf", "stderr_stream_conf"):
-            return self.options()[key]
+        if key == "rlimits":
+            return dict(self.rlimits)
+        if key in ("stdout_stream_conf", "stderr_stream_conf"):
+            return _stream_conf_public(getattr(self, key))
         family = key_for(key, self.custom_options)
         if family is None:
             raise KeyError(key)
         value = family.read(self, key)
-        if value is None and family.pattern.endswith(".<key>"):
+        if value is None and isinstance(family, StreamSubKey | CustomKey):
             raise KeyError(key)  # a stream or custom key the watcher does not have
         return family.public(value)
 
@@ -107,27 +110,7 @@ class OptionStore(WatcherSettings):
         Raises:
             OptionError: naming the key that is unknown or whose value cannot be used.
         """
-        checked: dict[str, Any] = {}
-        for key, value in changes.items():
-            family = key_for(key, self.custom_options)
-            if family is None:
-                raise OptionError(key, "not a watcher option")
-            try:
-                checked[key] = value if value is UNSET else family.from_wire(key, value)
-                if key.startswith("hooks") and value is not UNSET:
-                    hooks = checked[key] if key == "hooks" else {key[6:]: checked[key]}
-                    for name, spec in hooks.items():
-                        Hook.build(name, spec)  # the hook can be imported
-            except (ValueError, TypeError, ImportError) as exc:
-                raise OptionError(key, str(exc)) from None
-        table = {key: checked.get(key, getattr(self, key)) for key in WATCHER_OPTIONS}
-        for key, default in (("singleton", False), ("numprocesses", 1)):
-            if checked.get(key) is UNSET:
-                table[key] = default
-        broken = together(table)
-        if broken is not None:
-            raise OptionError(*broken)
-        return checked
+        return check_changes(changes, functools.partial(getattr, self), self.custom_options)
 
     def write_options(self, checked: Mapping[str, Any]) -> tuple[bool, set[str]]:
         """Store *checked* values (from :meth:`check_options`).

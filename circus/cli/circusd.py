@@ -141,7 +141,7 @@ def build_arbiter(config: Any) -> Any:
         except OptionError as exc:
             section = f"watcher:{conf['name']}"
             path, line = config.location(section, exc.option) or (config.path, None)
-            message = str(exc).removeprefix(f"{exc.option}: ")
+            message = exc.reason
             raise ConfigError(message, path=path, line=line, section=section,
                               option=exc.option) from exc
         except (ValueError, ImportError, OSError, TypeError) as exc:
@@ -156,7 +156,7 @@ def build_arbiter(config: Any) -> Any:
         except OptionError as exc:
             section = f"plugin:{plugin['name']}"
             path, line = config.location(section, exc.option) or (config.path, None)
-            message = str(exc).removeprefix(f"{exc.option}: ")
+            message = exc.reason
             raise ConfigError(message, path=path, line=line, section=section,
                               option=exc.option) from exc
     c = config.circus

@@ -19,9 +19,8 @@ from circus.keys import (
     HookKey,
     HooksKey,
     StreamKey,
+    check_changes,
     key_for,
-    text_value,
-    together,
 )
 from circus.options import WATCHER_OPTIONS
 from circus.util.accounts import group_id, user_id
@@ -36,7 +35,8 @@ def check_options(options: Mapping[str, Any], watcher: WatcherAPI | None = None)
     With no *watcher* (``add``) the keys are checked against the defaults.
     """
     try:
-        checked = watcher.check_options(options) if watcher is not None else _check_new(options)
+        checked = (watcher.check_options(options) if watcher is not None
+                   else check_changes(options, lambda name: WATCHER_OPTIONS[name].default))
     except OptionError as exc:
         raise MessageError(_reason(exc)) from None
     for key, value in checked.items():
@@ -48,31 +48,14 @@ def check_options(options: Mapping[str, Any], watcher: WatcherAPI | None = None)
 
 
 def _reason(exc: OptionError) -> str:
-    message = str(exc).removeprefix(f"{exc.option}: ")
-    if message == "not a watcher option":
+    if exc.reason == "not a watcher option":
         return f"unknown key {exc.option!r}: not a watcher option"
-    return f"invalid value for {exc.option!r}: {message}"
-
-
-def _check_new(options: Mapping[str, Any]) -> dict[str, Any]:
-    checked: dict[str, Any] = {}
-    for key, value in options.items():
-        family = key_for(key) if isinstance(key, str) else None
-        if family is None:
-            raise OptionError(str(key), "not a watcher option")
-        try:
-            checked[key] = family.from_wire(key, value)
-        except (ValueError, TypeError) as exc:
-            raise OptionError(key, str(exc)) from None
-    table = {k: checked.get(k, opt.default) for k, opt in WATCHER_OPTIONS.items()}
-    broken = together(table)
-    if broken is not None:
-        raise OptionError(*broken)
-    return checked
+    return f"invalid value for {exc.option!r}: {exc.reason}"
 
 
 def _check_system(key: str, value: Any) -> None:
-    """What only the running system can tell: accounts, directories, importable hooks."""
+    """What only the running system can tell: accounts, directories (hooks are imported
+    by :func:`circus.keys.check_changes`)."""
     if key in ("uid", "gid") and value is not None:
         try:
             (user_id if key == "uid" else group_id)(value)
@@ -80,12 +63,6 @@ def _check_system(key: str, value: Any) -> None:
             raise MessageError(f"invalid value for {key!r}: {exc}") from None
     if key == "working_dir" and value is not None and not os.path.isdir(value):
         raise MessageError(f"invalid value for 'working_dir': no directory {value!r}")
-    family = key_for(key)
-    if isinstance(family, HookKey):
-        _check_hook(key[len("hooks."):], value)
-    elif isinstance(family, HooksKey):
-        for name, spec in value.items():
-            _check_hook(name, spec)
 
 
 def merged_stream(which: str, checked: Mapping[str, Any], watcher: WatcherAPI | None
@@ -117,27 +94,18 @@ def _check_stream(which: str, conf: Mapping[str, Any]) -> None:
         stream.close()
 
 
-def _check_hook(name: str, spec: Any) -> None:
-    from circus.hooks import Hook
-
-    try:
-        Hook.build(name, spec)
-    except (ImportError, ValueError, AttributeError, TypeError) as exc:
-        raise MessageError(f"invalid value for 'hooks.{name}': {exc}") from None
-
-
 # -- circusctl side ------------------------------------------------------------------------
 
 
 def cli_value(key: str, text: str) -> Any:
     """Type a ``circusctl set`` value by its key, with the INI reader's own parser."""
+    family = key_for(key)
+    if family is None:
+        raise ArgumentError(f"unknown key {key!r}")
     try:
-        value = text_value(key, text)
-    except KeyError:
-        raise ArgumentError(f"unknown key {key!r}") from None
+        value = family.from_text(key, text)
     except ValueError as exc:
         raise ArgumentError(f"invalid value for {key!r}: {exc}") from None
-    family = key_for(key)
     # hooks travel as the text they were written in, which circusd (and Circus 0.19) reads
     if isinstance(family, HookKey):
         return text.strip()

@@ -163,7 +163,7 @@ def plugin_watcher_confs(plugins: Sequence[Mapping[str, Any]], endpoint: str,
                                              debug))
         except OptionError as exc:
             section = f"plugin:{plugin.get('name') or plugin.get('use')}"
-            raise ConfigError(str(exc).removeprefix(f"{exc.option}: "), section=section,
+            raise ConfigError(exc.reason, section=section,
                               option=exc.option) from exc
     return confs
 
