@@ -228,6 +228,7 @@ class Arbiter:
             raise AlreadyExistsError(f"a watcher named {name!r} already exists")
         watcher = Watcher(name, cmd, **options)
         self._attach(watcher)
+        self.state.added(watcher)  # a runtime change, for state_file
         watcher.emit("add")
         if start:
             await watcher.start()

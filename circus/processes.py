@@ -37,6 +37,10 @@ def _no_publish(topic: str, payload: dict[str, Any]) -> None:
     pass
 
 
+def _nothing() -> None:
+    pass
+
+
 class ProcessSet(OptionStore):
     """A watcher's processes, events, hooks, signals and output (see the module docstring)."""
 
@@ -44,7 +48,10 @@ class ProcessSet(OptionStore):
         self.publish: Publish = publish or _no_publish
         self.arbiter: ArbiterAPI | None = None  # set by the arbiter; given to hooks
         self.processes: dict[int, Process] = {}  # pid -> process, oldest first
-        self.exit_status: int | None = None  # of the last process that exited
+        # set by the arbiter (circus/state.py): options changed; a process came or went
+        self.on_change: Callable[[Any, list[str]], None] | None = None
+        self.on_processes_changed: Callable[[], None] = _nothing
+        self.run_id = ""  # names the circusd run in each spawn's CIRCUS_ORIGIN mark
         # set by the arbiter: called with the watcher and an exit status (None: none)
         # when it stops for good without being asked to (see Watcher._ended)
         self.on_ended: Callable[[ProcessSet, int | None], None] | None = None
@@ -291,9 +298,14 @@ class ProcessSet(OptionStore):
         """Stop one process (or all) like ``stop`` does; the watcher stays active and respawns."""
         if pid is not None and pid not in self.processes:
             raise KeyError(pid)
-        await asyncio.gather(
-            *(self.kill_process(p, signum, graceful_timeout) for p in self._targets(pid))
-        )
+        procs = self._targets(pid)
+        await asyncio.gather(*(self.stop_process(p, signum, graceful_timeout, orphans=False)
+                               for p in procs))
+        # what they left behind: one pass for them all (as stop_processes does)
+        await REAPER.stop_orphans(
+            _claim(procs), self.stop_signal if signum is None else signum,
+            self.graceful_timeout if graceful_timeout is None else graceful_timeout)
+        self._wake()
 
     async def kill_process(
         self,

@@ -403,21 +403,14 @@ class RunState:
         """A watcher joins the arbiter: its processes carry the marker, its spawns and
         exits are written to the record, its changes are recorded."""
         watcher.on_change = self.options_changed
-        publish = watcher.publish
-
-        def observed(topic: str, payload: dict[str, Any]) -> None:
-            if topic.endswith((".spawn", ".reap")):
-                if self.record is not None:
-                    self.record.note()
-            elif topic.endswith(".add") and self.changes is not None:
-                self.changes.watcher_added(watcher, changed_keys(watcher))
-            publish(topic, payload)
-
-        if not getattr(publish, "observed", False):
-            observed.observed = True  # type: ignore[attr-defined]
-            watcher.publish = observed
         if self.record is not None:
+            watcher.on_processes_changed = self.record.note
             watcher.run_id = self.record.run_id()
+
+    def added(self, watcher: Watcher) -> None:
+        """*watcher* was added over the control socket (``add``)."""
+        if self.changes is not None:
+            self.changes.watcher_added(watcher, changed_keys(watcher))
 
     async def open(self, arbiter: Any) -> None:
         """Before anything is bound or spawned: refuse if another circusd runs this

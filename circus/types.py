@@ -38,6 +38,7 @@ class WatcherAPI(Protocol):
 
     name: str
     numprocesses: int
+    max_processes: int | None
     singleton: bool
     state: WatcherState
 

@@ -111,8 +111,6 @@ class Watcher(ProcessSet):
 
         self.state = WatcherState.STOPPED
         self.on_state_change: Callable[[Watcher], None] | None = None  # set by the arbiter
-        self.on_change: Callable[[Watcher, list[str]], None] | None = None  # options changed
-        self.run_id = ""  # names the circusd run in each spawn's CIRCUS_ORIGIN mark
         self._lock = asyncio.Lock()
         self._tasks = TaskOwner(f"watcher {name}")
         self._wakeup: asyncio.Event | None = None
@@ -169,6 +167,7 @@ class Watcher(ProcessSet):
             self._wids.release(wid)
             raise
         self.processes[process.pid] = process
+        self.on_processes_changed()
         self._spawn_failures = 0
         if self.max_age > 0:
             delay = self.max_age + random.randint(0, max(self.max_age_variance, 0))
@@ -271,11 +270,12 @@ class Watcher(ProcessSet):
         """Called by the process as soon as its exit status is collected."""
         if self.processes.pop(process.pid, None) is not None:
             self._wids.release(process.wid)
+            self.on_processes_changed()
         self.router.forget(process.pid)
         timer = self._age_timers.pop(process.pid, None)
         if timer is not None:
             timer.cancel()
-        code = self.exit_status = process.returncode
+        code = process.returncode
         if process.stopping:
             log.debug("%s: pid %d stopped (%s)", self.name, process.pid, code)
         elif code == 0:

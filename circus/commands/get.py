@@ -70,12 +70,11 @@ class Get(Command):
 
     def validate(self, arbiter: ArbiterAPI, props: Props) -> None:
         super().validate(arbiter, props)
-        watcher = self.watcher(arbiter, props)
+        self.watcher(arbiter, props)  # NotFoundError
         keys = props["keys"]
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise MessageError(f"'keys' should be a list of option names, got {keys!r}")
-        for key in keys:
-            option_value(watcher, key)
+        # an unknown key is refused by answer(), which reads each value once
 
     inline = True  # reads state only: answered without a task
 

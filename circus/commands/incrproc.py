@@ -85,12 +85,11 @@ class IncrProc(Command):
         watcher = self.watcher(arbiter, props)
         if watcher.singleton:
             return None
-        current = self._target(watcher)
-        target = max(current + self._delta(props), 0)
-        require_target(arbiter, watcher.name, target, watcher.get_option("max_processes"),
-                       current)
+        current, delta = self._target(watcher), self._delta(props)
+        target = max(current + delta, 0)
+        require_target(arbiter, watcher.name, target, watcher.max_processes, current)
         if not targets:
-            _PENDING.setdefault(watcher, []).append(self._delta(props))
+            _PENDING.setdefault(watcher, []).append(delta)
             return None
         watcher.numprocesses = target
         return target

@@ -91,12 +91,12 @@ class Set(Command):
         """A new ``numprocesses``, checked against the limits, is the watcher's target at
         once (a spawn burst in progress stops at it); the other keys wait their turn. With
         a command ahead that writes the target at its turn, all of it waits (None)."""
-        watcher = self.watcher(arbiter, props)
-        checked = check_options(props["options"], watcher)
-        target = checked.get("numprocesses")
+        options = props["options"]  # checked by validate: numprocesses is an int if there
+        target = options.get("numprocesses")
         if not isinstance(target, int):
             return None
-        watcher_max = checked.get("max_processes", watcher.get_option("max_processes"))
+        watcher = self.watcher(arbiter, props)
+        watcher_max = options.get("max_processes", watcher.max_processes)
         require_target(arbiter, watcher.name, target,
                        watcher_max if isinstance(watcher_max, int) else None,
                        watcher.numprocesses)
@@ -113,13 +113,12 @@ class Set(Command):
         watcher = self.watcher(arbiter, props)
         rest = {k: v for k, v in props["options"].items() if k != "numprocesses"}
         if rest:
-            await watcher.set_options(check_options(rest, watcher))
+            await watcher.set_options(rest)  # typed and checked again against the watcher
         await watcher.set_numprocesses(watcher.numprocesses)
         return None
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
-        watcher = self.watcher(arbiter, props)
-        checked = check_options(props["options"], watcher)
-        if checked:
-            await watcher.set_options(checked)
+        if props["options"]:  # checked by validate; set_options types them again, against
+            # the watcher as it is now (an earlier command may have changed it meanwhile)
+            await self.watcher(arbiter, props).set_options(props["options"])
         return None

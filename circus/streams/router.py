@@ -159,6 +159,8 @@ class OutputRouter:
         Every stream is built before any is switched, so a bad one changes nothing. The
         streams they replace are closed once the output queued for them is written.
         """
+        if not confs:
+            return
         built = {which: self.build(conf, which) for which, conf in confs.items()}
         retired = []
         for which, stream in built.items():
