@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from circus.reaper import ORIGIN_VAR, REAPER
+from circus.reaper import ORIGIN_VAR, REAPER, children_of
 from circus.spawn import SpawnSpec, build_argv, start_child
 from circus.states import PROCESS_TRANSITIONS, ProcessState, check_transition
 from circus.util.convert import human_bytes, signal_name
@@ -441,10 +441,17 @@ class Process:
         """The pids of the process's children (all descendants with *recursive*)."""
         if self.returncode is not None:
             return []
-        try:
-            return [c.pid for c in self._ps().children(recursive=recursive)]
-        except psutil.Error:
-            return []
+        # the kernel's own children lists: psutil would read the stat of every process
+        # on the host to find them, once per process stopped with stop_children
+        found = children_of(self.pid)
+        if not recursive:
+            return found
+        result, stack = [], list(found)
+        while stack:
+            pid = stack.pop()
+            result.append(pid)
+            stack.extend(children_of(pid))
+        return result
 
     def children(self) -> list[int]:
         return self.children_pids()
@@ -522,10 +529,9 @@ def process_info(proc: psutil.Process, *, with_children: bool = True) -> dict[st
     info["age"] = time.time() - info["create_time"] if info["create_time"] != "N/A" else "N/A"
     children: list[dict[str, Any]] = []
     if with_children:
-        with contextlib.suppress(psutil.Error):
-            for child in proc.children():
-                with contextlib.suppress(psutil.Error):
-                    children.append(process_info(child, with_children=False))
+        for pid in children_of(proc.pid):
+            with contextlib.suppress(psutil.Error):
+                children.append(process_info(psutil.Process(pid), with_children=False))
     info["children"] = children
     return info
 

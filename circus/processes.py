@@ -225,7 +225,6 @@ class ProcessSet(OptionStore):
         send = True
         if "before_signal" in self.hooks and not process.exited:
             send = bool(await self.call_hook("before_signal", pid=process.pid, signum=sig))
-        process.mark_stopping()
         code = await process.stop(sig, timeout, stop_children=self.stop_children,
                                   notify=self._notify_kill, send=send)
         if orphans:  # what it left behind goes with it (circus/reaper.py)
@@ -234,15 +233,19 @@ class ProcessSet(OptionStore):
             await self.call_hook("after_signal", pid=process.pid, signum=sig)
         return code
 
-    async def stop_processes(self, processes: Iterable[Process]) -> list[int]:
-        """Stop *processes* together; return their pids."""
+    async def stop_processes(self, processes: Iterable[Process], sig: int | None = None,
+                             graceful_timeout: float | None = None) -> list[int]:
+        """Stop *processes* together (as :meth:`stop_process`); return their pids."""
         procs = list(processes)
         for process in procs:
             process.mark_stopping()  # no respawn for these, whatever order deaths come in
-        await asyncio.gather(*(self.stop_process(p, orphans=False) for p in procs))
+        await asyncio.gather(*(self.stop_process(p, sig, graceful_timeout, orphans=False)
+                               for p in procs))
         # what they left behind goes with them: one pass over circusd's children for the
         # whole batch, not one per process (n processes would cost n passes of n children)
-        await REAPER.stop_orphans(_claim(procs), self.stop_signal, self.graceful_timeout)
+        await REAPER.stop_orphans(
+            _claim(procs), self.stop_signal if sig is None else sig,
+            self.graceful_timeout if graceful_timeout is None else graceful_timeout)
         return [p.pid for p in procs]
 
     async def stop_leftovers(self, keep_running: bool = False) -> list[int]:
@@ -298,13 +301,7 @@ class ProcessSet(OptionStore):
         """Stop one process (or all) like ``stop`` does; the watcher stays active and respawns."""
         if pid is not None and pid not in self.processes:
             raise KeyError(pid)
-        procs = self._targets(pid)
-        await asyncio.gather(*(self.stop_process(p, signum, graceful_timeout, orphans=False)
-                               for p in procs))
-        # what they left behind: one pass for them all (as stop_processes does)
-        await REAPER.stop_orphans(
-            _claim(procs), self.stop_signal if signum is None else signum,
-            self.graceful_timeout if graceful_timeout is None else graceful_timeout)
+        await self.stop_processes(self._targets(pid), signum, graceful_timeout)
         self._wake()
 
     async def kill_process(
@@ -320,7 +317,7 @@ class ProcessSet(OptionStore):
         return code
 
     async def kill_processes(self, sig: int = signal.SIGTERM) -> None:
-        await asyncio.gather(*(self.kill_process(p, sig) for p in self._targets(None)))
+        await self.kill(None, sig)
 
     # -- the seed's names --------------------------------------------------------------------
 

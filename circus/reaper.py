@@ -32,9 +32,8 @@ when every core is busy; a watcher's spawn loop yields after any spawn that ends
 after its last yield. Where no signal handler can be installed (an arbiter running in
 a thread other than the main one), the same scan runs every :data:`POLL` seconds.
 
-The registry is a ``pid -> callback`` map so that this scan can one day collect
-workers too (one SIGCHLD handler instead of a descriptor per process); today workers
-register without a callback and keep their pidfd.
+The registry (:meth:`Reaper.track`) is the set of workers' pids: their statuses belong to
+their own pidfd callback.
 
 Knowing where an orphan came from
 ---------------------------------
@@ -188,11 +187,13 @@ def read_origin(pid: int) -> str | None:
             data = fh.read()
     except OSError:
         return None
-    prefix = ORIGIN_VAR.encode() + b"="
-    for entry in data.split(b"\0"):
-        if entry.startswith(prefix):
-            return entry[len(prefix):].decode(errors="replace")
-    return None
+    needle = ORIGIN_VAR.encode() + b"="
+    at = data.find(needle)
+    while at > 0 and data[at - 1] != 0:  # inside another variable's value
+        at = data.find(needle, at + 1)
+    if at < 0:
+        return None
+    return data[at + len(needle):].split(b"\0", 1)[0].decode(errors="replace")
 
 
 def children_of(pid: int) -> list[int]:
@@ -252,8 +253,7 @@ class Reaper:
     :meth:`uninstall` it when they close.
     """
 
-    known: dict[int, Callable[[int], None] | None] = field(default_factory=dict)
-    reaped: int = 0  # orphans collected so far
+    known: set[int] = field(default_factory=set)  # circusd's own children (workers)
     _users: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _timer: asyncio.TimerHandle | None = None
@@ -264,12 +264,12 @@ class Reaper:
 
     # -- the registry of circusd's own children ----------------------------------------
 
-    def track(self, pid: int, on_exit: Callable[[int], None] | None = None) -> None:
+    def track(self, pid: int) -> None:
         """*pid* is a child circusd started: its exit status is not the reaper's."""
-        self.known[pid] = on_exit
+        self.known.add(pid)
 
     def untrack(self, pid: int) -> None:
-        self.known.pop(pid, None)
+        self.known.discard(pid)
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -349,21 +349,11 @@ class Reaper:
             if stat is not None and stat.session != self._own_session:
                 yield pid, stat
 
-    def reap(self) -> int:
+    def reap(self) -> None:
         """Collect every zombie child that is an orphan (see the module docstring)."""
-        count = 0
         for pid, stat in self._unknown_children():
-            if stat.state != "Z":
-                continue
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if done:
-                count += 1
-                log.debug("reaped orphan %d (%s)", pid, os.waitstatus_to_exitcode(status))
-        self.reaped += count
-        return count
+            if stat.state == "Z":
+                _collect(pid)
 
     def orphans(self, claim: Claim, claimed: dict[int, int] | None = None) -> dict[int, int]:
         """Live orphans *claim* names, and all their descendants: ``{pid: start}``.
@@ -375,6 +365,7 @@ class Reaper:
         stack: list[int] = []
         for pid, stat in self._unknown_children():
             if stat.state == "Z":
+                _collect(pid)  # the same pass reaps: stop_orphans needs no reap() of its own
                 continue
             if claimed.get(pid) == stat.start or claim.matches(stat, pid):
                 found[pid] = stat.start
@@ -400,7 +391,6 @@ class Reaper:
         deadline = time.monotonic() + max(graceful_timeout, 0.0)
         killed_at: float | None = None
         while True:
-            self.reap()
             alive = self.orphans(claim, claimed)
             if not alive:
                 break
@@ -420,6 +410,14 @@ class Reaper:
                 _signal(fresh, sig)
             await asyncio.sleep(STOP_POLL)
         return sorted(claimed)
+
+
+def _collect(pid: int) -> None:
+    """Collect the zombie orphan *pid* (it is not a process circusd started)."""
+    with contextlib.suppress(ChildProcessError):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            log.debug("reaped orphan %d (%s)", pid, os.waitstatus_to_exitcode(status))
 
 
 def _signal(pids: Iterable[int], sig: int) -> None:

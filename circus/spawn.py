@@ -447,7 +447,7 @@ def _resolve_executable(name: str, env: Mapping[str, str]) -> str:
     """Find *name* on the child's PATH (not circusd's), as exec would; cached."""
     if os.sep in name:
         return name
-    return _lookup(name, os.pathsep.join(os.get_exec_path(dict(env))))
+    return _lookup(name, env.get("PATH", os.defpath))
 
 
 def _rlimit_setter(rlimits: Mapping[str, int | None]) -> Callable[[], None]:

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from circus.reaper import ORIGIN_VAR, Origin
+from circus.reaper import ORIGIN_VAR, Origin, read_origin, read_stat
 
 if TYPE_CHECKING:
     from circus.watcher import Watcher
@@ -65,16 +65,10 @@ class AlreadyRunning(OSError):
 
 def proc_stat(pid: int) -> tuple[int, int] | None:
     """``(start time, process group)`` of a live *pid*; None if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
+    stat = read_stat(pid)
+    if stat is None or stat.state in ("Z", "X"):
         return None
-    fields = data.rpartition(b")")[2].split()
-    # fields[0] is field 3 of stat (the state), so field N is fields[N - 3]
-    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19]), int(fields[2])
+    return stat.start, stat.pgrp
 
 
 def start_time(pid: int) -> int | None:
@@ -87,11 +81,10 @@ def _ancestors() -> set[int]:
     pid = os.getppid()
     while pid > 1 and pid not in pids:
         pids.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                pid = int(fh.read().rpartition(b")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
+        stat = read_stat(pid)
+        if stat is None:
             break
+        pid = stat.ppid
     return pids
 
 
@@ -148,21 +141,14 @@ class Found:
 
 def scan_markers(cid: str) -> list[Found]:
     """Every process whose ``CIRCUS_ORIGIN`` mark names a run of configuration *cid*."""
-    needle = f"{ORIGIN_VAR}=".encode()
     skip = _ancestors()
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) in skip:
             continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = fh.read()
-        except OSError:
+        value = read_origin(int(name))
+        if value is None:
             continue
-        at = env.find(needle)
-        if at < 0 or (at > 0 and env[at - 1] != 0):
-            continue
-        value = env[at + len(needle):].split(b"\0", 1)[0].decode(errors="replace")
         mark = Origin.parse(value)
         config, _, circusd_start = mark.run.partition("-") if mark else ("", "", "")
         start = start_time(int(name))
@@ -213,9 +199,10 @@ async def stop_previous(found: Iterable[Found], settings: Callable[[str], tuple[
         except OSError:
             return
         try:
-            if start_time(target.pid) != target.start:
+            stat = proc_stat(target.pid)
+            if stat is None or stat[0] != target.start:
                 return  # gone, and its pid taken by another process meanwhile
-            leader = proc_stat(target.pid) == (target.start, target.pid)
+            leader = stat[1] == target.pid
             gone = loop.create_future()
             loop.add_reader(fd, _settle, gone)
             try:
