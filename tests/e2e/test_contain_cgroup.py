@@ -178,9 +178,14 @@ def test_the_option_is_refused_where_no_cgroup_can_be_made(short_tmp: Path,
     ini = short_tmp / "ro.ini"
     ini.write_text(f"[circus]\nendpoint = ipc://{short_tmp}/c\npubsub_endpoint = "
                    f"ipc://{short_tmp}/p\n" + watcher(piddir, n=1))
-    script = ('mount -o remount,bind,ro "$1" && shift && exec "$@"')
-    result = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", str(mount),
-                             *CIRCUSD, str(ini)], capture_output=True, text=True, timeout=30)
+    # "--propagation unchanged": in a chroot "/" is no mount point, and unshare's default
+    # (making every mount private from "/") fails there; only the cgroup mount is made
+    # private, inside the new namespace, before it is made read-only.
+    script = ('mount --make-rprivate "$1" && mount -o remount,bind,ro "$1" && shift '
+              '&& exec "$@"')
+    result = subprocess.run(["unshare", "--mount", "--propagation", "unchanged", "sh", "-c",
+                             script, "sh", str(mount), *CIRCUSD, str(ini)],
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 78, result.stdout + result.stderr
     text = result.stdout + result.stderr
     assert "[watcher:w] cgroup" in text and "cannot create a cgroup" in text, text
