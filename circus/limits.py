@@ -33,6 +33,7 @@ import os
 import resource
 from typing import Any, NamedTuple
 
+from circus import descriptors
 from circus.errors import CommandError
 
 PID_MAX_FILE = "/proc/sys/kernel/pid_max"
@@ -128,6 +129,11 @@ def require_target(arbiter: Any, name: str, target: int, watcher_max: int | None
     """
     if target <= current:
         return
+    if descriptors.room() < 0:  # even a process on a shared pipe would eat the reserve
+        descriptors.TABLE.forget()
+        if descriptors.room() < 0:
+            raise LimitError(f"cannot run more processes of {name}: "
+                             + descriptors.describe_shortage())
     if arbiter is None:
         reason = watcher_shortfall(target, watcher_max, name)
         if reason is not None:

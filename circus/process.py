@@ -2,11 +2,9 @@
 
 How deaths are seen
 -------------------
-Each child gets a pidfd (``os.pidfd_open``) registered with the event loop as a reader.
-The kernel makes it readable the moment the child exits; the callback then collects the
-status with ``os.waitpid(pid, 0)`` (which cannot block: the child is a zombie by then).
-There is no thread per child, no ``waitpid(-1)`` (which would steal the statuses of
-children that are not ours to reap) and no polling.
+By :mod:`circus.children`: on SIGCHLD the event loop collects the status of every child
+that exited and hands it to its Process (:meth:`Process._on_status`). No descriptor per
+child, no thread per child, no polling, and never a status that belongs to someone else.
 
 Output
 ------
@@ -18,11 +16,12 @@ before our end is closed.
 Spawning
 --------
 What to start is one :class:`~circus.spawn.SpawnSpec`. The usual path is a single
-``os.posix_spawn`` call (glibc uses vfork + exec), the program looked up on the child's
-``PATH``. A spec that sets a user, a group, a umask, ``rlimits``, a ``pdeathsig`` or a
-working directory other than circusd's (or passes descriptors on a libc whose
-posix_spawn cannot) goes through ``subprocess.Popen`` instead, without ``preexec_fn`` so
-that CPython can still use vfork; only ``rlimits`` and ``pdeathsig`` need a
+``posix_spawn`` call (glibc uses vfork + exec), the program looked up on the child's
+``PATH``, made in circusd's spawning thread without the interpreter
+lock (:meth:`Process.start`). A spec that sets a user, a group, a umask, ``rlimits``,
+a ``pdeathsig`` or a working directory other than circusd's (or passes descriptors on a
+libc whose posix_spawn cannot) goes through ``subprocess.Popen`` instead, without
+``preexec_fn`` so that CPython can still use vfork; only ``rlimits`` and ``pdeathsig`` need a
 ``preexec_fn``. Each child is the leader of a new session and process group, so a final
 SIGKILL reaches everything it started that did not leave the group. What it leaves
 outside its group is the business of :mod:`circus.reaper`.
@@ -40,8 +39,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from circus.reaper import ORIGIN_VAR, REAPER, children_of
-from circus.spawn import SpawnSpec, build_argv, start_child
+from circus.children import CHILDREN
+from circus.kernel import children_of
+from circus.reaper import ORIGIN_VAR
+from circus.spawn import Pipes, SpawnSpec, build_argv, start_child, start_child_soon
 from circus.states import PROCESS_TRANSITIONS, ProcessState, check_transition
 from circus.util.convert import human_bytes, signal_name
 from circus.util.imports import lazy_import
@@ -108,7 +109,6 @@ class Process:
         self.started = 0.0  # epoch seconds
         self.returncode: int | None = None  # exit status, or -signal
         self._popen: subprocess.Popen[bytes] | None = None
-        self._pidfd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exited: asyncio.Future[int] | None = None
         self._pipes: dict[int, tuple[str, IO[bytes]]] = {}
@@ -176,48 +176,56 @@ class Process:
     # -- spawning --------------------------------------------------------------------
 
     def spawn(self) -> None:
-        """Start the child. Raises OSError (missing program, bad cwd, …) or ValueError."""
-        self.pid, self._popen, self._pipes = start_child(self.spec)
-        REAPER.track(self.pid)  # its status is ours to collect, not the orphan reaper's
+        """Start the child now, in this thread. Raises OSError (missing program, bad
+        cwd, …) or ValueError."""
+        self._started(*start_child(self.spec))
+
+    async def start(self) -> None:
+        """Start the child from circusd's spawning thread (see :mod:`circus.spawn`): the
+        event loop runs on meanwhile. Raises as :meth:`spawn`."""
+        made = asyncio.ensure_future(start_child_soon(self.spec))
+        try:
+            result = await asyncio.shield(made)
+        except asyncio.CancelledError:
+            # the child is made regardless: know it (so it is stopped), then give up
+            with contextlib.suppress(Exception):
+                self._started(*await made)
+            raise
+        self._started(*result)
+
+    def _started(self, pid: int, popen: subprocess.Popen[bytes] | None, pipes: Pipes) -> None:
+        self.pid, self._popen, self._pipes = pid, popen, pipes
         self.started = time.time()
         self._set_state(ProcessState.RUNNING)
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None  # used without an event loop: wait() polls instead
-        if self._loop is not None:
-            self._watch(self._loop)
-
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._exited = loop.create_future()
+        if self._loop is None:
+            CHILDREN.track(pid, None)  # wait() collects it
+            return
+        self._exited = self._loop.create_future()
         for fd in self._pipes:
-            loop.add_reader(fd, self._read_pipe, fd)
-        try:
-            self._pidfd = os.pidfd_open(self.pid)
-        except OSError as exc:  # pragma: no cover - kernels without pidfd (< 5.3)
-            raise RuntimeError("circus needs pidfd_open (Linux 5.3 or newer)") from exc
-        loop.add_reader(self._pidfd, self._on_pidfd)
+            self._loop.add_reader(fd, self._read_pipe, fd)
+        CHILDREN.track(pid, self._on_status)
 
     # -- the child's exit ---------------------------------------------------------------
 
-    def _on_pidfd(self) -> None:
-        """The pidfd is readable: the child exited. Collect it, drain output, report."""
-        assert self._loop is not None
-        self._loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = -1
-        self._collect(block=True)
-
     def _collect(self, *, block: bool) -> bool:
+        """Collect the status ourselves (a process started outside an event loop)."""
         try:
             pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
         except ChildProcessError:
-            # Someone else collected it (not a circus child watcher): the status is lost.
             log.warning("%s: exit status of pid %d was collected elsewhere", self.name, self.pid)
             pid, status = self.pid, 255 << 8
         if pid == 0:
             return False
-        REAPER.untrack(self.pid)
+        CHILDREN.untrack(self.pid)
+        self._on_status(status)
+        return True
+
+    def _on_status(self, status: int) -> None:
+        """The child exited with the wait *status*: drain its output, report."""
         self.returncode = os.waitstatus_to_exitcode(status)
         self._set_state(ProcessState.STOPPED if self.stopping else ProcessState.EXITED)
         if self._popen is not None:
@@ -228,7 +236,6 @@ class Process:
             self._exited.set_result(self.returncode)
         if self.on_exit is not None:
             self.on_exit(self)
-        return True
 
     # -- output -------------------------------------------------------------------------
 

@@ -10,16 +10,21 @@ and reloading.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import logging
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from circus import descriptors
 from circus.cgroup import WatcherCgroup
+from circus.descriptors import SharedOutput
 from circus.hooks import Skip
 from circus.process import Process
 from circus.reaper import REAPER, Claim
+from circus.spawn import Spawner, SpawnSpec
 from circus.streams.router import OutputRouter
 from circus.watcher_options import OptionStore
 
@@ -44,6 +49,9 @@ def _nothing() -> None:
 class ProcessSet(OptionStore):
     """A watcher's processes, events, hooks, signals and output (see the module docstring)."""
 
+    spawner: Spawner
+    _spawn_retry: asyncio.TimerHandle | None
+
     def _init_processes(self, publish: Publish | None) -> None:
         self.publish: Publish = publish or _no_publish
         self.arbiter: ArbiterAPI | None = None  # set by the arbiter; given to hooks
@@ -57,9 +65,74 @@ class ProcessSet(OptionStore):
         self.on_ended: Callable[[ProcessSet, int | None], None] | None = None
         self._cgroup: WatcherCgroup | None = None  # with the cgroup option (cgroup.py)
         self.router = OutputRouter(self.name, self.topic_name, self._publish_output,
-                                   lambda: self.processes.values())
+                                   self._readers)
+        self._shared: SharedOutput | None = None  # while descriptors are short
+        self.backoff_reason: str | None = None  # a resource error holds the spawns back
+        self._resource_delay = 0.0
         self.router.set_streams({"stdout_stream": self.stdout_stream_conf,
                                  "stderr_stream": self.stderr_stream_conf})
+
+    def _readers(self) -> list[Any]:
+        readers: list[Any] = list(self.processes.values())
+        return readers + [self._shared] if self._shared is not None else readers
+
+    # -- what a spawn costs in descriptors (circus/descriptors.py) -------------------------
+
+    def spawn_spec(self, wid: int, sockets: Mapping[str, int]) -> SpawnSpec:
+        """The spec of the next process; its output goes through the watcher's shared
+        pipes when circusd's descriptor table is short."""
+        spec = self.spawner.spec(wid, sockets)
+        piped = tuple(name for name, pipe in (("stdout", spec.pipe_stdout),
+                                              ("stderr", spec.pipe_stderr)) if pipe)
+        if not piped:
+            return spec
+        if self._shared is None and descriptors.room() >= 2 * len(piped):
+            descriptors.TABLE.took(len(piped))
+            return spec
+        if self._shared is None and descriptors.room() < 0:
+            raise OSError(errno.EMFILE, descriptors.describe_shortage())
+        if self._shared is None:
+            log.warning("%s: %s. The output of the processes it starts from now on goes "
+                        "through one pipe per stream, without their pids (docs/output.md)",
+                        self.name, descriptors.describe_shortage())
+            self._shared = SharedOutput(piped, self.router.feed)
+        return dataclasses.replace(spec, shared_out=self._shared.write_ends)
+
+    def spawns_ended(self) -> None:
+        """The watcher stopped: no spawn retried (a hook's Skip, a resource error), no
+        backoff, and the shared pipes go (no process uses them any more)."""
+        if self._spawn_retry is not None:
+            self._spawn_retry.cancel()
+            self._spawn_retry = None
+        self.resource_recovered()
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+            descriptors.TABLE.forget()
+
+    def resource_backoff(self, exc: OSError) -> None:
+        """A spawn failed for want of a resource: keep what runs, say so once, try again
+        later (doubling the wait up to BACKOFF_MAX)."""
+        reason = descriptors.describe_resource_error(exc)
+        self._resource_delay = min(max(self._resource_delay * 2, 0.1), 5.0)
+        if reason != self.backoff_reason:
+            log.error("%s: cannot spawn: %s; retrying with backoff, the running processes "
+                      "keep running", self.name, reason)
+            self.emit("backoff", reason=reason, errno=exc.errno)
+        self.backoff_reason = reason
+        descriptors.TABLE.forget()
+        loop = asyncio.get_running_loop()
+        self._spawn_retry = loop.call_later(self._resource_delay, self._spawn_retry_due)
+
+    def resource_recovered(self) -> None:
+        if self.backoff_reason is not None:
+            log.info("%s: spawning again (%s no more)", self.name, self.backoff_reason)
+            self.backoff_reason = None
+            self._resource_delay = 0.0
+
+    def _spawn_retry_due(self) -> None:
+        self._spawn_retry = None
+        self._wake()
 
     @property
     def topic_name(self) -> str:

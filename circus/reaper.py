@@ -61,25 +61,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import itertools
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from circus.children import CHILDREN
+from circus.kernel import (
+    PR_SET_CHILD_SUBREAPER,
+    Stat,
+    children_of,
+    is_subreaper,
+    pdeathsig_setter,
+    prctl,
+    read_env,
+    read_stat,
+)
 
 log = logging.getLogger(__name__)
 
 ORIGIN_VAR = "CIRCUS_ORIGIN"
-
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-PR_GET_CHILD_SUBREAPER = 37
 
 # Where no SIGCHLD handler can be installed, the children are scanned this often.
 POLL = 0.1
@@ -89,6 +94,11 @@ STOP_POLL = 0.01
 KILL_WAIT = 2.0
 
 _serial = itertools.count(1)
+
+
+def read_origin(pid: int) -> str | None:
+    """The ``CIRCUS_ORIGIN`` value in the environment of *pid*, if any."""
+    return read_env(pid, ORIGIN_VAR)
 
 
 class Origin(NamedTuple):
@@ -118,98 +128,6 @@ class Origin(NamedTuple):
 def new_origin(watcher: str, run: str = "") -> str:
     """A fresh ``CIRCUS_ORIGIN`` value for one spawn of *watcher* in the circusd *run*."""
     return str(Origin(os.getpid(), next(_serial), run, watcher))
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def prctl(option: int, arg: int = 0) -> int:
-    """``prctl(option, arg, 0, 0, 0)``; OSError on failure."""
-    result = int(_libc().prctl(option, ctypes.c_ulong(arg), 0, 0, 0))
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
-
-
-def is_subreaper() -> bool:
-    value = ctypes.c_int(0)
-    if _libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) == -1:
-        return False
-    return bool(value.value)
-
-
-def pdeathsig_setter(signum: int, parent: int) -> Callable[[], None]:
-    """Code for the child between fork and exec: get *signum* when the parent dies.
-
-    If the parent died before the prctl, the child was already reparented and the
-    signal would never come: it sends the signal to itself.
-    """
-    call = _libc().prctl  # looked up here: no dlopen/dlsym between fork and exec
-
-    def apply() -> None:
-        if call(PR_SET_PDEATHSIG, ctypes.c_ulong(signum), 0, 0, 0) == -1:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signum)
-
-    return apply
-
-
-class Stat(NamedTuple):
-    state: str
-    ppid: int
-    pgrp: int
-    session: int
-    start: int  # clock ticks after boot: with the pid, names one process
-
-
-def read_stat(pid: int) -> Stat | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    try:
-        return Stat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]),
-                    int(fields[19]))
-    except (IndexError, ValueError):
-        return None
-
-
-def read_origin(pid: int) -> str | None:
-    """The ``CIRCUS_ORIGIN`` value in the environment of *pid*, if any."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    needle = ORIGIN_VAR.encode() + b"="
-    at = data.find(needle)
-    while at > 0 and data[at - 1] != 0:  # inside another variable's value
-        at = data.find(needle, at + 1)
-    if at < 0:
-        return None
-    return data[at + len(needle):].split(b"\0", 1)[0].decode(errors="replace")
-
-
-def children_of(pid: int) -> list[int]:
-    """The children of every thread of *pid*."""
-    result: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return result
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
-                result.extend(int(p) for p in fh.read().split())
-        except OSError:
-            continue
-    return result
 
 
 @dataclass(frozen=True)
@@ -253,23 +171,10 @@ class Reaper:
     :meth:`uninstall` it when they close.
     """
 
-    known: set[int] = field(default_factory=set)  # circusd's own children (workers)
     _users: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _timer: asyncio.TimerHandle | None = None
-    _handler: bool = False
     _set_subreaper: bool = False
-    _own_session: int = -1
-    _scanned: bool = False  # SIGCHLD scanned the children in this loop iteration
-
-    # -- the registry of circusd's own children ----------------------------------------
-
-    def track(self, pid: int) -> None:
-        """*pid* is a child circusd started: its exit status is not the reaper's."""
-        self.known.add(pid)
-
-    def untrack(self, pid: int) -> None:
-        self.known.discard(pid)
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -278,13 +183,12 @@ class Reaper:
         return self._users > 0
 
     def install(self, subreaper: bool = True) -> None:
-        """Start reaping on the running loop; with *subreaper*, adopt orphans first."""
+        """Start collecting on the running loop; with *subreaper*, adopt orphans first."""
         self._users += 1
         if self._users > 1:
             return
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._own_session = os.getsid(0)
         if subreaper and not is_subreaper():
             try:
                 prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -292,15 +196,8 @@ class Reaper:
             except OSError as exc:
                 log.warning("cannot become a child subreaper (%s): orphans of workers "
                             "go to init and are not stopped with their watcher", exc)
-        if threading.current_thread() is threading.main_thread():
-            try:
-                loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
-                self._handler = True
-            except (ValueError, RuntimeError, NotImplementedError):
-                self._handler = False
-        if not self._handler:
+        if not CHILDREN.listen():  # no SIGCHLD handler here: orphans are polled for
             self._timer = loop.call_later(POLL, self._poll)
-        self.reap()  # zombies that came before the handler
 
     def uninstall(self) -> None:
         if self._users == 0:
@@ -308,10 +205,7 @@ class Reaper:
         self._users -= 1
         if self._users > 0:
             return
-        self.reap()
-        if self._handler and self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_signal_handler(signal.SIGCHLD)
-        self._handler = False
+        CHILDREN.unlisten()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -321,39 +215,21 @@ class Reaper:
             self._set_subreaper = False
         self._loop = None
 
-    def _on_sigchld(self) -> None:
-        """One scan per loop iteration however many SIGCHLDs it handles: the loop runs
-        the handler once per signal it read, and a scan covers every zombie there was
-        before the iteration began (a mass stop sends hundreds)."""
-        if self._scanned or self._loop is None:
-            return
-        self._scanned = True
-        self._loop.call_soon(self._next_iteration)
-        self.reap()
-
-    def _next_iteration(self) -> None:
-        self._scanned = False
-
     def _poll(self) -> None:
-        self.reap()
+        CHILDREN.reap()
         if self._loop is not None and self._users:
             self._timer = self._loop.call_later(POLL, self._poll)
 
-    # -- reaping -----------------------------------------------------------------------
+    # -- orphans -----------------------------------------------------------------------
 
     def _unknown_children(self) -> Iterable[tuple[int, Stat]]:
+        known, own = CHILDREN.known, CHILDREN.own_session
         for pid in children_of(os.getpid()):
-            if pid in self.known:
+            if pid in known:
                 continue
             stat = read_stat(pid)
-            if stat is not None and stat.session != self._own_session:
+            if stat is not None and stat.session != own:
                 yield pid, stat
-
-    def reap(self) -> None:
-        """Collect every zombie child that is an orphan (see the module docstring)."""
-        for pid, stat in self._unknown_children():
-            if stat.state == "Z":
-                _collect(pid)
 
     def orphans(self, claim: Claim, claimed: dict[int, int] | None = None) -> dict[int, int]:
         """Live orphans *claim* names, and all their descendants: ``{pid: start}``.
@@ -363,9 +239,10 @@ class Reaper:
         claimed = claimed or {}
         found: dict[int, int] = {}
         stack: list[int] = []
+        zombies = False
         for pid, stat in self._unknown_children():
             if stat.state == "Z":
-                _collect(pid)  # the same pass reaps: stop_orphans needs no reap() of its own
+                zombies = True
                 continue
             if claimed.get(pid) == stat.start or claim.matches(stat, pid):
                 found[pid] = stat.start
@@ -377,6 +254,8 @@ class Reaper:
                     continue
                 found[child] = info.start
                 stack.append(child)
+        if zombies:  # the same pass reaps: stop_orphans needs no reap() of its own
+            CHILDREN.reap()
         return found
 
     async def stop_orphans(self, claim: Claim, sig: int, graceful_timeout: float) -> list[int]:
@@ -410,14 +289,6 @@ class Reaper:
                 _signal(fresh, sig)
             await asyncio.sleep(STOP_POLL)
         return sorted(claimed)
-
-
-def _collect(pid: int) -> None:
-    """Collect the zombie orphan *pid* (it is not a process circusd started)."""
-    with contextlib.suppress(ChildProcessError):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            log.debug("reaped orphan %d (%s)", pid, os.waitstatus_to_exitcode(status))
 
 
 def _signal(pids: Iterable[int], sig: int) -> None:

@@ -13,6 +13,8 @@ sockets are filled in: sockets can be bound after the watcher was created, and
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -28,9 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
+from circus import descriptors
 from circus.cgroup import joiner
+from circus.children import CHILDREN
+from circus.kernel import native_spawn_available, pdeathsig_setter, posix_spawn
 from circus.options import WATCHER_OPTIONS, rlimit_resource
-from circus.reaper import ORIGIN_VAR, new_origin, pdeathsig_setter
+from circus.reaper import ORIGIN_VAR, new_origin
 from circus.util.accounts import group_id
 
 __all__ = ["SpawnOptions", "SpawnSpec", "Spawner", "WorkerIds", "build_argv", "start_child"]
@@ -69,6 +74,9 @@ class SpawnSpec:
     pipe_stderr: bool = False
     pdeathsig: int | None = None  # signal the child gets when circusd's loop thread dies
     cgroup_procs: int | None = None  # a cgroup.procs the child moves itself to (cgroup.py)
+    # a piped stream's write end shared by the watcher's processes, instead of a pipe of
+    # the process's own, when descriptors are short (circus/descriptors.py)
+    shared_out: Mapping[str, int] = field(default_factory=dict)
 
 
 class SpawnOptions(Protocol):
@@ -272,11 +280,40 @@ def start_child(spec: SpawnSpec) -> tuple[int, subprocess.Popen[bytes] | None, P
     user).
     """
     argv = build_argv(spec.cmd, spec.args, shell=spec.shell, shell_args=spec.shell_args)
+    popen: subprocess.Popen[bytes] | None = None
     if _needs_popen(spec):
         popen, pipes = _spawn_popen(spec, argv)
-        return popen.pid, popen, pipes
-    pid, pipes = _spawn_posix(spec, argv)
-    return pid, None, pipes
+        pid = popen.pid
+    else:
+        pid, pipes = _spawn_posix(spec, argv)
+    soft = descriptors.started_soft_nofile
+    if soft is not None and "nofile" not in spec.rlimits:
+        # circusd raised its own soft limit: the child gets the one circusd was given, so
+        # that programs using select() keep working (just after exec: glibc's posix_spawn
+        # has no way to set it before)
+        with contextlib.suppress(OSError, ValueError):
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    return pid, popen, pipes
+
+
+_spawn_thread: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+async def start_child_soon(spec: SpawnSpec
+                           ) -> tuple[int, subprocess.Popen[bytes] | None, Pipes]:
+    """:func:`start_child` in circusd's spawning thread, leaving the event loop free.
+
+    glibc's posix_spawn returns once the child has exec'd, which under load can take tens
+    of milliseconds; made in the loop's thread, no death would be collected and no
+    command answered meanwhile. One thread, so spawns stay in the order they were asked.
+    """
+    global _spawn_thread
+    if _spawn_thread is None:
+        _spawn_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="circus-spawn")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_spawn_thread, start_child, spec)
 
 
 def _spawn_posix(spec: SpawnSpec, argv: list[str]) -> tuple[int, Pipes]:
@@ -298,13 +335,21 @@ def _spawn_posix(spec: SpawnSpec, argv: list[str]) -> tuple[int, Pipes]:
     ):
         if close:
             actions.append((os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0))
+        elif pipe and name in spec.shared_out:
+            actions.append((os.POSIX_SPAWN_DUP2, spec.shared_out[name], fd))
         elif pipe:
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             pipes.append((name, read_end, write_end))
             actions.append((os.POSIX_SPAWN_DUP2, write_end, fd))
     try:
         try:
-            pid = os.posix_spawn(path, argv, spec.env, file_actions=actions, setsid=True)
+            with CHILDREN.spawning() as register:
+                if native_spawn_available():  # lets go of the interpreter lock
+                    pid = posix_spawn(path, argv, spec.env, actions)
+                else:
+                    pid = os.posix_spawn(path, argv, spec.env, file_actions=actions,
+                                         setsid=True)
+                register(pid)
         except FileNotFoundError:
             _lookup.cache_clear()  # the program may have moved
             raise
@@ -331,8 +376,10 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[byt
         stdin = subprocess.DEVNULL
     else:
         stdin = None
-    stdout = _output_target(spec.close_child_stdout, spec.pipe_stdout)
-    stderr = _output_target(spec.close_child_stderr, spec.pipe_stderr)
+    stdout = _output_target(spec.close_child_stdout, spec.pipe_stdout,
+                            spec.shared_out.get("stdout"))
+    stderr = _output_target(spec.close_child_stderr, spec.pipe_stderr,
+                            spec.shared_out.get("stderr"))
     kwargs: dict[str, Any] = {}
     # rlimits, pdeathsig and cgroup need code in the child between fork and exec: CPython then
     # cannot use vfork, so only watchers that ask for them pay for it.
@@ -347,7 +394,22 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[byt
         kwargs["preexec_fn"] = steps[0] if len(steps) == 1 else _chain(steps)
     if spec.umask is not None:
         kwargs["umask"] = spec.umask
-    popen = subprocess.Popen(
+    with CHILDREN.spawning() as register:
+        popen = _popen(argv, spec, stdin, stdout, stderr, user, group, extra_groups, kwargs)
+        register(popen.pid)
+    result: Pipes = {}
+    for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
+        if pipe is not None:
+            os.set_blocking(pipe.fileno(), False)
+            result[pipe.fileno()] = (name, pipe)
+    return popen, result
+
+
+def _popen(argv: list[str], spec: SpawnSpec, stdin: int | None, stdout: int | None,
+           stderr: int | None, user: int | None, group: int | None,
+           extra_groups: list[int] | None, kwargs: dict[str, Any]
+           ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         argv,
         executable=spec.executable if not spec.shell else None,
         stdin=stdin,
@@ -363,12 +425,6 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[byt
         extra_groups=extra_groups,
         **kwargs,
     )
-    result: Pipes = {}
-    for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
-        if pipe is not None:
-            os.set_blocking(pipe.fileno(), False)
-            result[pipe.fileno()] = (name, pipe)
-    return popen, result
 
 
 def _chain(steps: Sequence[Callable[[], None]]) -> Callable[[], None]:
@@ -394,11 +450,11 @@ def _needs_popen(spec: SpawnSpec) -> bool:
     )
 
 
-def _output_target(close: bool, pipe: bool) -> int | None:
+def _output_target(close: bool, pipe: bool, shared: int | None) -> int | None:
     if close:
         return subprocess.DEVNULL
     if pipe:
-        return subprocess.PIPE
+        return subprocess.PIPE if shared is None else shared
     return None
 
 

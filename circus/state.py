@@ -45,7 +45,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from circus.reaper import ORIGIN_VAR, Origin, read_origin, read_stat
+from circus.kernel import read_stat
+from circus.reaper import ORIGIN_VAR, Origin, read_origin
 
 if TYPE_CHECKING:
     from circus.watcher import Watcher

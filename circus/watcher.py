@@ -17,6 +17,7 @@ State machine (values are the wire strings; the allowed changes are listed in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from circus import descriptors
 from circus.errors import OptionError
 from circus.hooks import Skip
 from circus.limits import require_target
@@ -128,8 +130,10 @@ class Watcher(ProcessSet):
 
     @property
     def status(self) -> str:
-        """The state as Circus reports it: ``active``, ``stopped``, ``starting``, ``stopping``."""
-        return self.state.value
+        """``active``, ``stopped``, ``starting``, ``stopping``, or ``backoff`` (a resource
+        error holds the spawns back)."""
+        running = self.state in (WatcherState.ACTIVE, WatcherState.STARTING)
+        return "backoff" if self.backoff_reason and running else self.state.value
 
     def _set_state(self, new: WatcherState) -> None:
         """The one place the state changes; the allowed changes are in circus/states.py."""
@@ -145,44 +149,44 @@ class Watcher(ProcessSet):
         # a method, not `self.state is ...` inline: an await may have changed the state
         return self.state is WatcherState.STOPPED
 
-    def spawn_env(self) -> dict[str, str]:
-        """The environment every process of this watcher starts with."""
-        return self.spawner.env()
-
     # -- spawning -------------------------------------------------------------------------
 
-    def spawn_process(self) -> Process:
+    async def spawn_process(self) -> Process:
         """Start one process now (no hooks); raise OSError/ValueError if it cannot start."""
         wid = self._wids.take()
+        process: Process | None = None
+        # so_reuseport: a socket of its own for each process, closed once it is spawned
+        plan = (sockets_for_spawn(self.sockets, self.cmd, self.args, self.stdin_socket,
+                                  self.use_sockets)
+                if getattr(self.sockets, "per_process", None)
+                else contextlib.nullcontext(self.sockets))
         try:
-            if not getattr(self.sockets, "per_process", None):
-                process = self._start_process(wid, self.sockets)
+            with plan as sockets:
+                process = Process(wid, self.spawn_spec(wid, sockets), name=self.name,
+                                  on_output=self.router.feed, on_exit=self._on_exit,
+                                  spawn=False)
+                await process.start()
+        finally:
+            # a child that was made is known even when the spawn was cancelled meanwhile
+            if process is not None and process.pid:
+                self._adopt(process)
             else:
-                # so_reuseport: a socket of its own for this process, closed here once
-                # it is spawned
-                with sockets_for_spawn(self.sockets, self.cmd, self.args, self.stdin_socket,
-                                       self.use_sockets) as sockets:
-                    process = self._start_process(wid, sockets)
-        except BaseException:
-            self._wids.release(wid)
-            raise
+                self._wids.release(wid)
+        return process
+
+    def _adopt(self, process: Process) -> None:
+        if self.router.paused:
+            process.pause_reading()
         self.processes[process.pid] = process
         self.on_processes_changed()
         self._spawn_failures = 0
+        self.resource_recovered()
         if self.max_age > 0:
             delay = self.max_age + random.randint(0, max(self.max_age_variance, 0))
             loop = asyncio.get_running_loop()
             self._age_timers[process.pid] = loop.call_later(delay, self._expire, process)
-        log.debug("%s: spawned pid %d (wid %d)", self.name, process.pid, wid)
+        log.debug("%s: spawned pid %d (wid %d)", self.name, process.pid, process.wid)
         self.emit("spawn", process_pid=process.pid, time=process.started)
-        return process
-
-    def _start_process(self, wid: int, sockets: Mapping[str, int]) -> Process:
-        process = Process(wid, self.spawner.spec(wid, sockets), name=self.name,
-                          on_output=self.router.feed, on_exit=self._on_exit)
-        if self.router.paused:
-            process.pause_reading()
-        return process
 
     async def _spawn_one(self) -> Process | None:
         """Spawn with hooks. None: a hook skipped or refused, or the spawn failed (counted)."""
@@ -196,8 +200,11 @@ class Watcher(ProcessSet):
             if not verdict:
                 raise _HookRefused("before_spawn")
         try:
-            process = self.spawn_process()
+            process = await self.spawn_process()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            if isinstance(exc, OSError) and descriptors.is_resource_error(exc):
+                self.resource_backoff(exc)  # not the command's fault: never stops it
+                return None
             self._spawn_failures += 1
             log.error("%s: could not spawn %r: %s", self.name, self.cmd, exc)
             return None
@@ -225,10 +232,6 @@ class Watcher(ProcessSet):
                  self.name, delay)
         loop = asyncio.get_running_loop()
         self._spawn_retry = loop.call_later(delay, self._spawn_retry_due)
-
-    def _spawn_retry_due(self) -> None:
-        self._spawn_retry = None
-        self._wake()
 
     def _retries_exhausted(self) -> bool:
         return self.max_retry != -1 and self._spawn_failures > self.max_retry
@@ -352,9 +355,7 @@ class Watcher(ProcessSet):
         stopped = await self.stop_processes(list(self.processes.values()))
         await self.stop_leftovers()  # of processes that had exited on their own
         self._set_state(WatcherState.STOPPED)
-        if self._spawn_retry is not None:  # a skipped spawn is not retried once stopped
-            self._spawn_retry.cancel()
-            self._spawn_retry = None
+        self.spawns_ended()
         await self.call_hook("after_stop")
         self.emit("stop")
         log.info("%s: stopped", self.name)

@@ -19,7 +19,7 @@ import resource
 import sys
 from typing import Any
 
-from circus import __version__
+from circus import __version__, descriptors
 from circus.errors import ConfigError, OptionError
 
 log = logging.getLogger("circus")
@@ -28,11 +28,13 @@ EX_CONFIG = 78
 
 
 def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (each child costs up to 3 fds)."""
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each child costs up to 2 fds);
+    children get the soft limit back (circus/descriptors.py)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            descriptors.started_soft_nofile = soft
             return hard
     return soft
 

@@ -175,12 +175,16 @@ class Daemon:
         self._ctx.destroy(linger=0)
 
     def wait_ready(self, what: str, timeout: float, interval: float) -> None:
-        """Wait until the daemon answers ``status``; fail with its log if it exits."""
+        """Wait until the daemon answers ``status`` and no watcher is still ``starting``
+        (commands are answered while the first spawns are made); fail with its log if it
+        exits."""
         def ready() -> bool:
             if self.proc.poll() is not None:
                 pytest.fail(f"{what} exited with {self.proc.returncode}:\n{self.log_text()}")
-            return os.path.exists(self.endpoint[6:]) and self.try_call(
-                {"command": "status"}) is not None
+            if not os.path.exists(self.endpoint[6:]):
+                return False
+            reply = self.try_call({"command": "status"})
+            return reply is not None and "starting" not in reply.get("statuses", {}).values()
 
         wait_until(ready, what=f"{what} to answer", timeout=timeout, interval=interval)
 
@@ -225,7 +229,8 @@ def circusd(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
     daemons: list[Daemon] = []
 
     def start(body: str, circus_extra: str = "", wait: bool = True,
-              args: tuple[str, ...] = ()) -> Daemon:
+              args: tuple[str, ...] = (), preexec: Callable[[], None] | None = None,
+              ready_timeout: float = 20) -> Daemon:
         n = len(daemons)
         endpoint = f"ipc://{short_tmp}/c{n}"
         pubsub = f"ipc://{short_tmp}/p{n}"
@@ -240,11 +245,12 @@ def circusd(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
         env["XDG_RUNTIME_DIR"] = str(short_tmp)  # the process record, in the test's dir
         with open(log, "wb") as out:
             proc = subprocess.Popen([*CIRCUSD, *args, str(ini)], stdout=out,
-                                    stderr=subprocess.STDOUT, cwd=short_tmp, env=env)
+                                    stderr=subprocess.STDOUT, cwd=short_tmp, env=env,
+                                    preexec_fn=preexec)
         daemon = Daemon(proc, short_tmp, ini, endpoint, pubsub, log)
         daemons.append(daemon)
         if wait:
-            daemon.wait_ready("circusd", timeout=20, interval=0.05)
+            daemon.wait_ready("circusd", timeout=ready_timeout, interval=0.05)
         return daemon
 
     yield start

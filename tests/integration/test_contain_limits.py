@@ -61,8 +61,8 @@ def _record_spawns(watcher: Watcher) -> list[tuple[int, float]]:
     seen: list[tuple[int, float]] = []
     spawn = watcher.spawn_process
 
-    def recording() -> Process:
-        process = spawn()
+    async def recording() -> Process:
+        process = await spawn()
         seen.append((process.pid, time.monotonic()))
         return process
 

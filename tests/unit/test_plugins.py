@@ -153,7 +153,7 @@ def test_runner_command_line_survives_whitespace_and_placeholders(tmp_path: Path
     assert conf["name"] == "plugin:log" and conf["singleton"] and conf["priority"] == 3
     assert conf["copy_env"] and conf["copy_path"]
     watcher = watcher_from_config(conf)
-    cmd, args = watcher.spawner.command(1, watcher.spawn_env(), watcher.sockets)
+    cmd, args = watcher.spawner.command(1, watcher.spawner.env(), watcher.sockets)
     assert shlex.split(cmd) == [sys.executable]
     assert isinstance(args, list)
     assert "$" not in " ".join(args) and "((" not in " ".join(args)

@@ -56,7 +56,7 @@ def test_the_shared_spec_is_built_once_and_the_wid_per_process() -> None:
     w = Watcher("w", "run --id $(circus.wid)", args=["((circus.wid))", "x"],
                 env={"A": "1"}, shell_args="$(circus.name)")
     base = w.spawner.base()
-    assert w.spawner.base() is base and w.spawn_env() is base.env
+    assert w.spawner.base() is base and w.spawner.env() is base.env
     spec = w.spawner.spec(3, {})
     assert (spec.cmd, spec.args, spec.shell_args) == ("run --id 3", ["3", "x"], "w")
     # the shared environment plus the mark of this one spawn (circus/reaper.py)
