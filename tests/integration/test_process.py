@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from circus.children import CHILDREN
 from circus.process import Process
 from circus.spawn import SpawnSpec
 from circus.states import ProcessState
@@ -60,10 +61,25 @@ async def test_spawn_runs_the_command_with_an_empty_environment(procs: list[Proc
     assert os.getsid(p.pid) == p.pid
 
 
-async def test_death_is_seen_at_once_through_the_pidfd(procs: list[Process]) -> None:
+@pytest.mark.parametrize("how", ["sigchld", "pidfd"])
+async def test_death_is_seen_at_once(procs: list[Process], how: str) -> None:
+    """On SIGCHLD with no descriptor per process; by a pidfd where the loop cannot have a
+    signal handler (circus/children.py)."""
+    if how == "sigchld":
+        assert CHILDREN.listen()  # the test's loop runs in the main thread
+    try:
+        await _death_is_seen_at_once(procs, how)
+    finally:
+        if how == "sigchld":
+            CHILDREN.unlisten()
+
+
+async def _death_is_seen_at_once(procs: list[Process], how: str) -> None:
     exits: list[Process] = []
-    p = Process(1, SpawnSpec("sleep 30"), on_exit=exits.append)
+    p = Process(1, SpawnSpec("sleep 30"), on_exit=exits.append, spawn=False)
+    await p.start()  # from the spawning thread
     procs.append(p)
+    assert (p.pid in CHILDREN._pidfds) is (how == "pidfd")
     start = time.monotonic()
     os.kill(p.pid, signal.SIGKILL)
     code = await asyncio.wait_for(p.wait(), 5)
@@ -72,6 +88,21 @@ async def test_death_is_seen_at_once_through_the_pidfd(procs: list[Process]) -> 
     # the exit is collected, not left as a zombie
     assert _collected(p.pid)
     assert time.monotonic() - start < 1.0
+    assert p.pid not in CHILDREN.known and not CHILDREN._pidfds
+
+
+async def test_a_child_that_dies_at_once_is_still_reported() -> None:
+    """Its status may be collected before its Process registers: it is kept for it."""
+    assert CHILDREN.listen()
+    try:
+        exits: list[Process] = []
+        p = Process(1, SpawnSpec("sh -c 'exit 3'"), on_exit=exits.append,
+                    spawn=False)
+        await p.start()
+        assert await asyncio.wait_for(p.wait(), 10) == 3
+        assert exits == [p] and _collected(p.pid)
+    finally:
+        CHILDREN.unlisten()
 
 
 async def test_exit_status_is_reported(procs: list[Process]) -> None:

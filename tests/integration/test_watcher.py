@@ -70,7 +70,7 @@ async def test_a_dead_process_is_replaced_at_once(make: Any) -> None:
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     await wait_for(lambda: victim not in w.pids and len(w.pids) == 2, what="a replacement")
-    # pidfd: no check_delay polling involved, the replacement comes within milliseconds
+    # seen at once: no check_delay polling involved, the replacement comes within milliseconds
     assert time.monotonic() - killed_at < 0.5
     reap = ev.of("reap")[-1]
     assert reap["process_pid"] == victim and reap["exit_code"] == -signal.SIGKILL
