@@ -76,12 +76,13 @@ def room() -> int:
 
 
 def how_to_raise() -> str:
-    return ("raise it with `ulimit -n` before starting circusd, LimitNOFILE= in its "
-            "systemd unit, --ulimit nofile= for a container, or [circus] minfds")
+    return ("raise RLIMIT_NOFILE with `ulimit -n` before starting circusd, LimitNOFILE= in "
+            "its systemd unit, --ulimit nofile= for a container, or [circus] minfds")
 
 
-def describe_shortage() -> str:
-    return (f"circusd's descriptor table is full (RLIMIT_NOFILE {limit()}, "
+def describe_shortage(full: bool = True) -> str:
+    state = "full" if full else "running short"
+    return (f"circusd's descriptor table is {state} (RLIMIT_NOFILE {limit()}, "
             f"{TABLE.used()} open, {RESERVE} kept for its own sockets); " + how_to_raise())
 
 

@@ -94,7 +94,7 @@ class ProcessSet(OptionStore):
         if self._shared is None:
             log.warning("%s: %s. The output of the processes it starts from now on goes "
                         "through one pipe per stream, without their pids (docs/output.md)",
-                        self.name, descriptors.describe_shortage())
+                        self.name, descriptors.describe_shortage(full=False))
             self._shared = SharedOutput(piped, self.router.feed)
         return dataclasses.replace(spec, shared_out=self._shared.write_ends)
 

@@ -128,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--daemon", dest="daemonize", action="store_true",
                    help="run in the background")
     p.add_argument("--pidfile", help="write circusd's pid to this file")
+    p.add_argument("--check", action="store_true",
+                   help="check the file and the limits it needs (processes, open files) "
+                        "against this machine's, and exit: 0 when it can run")
     p.add_argument("--version", action="version", version=__version__)
     return p
 
@@ -202,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"circusd: {exc}", file=sys.stderr)
         return EX_CONFIG
     c = config.circus
+    if args.check:
+        from circus.cli.check import report
+
+        text = report(arbiter, args.config)
+        print(text)
+        return 1 if text.endswith("does not fit") else 0
     try:
         configure(
             args.loglevel or c.get("loglevel") or "info",

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import pid_alive, wait_until
-from tests.e2e.conftest import Daemon
+from tests.e2e.conftest import CIRCUSD, Daemon
 
 
 def _open_fds(pid: int) -> int:
@@ -70,3 +71,22 @@ def test_a_full_descriptor_table_backs_off_and_recovers(circusd: Callable[..., D
                what="the watcher to recover", timeout=15)
     assert all(pid_alive(p) for p in pids[1:])
     assert d.call({"command": "incr", "properties": {"name": "w", "nb": 1}})["status"] == "ok"
+
+
+def test_check_reports_what_the_file_needs_against_the_limits(short_tmp: Path) -> None:
+    ini = short_tmp / "c.ini"
+    ini.write_text(f"[circus]\nendpoint = ipc://{short_tmp}/c\npubsub_endpoint = "
+                   f"ipc://{short_tmp}/p\n[watcher:w]\ncmd = sleep 600\n"
+                   "numprocesses = 1000\n")
+
+    def ulimit_1024() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    done = subprocess.run([*CIRCUSD, "--check", str(ini)], capture_output=True, text=True,
+                          timeout=30, preexec_fn=ulimit_1024, cwd=short_tmp)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "1 watcher(s), 1,000 process(es)" in out
+    assert "RLIMIT_NOFILE 1,024 (hard 1,024)" in out and "without pids" in out, out
+    assert "ulimit -n" in out and "processes: 1,000 of at most" in out and "fits" in out
+    assert not (short_tmp / "c").exists()  # checked, nothing started
