@@ -97,6 +97,11 @@ class Children:
             try:
                 loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
                 self._handler = True
+                # A mass stop sends thousands of SIGCHLDs and fills the loop's wakeup
+                # pipe; a byte that does not fit is harmless (one pass collects them
+                # all) and must not print "Exception ignored" to circusd's stderr.
+                wakeup = signal.set_wakeup_fd(-1)
+                signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
             except (ValueError, RuntimeError, NotImplementedError):
                 self._handler = False
         self.reap()  # what died before the handler
