@@ -150,6 +150,7 @@ class WatcherCgroup:
     def procs_fd(self) -> int:
         """``cgroup.procs`` open for writing; the cgroup is made on first use."""
         if self._procs is None:
+            sweep_stale()
             os.makedirs(self.path, exist_ok=True)
             self._procs = os.open(os.path.join(self.path, "cgroup.procs"),
                                   os.O_WRONLY | os.O_CLOEXEC)
@@ -257,6 +258,36 @@ class WatcherCgroup:
                     log.warning("%s: cannot remove the cgroup %s: %s", self.watcher, path,
                                 exc.strerror)
                 return
+
+
+@functools.cache
+def sweep_stale() -> list[str]:
+    """Remove the empty ``circus-<pid>`` cgroups of circusds that are gone (killed with -9:
+    nothing removed them; their processes were stopped at this start, see circus/state.py).
+    Once per circusd; returns what was removed. A populated one is left, and logged."""
+    removed: list[str] = []
+    base = base_dir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name.removeprefix("circus-")
+        if not pid.isdigit() or int(pid) == os.getpid() or os.path.exists(f"/proc/{pid}"):
+            continue
+        run_dir = os.path.join(base, name)
+        with contextlib.suppress(OSError):
+            for child in os.listdir(run_dir):
+                if os.path.isdir(os.path.join(run_dir, child)):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(run_dir, child))
+        try:
+            os.rmdir(run_dir)
+            removed.append(run_dir)
+        except OSError as exc:
+            log.warning("cannot remove the cgroup %s of a circusd that is gone: %s", run_dir,
+                        exc.strerror)
+    return removed
 
 
 __all__ = ["WatcherCgroup", "base_dir", "joiner", "mount_point", "own_cgroup",

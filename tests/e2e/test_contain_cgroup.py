@@ -202,3 +202,23 @@ def test_set_live_moves_the_new_processes_into_a_cgroup(circusd: Callable[..., D
     assert d.ctl("set", "w", "cgroup", "true", "--waiting", timeout=20).returncode == 0
     (worker,) = d.pids("w")  # reloaded: the new process is in the cgroup
     assert cgroup_of(worker).endswith(f"/circus-{d.pid}/w")
+
+
+@needs_cgroup
+def test_the_cgroups_of_a_circusd_that_is_gone_are_removed(circusd: Callable[..., Daemon],
+                                                           piddir: Path) -> None:
+    """circusd killed with -9 leaves its empty circus-<pid> cgroups; the next start (which
+    stops that circusd's processes first) removes them."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has now
+    stale = Path(cgroup.base_dir()) / f"circus-{gone.pid}"
+    (stale / "w").mkdir(parents=True)
+    try:
+        d = circusd(watcher(piddir, n=1))
+        (pid,) = d.pids("w")
+        assert cgroup_of(pid).endswith(f"/circus-{d.pid}/w")
+        assert not stale.exists()
+    finally:
+        for path in (stale / "w", stale):
+            if path.exists():
+                path.rmdir()
