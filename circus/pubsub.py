@@ -114,14 +114,16 @@ class EventPublisher:
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._owner.closed:
             return
+        # ZeroMQ's FD is edge-triggered: a subscription that arrived meanwhile would not
+        # wake the loop again, so look now, before deciding whether anyone listens.
+        if readable(self._socket):
+            self.read_subscriptions()
+        if not self.subscriptions:
+            return  # nobody subscribes: no encoding (a mass stop publishes thousands)
         with contextlib.suppress(zmq.Again):  # no room for a slow subscriber: dropped
             self._socket.send_multipart(
                 [topic.encode(), json.dumps(payload).encode()], flags=zmq.NOBLOCK
             )
-        # ZeroMQ's FD is edge-triggered: a subscription that arrived while we were sending
-        # would not wake the loop again, so look now.
-        if readable(self._socket):
-            self.read_subscriptions()
 
     def close(self) -> None:
         self._owner.close(linger=0)
