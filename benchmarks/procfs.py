@@ -289,6 +289,11 @@ def kill_leftovers(processes: dict[int, int]) -> list[int]:
     return killed
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as ``/proc/loadavg`` gives them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def machine_info() -> dict[str, str]:
     """Describe the machine: cores, CPU model, memory, kernel."""
     model = "unknown"
@@ -304,9 +309,8 @@ def machine_info() -> dict[str, str]:
             mem_kib = int(line.split()[1])
             break
     uname = os.uname()
-    load = Path("/proc/loadavg").read_text().split()[:3]
     return {
-        "load": " ".join(load) + " (1, 5, 15 min, at the start)",
+        "load": load_average() + " (1, 5, 15 min, at the start)",
         "nproc": str(os.cpu_count()),
         "cpu": model,
         "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",

@@ -486,7 +486,8 @@ def render_scale(results: dict[str, Any]) -> str:
         f"{plan['repeats']} round(s), targets {', '.join(plan['targets'])}; "
         f"{machine.get('cpu', '?')}, {machine.get('nproc', '?')} cores, "
         f"{machine.get('memory', '?')}, {machine.get('kernel', '?')}, "
-        f"{machine.get('python', '?')}; load {machine.get('load', '?')}."
+        f"{machine.get('python', '?')}; load {machine.get('load', '?')}"
+        + (f", {machine['load_end']} at the end." if "load_end" in machine else ".")
     )
     out.append("")
     out.append("| target | version | open files (soft/hard) | processes (soft/hard) |")

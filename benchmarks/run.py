@@ -524,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(rundir, ignore_errors=True)
 
     machine["python"] = f"{platform.python_implementation()} {platform.python_version()}"
+    machine["load_end"] = procfs.load_average()
     results = {
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "duration": time.monotonic() - runner.t0,
