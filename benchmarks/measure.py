@@ -6,7 +6,6 @@ supervisor says about itself except the control round trip, which is what it mea
 
 from __future__ import annotations
 
-import collections
 import os
 import random
 import signal
@@ -92,13 +91,19 @@ def measure_respawn(
 ) -> list[float]:
     """Kill -9 a random child *samples* times; return the seconds until each replacement runs.
 
-    The kills follow their own clock, not the daemon's: each comes ``MIN_GAP`` plus an
-    exponential time after the previous one, whether or not it has been replaced yet. The
-    mean gap is ``MEAN_GAP`` or longer, so that the kills span ``PERIODS_SPANNED`` periods of
-    the daemon's own timer (circus's ``check_delay``) and fall at every phase of it. A death
-    counts as replaced when a new child runs the program; with several deaths outstanding,
-    new children are matched to deaths oldest first. Ends once every death is replaced and
-    *n* children run.
+    One death at a time: the next kill waits for the replacement, so deaths never meet (a
+    daemon woken by one death may handle another sooner than it would alone). The kills must
+    still fall at every phase of the daemon's own timer (circus's ``check_delay``):
+
+    * after a fast replacement (within ``MIN_GAP``: the daemon reacted to the death), the
+      next kill comes ``MIN_GAP`` plus an exponential time after the previous kill, a clock
+      of the runner's own; its mean is ``MEAN_GAP`` or more, so that the kills span
+      ``PERIODS_SPANNED`` periods of the daemon's timer;
+    * after a slow one (it may have waited for its timer, and then its timer fired just now),
+      the next kill comes ``MIN_GAP`` plus a uniform time in ``[0, period)`` after it.
+
+    A daemon that reacts at once thus takes about 0.35 s per sample; one that waits for its
+    timer takes its period per sample on average.
     """
     tracker = target.tracker
     assert tracker is not None
@@ -109,15 +114,14 @@ def measure_respawn(
     def gap() -> float:
         return MIN_GAP + rng.expovariate(1.0 / mean_gap)
 
-    outstanding: collections.deque[float] = collections.deque()  # when each death happened
+    killed_at: float | None = None  # the death waiting for its replacement
     victims: dict[int, int | None] = {}  # pid -> start time: never counted as a replacement
     latencies: list[float] = []
-    kills = 0
     next_kill = time.perf_counter() + gap()
     next_full = 0.0
-    while kills < samples or outstanding:
+    while len(latencies) < samples:
         now = time.perf_counter()
-        if kills < samples and now >= next_kill:
+        if killed_at is None and now >= next_kill:
             victim = rng.choice(sorted(tracker.confirmed))
             # Forget the victim: should its pid be recycled for the replacement, it is found
             # again as a birth.
@@ -125,11 +129,9 @@ def measure_respawn(
             victims[victim] = procfs.start_time(victim)
             killed_at = time.perf_counter()
             os.kill(victim, signal.SIGKILL)
-            outstanding.append(killed_at)
-            kills += 1
             next_kill = killed_at + gap()
             next_full = killed_at + FULL_POLL_EVERY
-        if outstanding and now >= next_full:  # a slow replacement: check with the full list
+        if killed_at is not None and now >= next_full:  # slow: check with the full list
             tracker.poll()
             next_full = now + FULL_POLL_EVERY
             found = tracker.take_fresh()
@@ -140,14 +142,17 @@ def measure_respawn(
             if pid in victims and procfs.start_time(pid) in (victims[pid], None):
                 tracker.forget(pid)  # seen by a full listing before it died
                 continue
-            if outstanding:
-                latencies.append(seen - outstanding.popleft())
-        if outstanding and seen - outstanding[0] > timeout:
-            target.check_alive()
-            raise TargetFailed(f"respawn: a killed child not replaced in {timeout:.0f}s")
-        if outstanding:
+            if killed_at is not None:
+                latencies.append(seen - killed_at)
+                if seen - killed_at > MIN_GAP:
+                    next_kill = seen + MIN_GAP + rng.uniform(0.0, target.period)
+                killed_at = None
+        if killed_at is not None:
+            if seen - killed_at > timeout:
+                target.check_alive()
+                raise TargetFailed(f"respawn: a killed child not replaced in {timeout:.0f}s")
             time.sleep(RESPAWN_POLL)
-        elif kills < samples:
+        elif len(latencies) < samples:
             time.sleep(max(0.0, min(next_kill - time.perf_counter(), 0.1)))
     wait_running(target, n, timeout)
     return latencies

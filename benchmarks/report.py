@@ -172,12 +172,12 @@ def _respawn_figures() -> list[Figure]:
 
 
 RESPAWN_METHOD = (
-    "Kills come on the runner's own clock, not the daemon's: each 0.1 s plus an exponential "
-    "time (mean 0.25 s, or longer so that the kills span three of the daemon's housekeeping "
-    "periods: circus check_delay 5 s, supervisord 1 s) after the previous one, replaced or "
-    "not, so they fall at every phase of the daemon's timers. A death counts as replaced "
-    "when a new child runs the program; with several deaths outstanding, new children are "
-    "matched to deaths oldest first. Percentiles interpolate between the closest samples."
+    "One death at a time: each kill waits for the previous replacement. After a replacement "
+    "within 0.1 s, the next kill comes 0.1 s plus an exponential time (mean 0.25 s, or "
+    "longer so that the kills span three of the daemon's housekeeping periods) after the "
+    "previous kill; after a slower one, 0.1 s plus a uniform time up to that period (circus: "
+    "check_delay 5 s; supervisord: 1 s) after the replacement. So kills fall at every phase "
+    "of the daemon's timers. Percentiles interpolate between the closest samples."
 )
 
 
