@@ -37,10 +37,12 @@ def open_fds() -> int:
 
 
 def spawn(argv: list[str], stdout: int | None = None, stderr: int | None = None) -> int:
-    actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    actions: list[tuple[int | str, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+    ]
     for fd, target in ((1, stdout), (2, stderr)):
         if target is not None:
-            actions.append((os.POSIX_SPAWN_DUP2, target, fd))  # type: ignore[arg-type]
+            actions.append((os.POSIX_SPAWN_DUP2, target, fd))
     path = argv[0] if os.sep in argv[0] else _which(argv[0])
     return os.posix_spawn(path, argv, {}, file_actions=actions, setsid=True)
 

@@ -1,7 +1,9 @@
 """Turn a results file into markdown tables: absolute figures, then ratios to the floor and
 to each anchor (Circus 0.19, supervisord 4.3).
 
-``python -m benchmarks.report results.json`` prints the report of an earlier run.
+``python -m benchmarks.report results.json`` prints the report of an earlier run. The report
+of a ``--scale`` run is one section between :data:`SCALE_BEGIN` and :data:`SCALE_END`, which
+:func:`splice_scale` puts in place of the same section of an existing file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ LABELS = {
     "floor": "floor",
 }
 REFERENCES = ("floor", "circus019", "supervisord")
+SCALE_BEGIN = "<!-- scale:begin -->"
+SCALE_END = "<!-- scale:end -->"
+#: What a markdown file holds before its first scale section is written into it.
+SCALE_FILE_HEAD = "# Benchmarks\n"
 
 Sessions = list[dict[str, Any]]
 
@@ -30,7 +36,8 @@ HEADER = """\
 Our `circusd` side by side with Circus 0.19.0, supervisord 4.3.0 and a *floor*: a bare Python
 loop over `os.posix_spawn` with one pidfd per child in an epoll loop (`benchmarks/floor.py`),
 about the best any Python supervisor can do. `make bench` runs the quick set, `make bench-full`
-everything (it rewrites this file); `python -m benchmarks.run --help` has the options.
+everything (it rewrites this file but for the N = 10,000 section at its end, which
+`make bench-scale` writes); `python -m benchmarks.run --help` has the options.
 
 Each measurement starts a fresh daemon in its own directory under /tmp (ipc:// endpoints), and
 the targets take turns round-robin, so a busy neighbour on the machine slows all of them alike
@@ -141,6 +148,39 @@ def _rtt_of(call: str) -> Callable[[dict[str, Any]], list[float] | None]:
     return key
 
 
+def _stop_done(session: dict[str, Any]) -> float:
+    """Seconds until every child was gone (older results hold that figure alone)."""
+    stop = session["stop"]
+    return float(stop["done"] if isinstance(stop, dict) else stop)
+
+
+def _fds_per_process(session: dict[str, Any]) -> float:
+    fds = session["fds"]
+    return float(fds["running"] - fds["stopped"]) / float(session["n"])
+
+
+def _respawn_figures() -> list[Figure]:
+    def pooled(reduce: Callable[[list[float]], float]) -> Callable[[Sessions], float | None]:
+        return _pooled(lambda s: s["respawn"], reduce)
+
+    return [
+        Figure("p50", pooled(statistics.median), fmt_seconds),
+        Figure("p95", pooled(lambda v: percentile(v, 95)), fmt_seconds),
+        Figure("p99", pooled(lambda v: percentile(v, 99)), fmt_seconds),
+        Figure("max", pooled(max), fmt_seconds),
+    ]
+
+
+RESPAWN_METHOD = (
+    "One death at a time: each kill waits for the previous replacement. After a replacement "
+    "within 0.1 s, the next kill comes 0.1 s plus an exponential time (mean 0.25 s, or "
+    "longer so that the kills span three of the daemon's housekeeping periods) after the "
+    "previous kill; after a slower one, 0.1 s plus a uniform time up to that period (circus: "
+    "check_delay 5 s; supervisord: 1 s) after the replacement. So kills fall at every phase "
+    "of the daemon's timers. Percentiles interpolate between the closest samples."
+)
+
+
 def _idle_percent(session: dict[str, Any]) -> float:
     return float(session["idle"]["cpu_percent"])
 
@@ -175,12 +215,14 @@ def _table(
     ns: Iterable[int | None],
     figures: list[Figure],
     lower_is_better: bool = True,
+    with_ratios: bool = True,
 ) -> list[str]:
     targets = [t for t in ORDER if t in results["plan"]["targets"]]
     ns = list(ns)
     head = ["N"] if ns != [None] else []
     head += ["target", *(f.title for f in figures)]
-    head += [f"vs {LABELS[r]}" for r in REFERENCES if r in targets]
+    references = [r for r in REFERENCES if r in targets] if with_ratios else []
+    head += [f"vs {LABELS[r]}" for r in references]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in ns:
         chosen = {t: _sessions(results, t, kind, n) for t in targets}
@@ -192,9 +234,7 @@ def _table(
                 f.cell(v, chosen[t]) if v is not None else _failure(results, t, kind, n)
                 for f, v in zip(figures, values[t], strict=True)
             ]
-            for ref in REFERENCES:
-                if ref not in targets:
-                    continue
+            for ref in references:
                 if ref == t:
                     row.append("")
                     continue
@@ -208,7 +248,7 @@ def _table(
                         ratios.append(fmt_ratio(mine / theirs))
                 row.append(" / ".join(ratios))
             lines.append("| " + " | ".join(row) + " |")
-    if len(figures) > 1:
+    if len(figures) > 1 and references:
         lines.append("")
         lines.append(
             "Ratios are this row's figure divided by the reference's, in column order ("
@@ -251,8 +291,10 @@ def _errors(results: dict[str, Any]) -> list[str]:
 
 
 def render(results: dict[str, Any]) -> str:
-    """The whole report as markdown."""
+    """The whole report as markdown (for a scale run, its section)."""
     plan = results["plan"]
+    if plan["mode"] == "scale":
+        return render_scale(results)
     machine = results["machine"]
     main_n = plan["main_n"]
     ns = plan["ns"]
@@ -306,29 +348,13 @@ def render(results: dict[str, Any]) -> str:
             "(seen in /proc as its children with the right command line).",
         )
     if "respawn" in sel:
+        respawn_ns = plan.get("respawn_ns") or [main_n]
         samples = ", ".join(f"{LABELS[t]} {n}" for t, n in plan["respawn_samples"].items())
         section(
             "2. Respawn",
-            _table(
-                results,
-                "sleepers",
-                [main_n],
-                [
-                    Figure(
-                        "median", _pooled(lambda s: s["respawn"], statistics.median), fmt_seconds
-                    ),
-                    Figure(
-                        "p95",
-                        _pooled(lambda s: s["respawn"], lambda v: percentile(v, 95)),
-                        fmt_seconds,
-                    ),
-                    Figure("worst", _pooled(lambda s: s["respawn"], max), fmt_seconds),
-                ],
-            ),
-            f"`kill -9` of a random child with {main_n} running, until its replacement runs. "
-            f"Samples: {samples}. Before each kill the runner waits a random time up to the "
-            "daemon's housekeeping period (circus: check_delay 5 s; supervisord: 1 s) so kills "
-            "fall at random phases of its timer.",
+            _table(results, "sleepers", respawn_ns, _respawn_figures()),
+            f"`kill -9` of a random child with N running, until its replacement runs. "
+            f"Samples at each N, over all rounds: {samples}. " + RESPAWN_METHOD,
         )
     if "rtt" in sel:
         calls = list(dict.fromkeys(c for s in results["sessions"] for c in s.get("rtt", {})))
@@ -388,7 +414,7 @@ def render(results: dict[str, Any]) -> str:
                 results,
                 "sleepers",
                 [main_n],
-                [Figure("stop", _median_of(lambda s: s["stop"]), fmt_seconds)],
+                [Figure("stop", _median_of(_stop_done), fmt_seconds)],
             ),
             f"From the stop request (circus `stop sleepers`; supervisord "
             f"`stopProcessGroup(wait=False)`; floor `stop`) until all {main_n} children "
@@ -419,7 +445,7 @@ def render(results: dict[str, Any]) -> str:
                     Figure("spawn", _median_of(lambda s: s["spawn"]["all"]), fmt_seconds),
                     Figure("idle CPU", _median_of(_idle_percent), fmt_percent, _percent_resolution),
                     Figure("RSS", _median_of(lambda s: s["idle"]["rss_bytes"]), fmt_mib),
-                    Figure("stop", _median_of(lambda s: s.get("stop")), fmt_seconds),
+                    Figure("stop", _median_of(_stop_done), fmt_seconds),
                 ],
             ),
             f"Spawn, idle CPU over {plan['idle_seconds']:g} s, resident memory and stop time "
@@ -431,6 +457,178 @@ def render(results: dict[str, Any]) -> str:
     for note in plan.get("notes", []):
         out.extend(["", note])
     return "\n".join(out) + "\n"
+
+
+def _limit_cell(sessions: Sessions, name: str) -> str:
+    seen = sorted({"/".join(s["limits"][name]) for s in sessions if name in s.get("limits", {})})
+    return ", ".join(seen) or "—"
+
+
+def render_scale(results: dict[str, Any]) -> str:
+    """The scale section, markers included."""
+    plan = results["plan"]
+    machine = results["machine"]
+    ns = sorted(set(plan["ns"]))
+    shown = " and ".join(f"{n:,}" for n in ns)
+    targets = [t for t in ORDER if t in plan["targets"]]
+    out: list[str] = [SCALE_BEGIN, "", f"## At N = {shown}", ""]
+    out.append(
+        "Written by `make bench-scale` (`python -m benchmarks.run --scale`), which replaces "
+        "only this section; `make bench-full` keeps it. One daemon per target and round runs "
+        "N children (`" + plan["sleep_cmd"] + "`) and every figure below is taken on it, in "
+        "this order: spawn, control round trips, idle CPU and memory, descriptors, respawn "
+        "after `kill -9`, stop. Targets take turns round-robin; ratios are a row's figure "
+        "divided by the reference's, as in the tables above."
+    )
+    out.append("")
+    out.append(
+        f"Run on {results['started']} in {results['duration'] / 60:.1f} min, "
+        f"{plan['repeats']} round(s), targets {', '.join(plan['targets'])}; "
+        f"{machine.get('cpu', '?')}, {machine.get('nproc', '?')} cores, "
+        f"{machine.get('memory', '?')}, {machine.get('kernel', '?')}, "
+        f"{machine.get('python', '?')}; load {machine.get('load', '?')}"
+        + (f", {machine['load_end']} at the end." if "load_end" in machine else ".")
+    )
+    out.append("")
+    out.append("| target | version | open files (soft/hard) | processes (soft/hard) |")
+    out.append("|---|---|---|---|")
+    for t in targets:
+        chosen = _sessions(results, t, "scale", None)
+        out.append(
+            f"| {LABELS[t]} | {results['versions'].get(t, '?')} | "
+            f"{_limit_cell(chosen, 'nofile')} | {_limit_cell(chosen, 'nproc')} |"
+        )
+    runner = plan.get("limits", {})
+    if runner:
+        out.append("")
+        out.append(
+            "Limits as `/proc/PID/limits` showed them for each daemon once its children ran "
+            "(or when it failed). "
+            "The runner raises its soft RLIMIT_NOFILE and RLIMIT_NPROC to the hard ones "
+            f"(here {'/'.join(map(str, runner.get('nofile', [])))} and "
+            f"{'/'.join(map(str, runner.get('nproc', [])))}) before launching any daemon, "
+            "which inherits them."
+        )
+
+    def section(title: str, note: str, body: list[str]) -> None:
+        out.extend(["", f"### {title}", "", note, "", *body])
+
+    sel = set(plan["only"])
+    spawn_stop = [Figure("spawn", _median_of(lambda s: s["spawn"]["all"]), fmt_seconds)]
+    if "stop" in sel or "fds" in sel:
+        spawn_stop += [
+            Figure("stop answered", _median_of(lambda s: s["stop"]["reply"]), fmt_seconds),
+            Figure("stop, none left", _median_of(_stop_done), fmt_seconds),
+        ]
+    section(
+        "Spawn and stop",
+        "Spawn: from launching the daemon until N children run the program (in /proc, "
+        "children of the daemon with the expected command line). Stop: from the request "
+        "(circus `stop sleepers`, supervisord `stopProcessGroup(wait=False)`, floor `stop`) "
+        "until the daemon answers, and until none of the children is left in /proc (reaped).",
+        _table(results, "scale", ns, spawn_stop),
+    )
+    if "rtt" in sel:
+        calls = list(
+            dict.fromkeys(
+                c for s in results["sessions"] if s["kind"] == "scale" for c in s.get("rtt", {})
+            )
+        )
+        figures = [
+            Figure(f"{call} median", _pooled(_rtt_of(call), statistics.median), fmt_seconds)
+            for call in calls
+        ]
+        counts = []
+        for t in targets:
+            chosen = [s for s in _sessions(results, t, "scale", None) if "rtt" in s]
+            if chosen:
+                per_call = [sum(len(s["rtt"].get(c, [])) for s in chosen) for c in calls]
+                counts.append(f"{LABELS[t]} " + "/".join(map(str, per_call)))
+        section(
+            "Control round trip with N running",
+            f"One call at a time after {plan['rtt_warmup']} untimed ones: up to "
+            f"{plan['rtt_calls']} of each, fewer (at least {plan['rtt_least']}) once one type "
+            f"has taken {plan['rtt_budget']:g} s; calls timed ({' / '.join(calls)}): "
+            f"{', '.join(counts)}. `list sleepers` answers with N pids.",
+            _table(results, "scale", ns, figures),
+        )
+    if "idle" in sel:
+        section(
+            "The daemon with N running",
+            f"Its resident memory, and its own CPU time (user + system, all threads) over "
+            f"{plan['idle_seconds']:g} s of nothing happening, as a percentage of one core.",
+            _table(
+                results,
+                "scale",
+                ns,
+                [
+                    Figure("RSS", _median_of(lambda s: s["idle"]["rss_bytes"]), fmt_mib),
+                    Figure("idle CPU", _median_of(_idle_percent), fmt_percent, _percent_resolution),
+                    Figure("CPU time", _median_of(_idle_cpu), fmt_seconds, _tick),
+                ],
+            ),
+        )
+    if "fds" in sel:
+        section(
+            "Descriptors per process",
+            "The daemon's open descriptors (`/proc/PID/fd`) with N running and after the stop "
+            "with none running, on the same daemon and with the same control connection open; "
+            "per process is their difference divided by N. After respawns: the count once "
+            "every killed child was replaced (equal to the first when nothing leaks).",
+            _table(
+                results,
+                "scale",
+                ns,
+                [
+                    Figure("N running", _median_of(lambda s: s["fds"]["running"]), _fmt_count),
+                    Figure(
+                        "after respawns",
+                        _median_of(lambda s: s["fds"]["after_respawn"]),
+                        _fmt_count,
+                    ),
+                    Figure("none running", _median_of(lambda s: s["fds"]["stopped"]), _fmt_count),
+                    Figure("per process", _median_of(_fds_per_process), lambda v: f"{v:.2f}"),
+                ],
+                with_ratios=False,
+            ),
+        )
+    if "respawn" in sel:
+        samples = ", ".join(f"{LABELS[t]} {n}" for t, n in plan["respawn_samples"].items())
+        section(
+            "Respawn after kill -9",
+            f"`kill -9` of a random child with N running, until its replacement runs. "
+            f"Samples at each N, over all rounds: {samples}. " + RESPAWN_METHOD,
+            _table(results, "scale", ns, _respawn_figures()),
+        )
+    problems = _errors({"sessions": [s for s in results["sessions"] if s["kind"] != "sleepers"]})
+    if problems:
+        out.extend(["", "Failures:", "", *problems])
+    for note in plan.get("notes", []):
+        out.extend(["", note])
+    out.extend(["", SCALE_END])
+    return "\n".join(out) + "\n"
+
+
+def _fmt_count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def scale_section(text: str) -> str:
+    """The scale section of a markdown file, markers included, or "" if it has none."""
+    begin = text.find(SCALE_BEGIN)
+    end = text.find(SCALE_END, begin)
+    if begin < 0 or end < 0:
+        return ""
+    return text[begin : end + len(SCALE_END)]
+
+
+def splice_scale(text: str, section: str) -> str:
+    """*text* with its scale section replaced by *section*, or *section* appended to it."""
+    section = section.strip("\n")
+    old = scale_section(text)
+    if old:
+        return text.replace(old, section, 1)
+    return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

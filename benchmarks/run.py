@@ -1,8 +1,15 @@
 """Run the benchmarks: ours, Circus 0.19, supervisord 4.3 and the floor, side by side.
 
-    python -m benchmarks.run [--quick | --full] [--targets ours,circus019,supervisord,floor]
-                             [--only spawn,respawn,rtt,idle,stop,stream,scale]
-                             [--repeats K] [--json out.json] [--markdown out.md]
+    python -m benchmarks.run [--quick | --full | --scale]
+                             [--targets ours,circus019,supervisord,floor]
+                             [--only spawn,respawn,rtt,idle,stop,stream,scale,fds]
+                             [--ns N,...] [--repeats K] [--json out.json] [--markdown out.md]
+
+``--scale`` runs N = 10,000 children (``--ns`` to change it) under one daemon per target and
+round, and measures on that daemon, in this order: spawn, the control round trips, idle CPU and
+memory, descriptors, respawn after ``kill -9``, stop. Its report is one section of the markdown
+file, between ``<!-- scale:begin -->`` and ``<!-- scale:end -->``: writing it replaces only that
+section, and the other modes keep it when they rewrite the file.
 
 Targets are alternated round-robin within each measurement (the first target rotates from one
 round to the next), so a noisy neighbour on the machine hits every target alike and the ratios
@@ -31,11 +38,27 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import envs, measure, procfs, report
-from benchmarks.targets import TARGETS, Target, TargetFailed, Workload, ensure_bytecode
+from benchmarks.targets import (
+    TARGETS,
+    Target,
+    TargetFailed,
+    Workload,
+    ensure_bytecode,
+    raise_soft_limits,
+)
 
-METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale")
+METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale", "fds")
+SCALE_METRICS = ("spawn", "rtt", "idle", "fds", "respawn", "stop")
 ALIASES = {"throughput": "stream", "roundtrip": "rtt", "round-trip": "rtt"}
 MAIN_N = 1000
+RESPAWN_NS = [100, 1000]  # quick and full modes
+# Circus 0.19 replaces a death only at its next check_delay (5 s), and the next kill waits for
+# that, then for a random part of the period: about 5 s a sample. Fewer samples keep each mode
+# within its time; its distribution is bounded by check_delay whatever the count.
+CIRCUS019_SAMPLES = {"quick": 10, "full": 40, "scale": 50}
+SCALE_N = 10_000
+SCALE_TARGETS = ["ours", "circus019", "floor"]  # supervisord takes minutes at this size
+PID_HEADROOM = 1000  # pids left for everything else on the machine during a session
 CHUNK = 1 << 20  # the writer's source file: 1 MiB of text, read again and again
 
 
@@ -54,20 +77,33 @@ class Plan:
     idle_seconds: float
     stream_mib: int
     main_n: int = MAIN_N
+    respawn_ns: list[int] = field(default_factory=lambda: list(RESPAWN_NS))
+    rtt_warmup: int = 5  # untimed calls of each type first
+    rtt_least: int = 20  # calls of each type measured even past the budget
     sleep_cmd: str = ""
+    limits: dict[str, list[int]] = field(default_factory=dict)  # the runner's, (soft, hard)
     notes: list[str] = field(default_factory=list)
 
     def sleeper_ns(self) -> list[int]:
         """The numbers of sleepers to run sessions with, smallest first."""
+        if self.mode == "scale":
+            return sorted(set(self.ns))
         ns = set(self.ns) if {"spawn", "scale"} & set(self.only) else set()
-        if {"respawn", "rtt", "idle", "stop"} & set(self.only):
+        if {"rtt", "idle", "stop"} & set(self.only):
             ns.add(self.main_n)
+        if "respawn" in self.only:
+            ns.update(self.respawn_ns)
         return sorted(ns)
 
     def wants(self, metric: str, n: int) -> bool:
         """Whether a session with *n* children measures *metric*."""
+        if self.mode == "scale":
+            # the descriptors with 0 running are counted after the stop
+            return metric in self.only or (metric == "stop" and "fds" in self.only)
         if metric in ("idle", "stop") and "scale" in self.only:
             return True
+        if metric == "respawn":
+            return metric in self.only and n in self.respawn_ns
         return metric in self.only and n == self.main_n
 
 
@@ -81,19 +117,29 @@ def make_plan(
             only,
             ns=[100, 1000],
             repeats=repeats or 1,
-            respawn_samples={t: 10 for t in targets},
+            respawn_samples={t: 30 for t in targets},
             rtt_calls=200,
             rtt_budget=10.0,
             idle_seconds=5.0,
             stream_mib=50,
         )
-        if "circus019" in targets:
-            # Circus 0.19 finds deaths every check_delay (5 s): fewer samples keep quick quick.
-            plan.respawn_samples["circus019"] = 5
-            plan.notes.append(
-                "Quick mode: Circus 0.19 respawn is sampled 5 times (its "
-                "check_delay makes each sample take up to 5 s), others 10."
-            )
+    elif mode == "scale":
+        plan = Plan(
+            mode,
+            targets,
+            only,
+            ns=[SCALE_N],
+            repeats=repeats or 1,
+            respawn_samples={t: 100 for t in targets},
+            rtt_calls=20,
+            rtt_budget=10.0,
+            idle_seconds=10.0,
+            stream_mib=0,
+            main_n=SCALE_N,
+            respawn_ns=[SCALE_N],
+            rtt_warmup=2,
+            rtt_least=5,
+        )
     else:
         plan = Plan(
             mode,
@@ -101,14 +147,27 @@ def make_plan(
             only,
             ns=[100, 1000, 5000],
             repeats=repeats or 3,
-            respawn_samples={t: 20 for t in targets},
+            respawn_samples={t: 100 for t in targets},
             rtt_calls=1000,
             rtt_budget=30.0,
             idle_seconds=30.0,
             stream_mib=200,
         )
+    if "circus019" in targets and "respawn" in only:
+        count = CIRCUS019_SAMPLES[mode]
+        plan.respawn_samples["circus019"] = count
+        others = sorted({v for k, v in plan.respawn_samples.items() if k != "circus019"})
+        plan.notes.append(
+            f"Circus 0.19 respawn is sampled {count} times at each N"
+            + (f" (the others {others[0]})" if len(others) == 1 else "")
+            + ": it replaces a death only at its next check_delay (5 s), and the next kill "
+            "waits for that, so each sample takes about 5 s."
+        )
     if ns:
         plan.ns = ns
+        if mode == "scale":
+            plan.respawn_ns = list(ns)
+            plan.main_n = max(ns)
         plan.notes.append(f"Numbers of processes chosen by hand: {', '.join(map(str, ns))}.")
     return plan
 
@@ -158,10 +217,12 @@ class Runner:
         except Exception as exc:  # recorded in the results; the run goes on
             stage = record.get("_stage", stage)
             record["error"] = f"{stage}: {type(exc).__name__}: {exc}"
-            if "spawn" not in record and kind == "sleepers":
+            if "spawn" not in record and kind in ("sleepers", "scale"):
                 self.broken[key] = record["error"]
         finally:
             record.pop("_stage", None)
+            if kind == "scale" and "limits" not in record and target.proc is not None:
+                record["limits"] = procfs.limits(target.pid)  # what it failed under
             leftovers = target.shutdown()
             if leftovers:
                 record["leftovers"] = len(leftovers)
@@ -197,6 +258,47 @@ class Runner:
                 record["_stage"] = "stop"
                 record["stop"] = measure.measure_stop(target, timeout=120.0)
 
+    def run_scale(self, key: str, n: int, rnd: int) -> None:
+        """Every scale measurement on one daemon running *n* children."""
+        plan = self.plan
+        with self.session(key, "scale", n, rnd) as (target, record, workdir):
+            record["_stage"] = "start"
+            check_pids(n)
+            target.start(Workload("sleepers", n, self.sleep_argv), workdir)
+            record["_stage"] = "spawn"
+            record["spawn"] = measure.measure_spawn(target, n, timeout=60 + 0.06 * n)
+            record["limits"] = procfs.limits(target.pid)
+            record["_stage"] = "connect"
+            target.connect(timeout=60 + 0.02 * n)
+            if plan.wants("rtt", n):
+                record["_stage"] = "rtt"
+                record["rtt"] = measure.measure_rtt(
+                    target, plan.rtt_calls, plan.rtt_budget, plan.rtt_warmup, plan.rtt_least
+                )
+            if plan.wants("idle", n):
+                record["_stage"] = "idle"
+                measure.wait_running(target, n, timeout=30.0)
+                record["idle"] = measure.measure_idle(target, plan.idle_seconds)
+            fds: dict[str, int] = {}
+            if plan.wants("fds", n):
+                record["_stage"] = "fds"
+                measure.wait_running(target, n, timeout=30.0)
+                fds["running"] = measure.count_fds(target)
+            if plan.wants("respawn", n):
+                record["_stage"] = "respawn"
+                samples = split(plan.respawn_samples[key], plan.repeats)[rnd]
+                record["respawn"] = measure.measure_respawn(
+                    target, n, samples, self.rng, timeout=30.0
+                )
+                if fds:
+                    fds["after_respawn"] = measure.count_fds(target)
+            if plan.wants("stop", n):
+                record["_stage"] = "stop"
+                record["stop"] = measure.measure_stop(target, timeout=120.0 + 0.01 * n)
+                if fds:
+                    fds["stopped"] = measure.count_fds(target)
+                    record["fds"] = fds
+
     def run_stream(self, key: str, rnd: int, chunk: Path) -> None:
         total = self.plan.stream_mib * CHUNK
         with self.session(key, "stream", 1, rnd) as (target, record, workdir):
@@ -217,7 +319,12 @@ class Runner:
                 for key in rotated(plan.targets, rnd):
                     if key in self.broken:
                         continue
-                    self.run_sleepers(key, n, rnd)
+                    if plan.mode == "scale":
+                        self.run_scale(key, n, rnd)
+                    else:
+                        self.run_sleepers(key, n, rnd)
+        if plan.mode == "scale":
+            return
         if "stream" in plan.only:
             chunk = self.rundir / "chunk.txt"
             line = b"the quick brown fox jumps over the lazy dog 0123456789 " * 2
@@ -229,14 +336,25 @@ class Runner:
                         self.run_stream(key, rnd, chunk)
 
 
+def check_pids(n: int) -> None:
+    """Fail with the figures if the machine has too few pids left for *n* more children."""
+    pid_max, tasks = procfs.pid_max(), procfs.task_count()
+    if pid_max - tasks < n + PID_HEADROOM:
+        raise TargetFailed(
+            f"{n} children need {n + PID_HEADROOM} free pids (with {PID_HEADROOM} to spare): "
+            f"kernel.pid_max is {pid_max} and {tasks} tasks run already"
+        )
+
+
 def summarize(record: dict[str, Any]) -> str:
     parts = []
     if "spawn" in record:
         parts.append(f"spawn {record['spawn']['all']:.3f}s")
     if record.get("respawn"):
+        samples = record["respawn"]
         parts.append(
-            f"respawn median {statistics.median(record['respawn']):.4f}s "
-            f"worst {max(record['respawn']):.4f}s"
+            f"respawn median {statistics.median(samples):.4f}s "
+            f"p99 {report.percentile(samples, 99):.4f}s worst {max(samples):.4f}s"
         )
     for call, samples in record.get("rtt", {}).items():
         parts.append(f"{call} {statistics.median(samples) * 1e3:.3f}ms")
@@ -245,13 +363,43 @@ def summarize(record: dict[str, Any]) -> str:
             f"idle {record['idle']['cpu_percent']:.2f}% "
             f"{record['idle']['rss_bytes'] / 2**20:.1f}MiB"
         )
+    if "fds" in record:
+        fds = record["fds"]
+        parts.append(f"fds {fds['running']} running, {fds['stopped']} stopped")
     if "stop" in record:
-        parts.append(f"stop {record['stop']:.3f}s")
+        stop = record["stop"]
+        parts.append(f"stop answered {stop['reply']:.3f}s, done {stop['done']:.3f}s")
     if "stream" in record:
         parts.append(f"stream {record['stream']['mb_per_s']:.1f}MB/s")
     if "error" in record:
         parts.append(f"ERROR {record['error']}")
     return ", ".join(parts) or "nothing measured"
+
+
+def write_markdown(path: Path, markdown: str, scale: bool) -> None:
+    """Write the report to *path*: the scale section in place of the file's own, or the other
+    modes' report followed by the scale section the file already had."""
+    old = path.read_text() if path.exists() else ""
+    if scale:
+        text = report.splice_scale(old or report.SCALE_FILE_HEAD, markdown)
+    else:
+        kept = report.scale_section(old)
+        text = markdown + ("\n" + kept + "\n" if kept else "")
+    path.write_text(text)
+
+
+def positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number above 0")
+    return number
+
+
+def numbers(value: str) -> list[int]:
+    return [positive(v.strip()) for v in value.split(",") if v.strip()]
 
 
 def parse_list(value: str, allowed: tuple[str, ...], aliases: dict[str, str]) -> list[str]:
@@ -270,41 +418,72 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument(
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument(
         "--quick",
         dest="mode",
         action="store_const",
         const="quick",
         help="the short version (default), a few minutes",
     )
-    mode.add_argument(
+    modes.add_argument(
         "--full",
         dest="mode",
         action="store_const",
         const="full",
         help="everything: N up to 5,000, 3 rounds, 30 s idle, 200 MiB",
     )
-    parser.add_argument(
-        "--targets", default=",".join(TARGETS), type=lambda v: parse_list(v, tuple(TARGETS), {})
+    modes.add_argument(
+        "--scale",
+        dest="mode",
+        action="store_const",
+        const="scale",
+        help="N = 10,000 under one daemon per target: spawn, round trips, idle, "
+        "descriptors, respawn, stop; ours, circus019 and floor unless --targets says",
     )
     parser.add_argument(
-        "--only", default=",".join(METRICS), type=lambda v: parse_list(v, METRICS, ALIASES)
+        "--targets",
+        type=lambda v: parse_list(v, tuple(TARGETS), {}),
+        help=f"default: all ({', '.join(TARGETS)}); --scale: {', '.join(SCALE_TARGETS)}",
     )
-    parser.add_argument("--repeats", type=int, help="rounds (quick: 1, full: 3)")
+    parser.add_argument(
+        "--only",
+        type=lambda v: parse_list(v, METRICS, ALIASES),
+        help=f"default: all of {', '.join(m for m in METRICS if m != 'fds')}; "
+        f"--scale: {', '.join(SCALE_METRICS)}",
+    )
+    parser.add_argument("--repeats", type=positive, help="rounds (quick: 1, full: 3, scale: 1)")
     parser.add_argument(
         "--ns",
-        type=lambda v: [int(x) for x in v.split(",")],
-        help="numbers of processes for spawn/scale instead of the mode's "
-        "(e.g. 5000); respawn, round trip, idle and stop use 1000",
+        type=numbers,
+        help="numbers of processes instead of the mode's: for spawn and the scale curve "
+        "(respawn uses 100 and 1,000, the round trip, idle and stop 1,000), or for --scale",
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--markdown", type=Path, help="write the report here as well")
     args = parser.parse_args(argv)
+    mode = args.mode or "quick"
+    targets = args.targets or (SCALE_TARGETS if mode == "scale" else list(TARGETS))
+    only = args.only or list(SCALE_METRICS if mode == "scale" else METRICS[:-1])
+    allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
+    if wrong := [m for m in only if m not in allowed]:
+        parser.error(
+            f"--only {','.join(wrong)}: not measured in {mode} mode "
+            f"(choose from {', '.join(allowed)})"
+        )
+    if mode == "scale" and "spawn" not in only:
+        only.insert(0, "spawn")  # the children have to run before anything else
+    limits = raise_soft_limits()
+    if mode == "scale":
+        try:
+            check_pids(max(args.ns or [SCALE_N]))
+        except TargetFailed as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
     ensure_bytecode()
 
-    plan = make_plan(args.mode or "quick", args.targets, args.only, args.repeats, args.ns)
+    plan = make_plan(mode, targets, only, args.repeats, args.ns)
+    plan.limits = {name: list(pair) for name, pair in limits.items()}
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     started = datetime.datetime.now(datetime.UTC)
 
@@ -359,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(rundir, ignore_errors=True)
 
     machine["python"] = f"{platform.python_implementation()} {platform.python_version()}"
+    machine["load_end"] = procfs.load_average()
     results = {
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "duration": time.monotonic() - runner.t0,
@@ -371,10 +551,11 @@ def main(argv: list[str] | None = None) -> int:
         "sessions": runner.sessions,
     }
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     markdown = report.render(results)
     if args.markdown:
-        args.markdown.write_text(markdown)
+        write_markdown(args.markdown, markdown, scale=plan.mode == "scale")
     print(markdown, end="")
     return 130 if interrupted else 0
 

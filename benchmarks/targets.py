@@ -70,7 +70,7 @@ class Target(ABC):
     key: ClassVar[str]
     label: ClassVar[str]
     #: Period of the daemon's own timer-driven housekeeping, in seconds: the respawn benchmark
-    #: waits a random time in [0, period) between kills so the kills are not in step with it.
+    #: spreads its kills over several periods so that they fall at every phase of that timer.
     period: ClassVar[float]
 
     workdir: Path | None = None
@@ -102,6 +102,7 @@ class Target(ABC):
         self.workdir, self.workload = workdir, workload
         argv = self.launch_argv(workload, workdir)
         self._log = open(workdir / "daemon.log", "wb")  # noqa: SIM115 - closed in shutdown()
+        cursor = procfs.last_pid()  # the daemon's children get pids handed out after this one
         self.launched_at = time.perf_counter()
         self.proc = subprocess.Popen(
             argv,
@@ -112,7 +113,7 @@ class Target(ABC):
             start_new_session=True,
             cwd=workdir,
         )
-        self.tracker = procfs.ChildTracker(self.proc.pid, workload.matcher())
+        self.tracker = procfs.ChildTracker(self.proc.pid, workload.matcher(), cursor)
         return self.launched_at
 
     @property
@@ -126,6 +127,17 @@ class Target(ABC):
             raise TargetFailed(
                 f"daemon exited with status {self.proc.returncode}: {self.log_tail()}"
             )
+
+    def log_errors(self, lines: int = 1) -> str:
+        """The first lines of the daemon's log that report an error, or its last lines."""
+        if self.workdir is None:
+            return ""
+        try:
+            text = (self.workdir / "daemon.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        errors = [line for line in text.splitlines() if "ERROR" in line or "Errno" in line]
+        return " | ".join(errors[:lines]) if errors else self.log_tail(lines)
 
     def log_tail(self, lines: int = 5) -> str:
         if self.workdir is None:
@@ -145,8 +157,12 @@ class Target(ABC):
         """The control calls whose round trip is measured, by the circus command they mirror."""
 
     @abstractmethod
-    def request_stop(self) -> None:
-        """Ask the daemon to stop the workload's processes, without waiting for it."""
+    def request_stop(self, timeout: float) -> None:
+        """Ask the daemon to stop the workload's processes; return once it has answered.
+
+        The daemon is not asked to wait for the processes to end; *timeout* bounds the wait
+        for its answer.
+        """
 
     def close_client(self) -> None:  # noqa: B027 - a target without a client has nothing to close
         """Close the control client, if any."""
@@ -193,6 +209,28 @@ class Target(ABC):
             self._log.close()
             self._log = None
         return killed
+
+
+#: The limits raised for every daemon (it inherits them from the runner), by /proc's name.
+RAISED_LIMITS = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
+
+
+def raise_soft_limits() -> dict[str, tuple[int, int]]:
+    """Raise this process's soft RLIMIT_NOFILE and RLIMIT_NPROC to their hard limits.
+
+    Every daemon is launched from here and inherits them, so all of them start under the same
+    limits, the most the machine allows without privileges, whether or not they would raise
+    their own (ours raises its soft RLIMIT_NOFILE, supervisord to its ``minfds``, Circus 0.19
+    none). Returns the limits now in force, (soft, hard), by name.
+    """
+    now = {}
+    for name, which in RAISED_LIMITS.items():
+        soft, hard = resource.getrlimit(which)
+        if soft != hard:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(which, (hard, hard))
+        now[name] = resource.getrlimit(which)
+    return now
 
 
 def daemon_environment() -> dict[str, str]:
@@ -262,9 +300,13 @@ class ZmqTarget(Target):
             f"list {WATCHER}": lambda: client.call("list", name=WATCHER),
         }
 
-    def request_stop(self) -> None:
+    def request_stop(self, timeout: float) -> None:
         assert self.client is not None and self.workload is not None
-        self.client.call("stop", name=self.workload.name)
+        saved, self.client.timeout = self.client.timeout, timeout
+        try:
+            self.client.call("stop", name=self.workload.name)
+        finally:
+            self.client.timeout = saved
 
     def close_client(self) -> None:
         if self.client is not None:
@@ -455,7 +497,7 @@ class SupervisorTarget(Target):
             f"list {WATCHER}": lambda: client.supervisor.getAllProcessInfo(),
         }
 
-    def request_stop(self) -> None:
+    def request_stop(self, timeout: float) -> None:
         assert self.client is not None and self.workload is not None
         self.client.supervisor.stopProcessGroup(self.workload.name, False)
 
