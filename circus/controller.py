@@ -242,7 +242,7 @@ class Controller:
                                msg_id)
         try:
             cmd.validate(self.arbiter, props)
-            if cmd.inline:
+            if cmd.runs_inline(props):
                 return ok_reply(cmd.answer(self.arbiter, props), msg_id)
             scope = cmd.scope(self.arbiter, props)
             waiting = Command.bool_prop(props, "waiting")

@@ -217,8 +217,24 @@ class WatcherSettings:
     respawn: bool = _w(True, "bool", "Replace processes that exit.")
     autostart: bool = _w(True, "bool", "Start the watcher when circusd starts.")
     max_retry: int = _w(
-        5, "int", "Retries after a failed spawn before the watcher is stopped (-1: forever).",
+        5, "int",
+        "Failed starts in a row (a spawn that fails, or a process that exits before "
+        "min_uptime) after which the watcher gives up and is fatal (-1: never).",
         minimum=-1)
+    min_uptime: float = _w(
+        1.0, "float",
+        "Seconds a process must run for its start to count as a success; an earlier exit "
+        "is a failed start.", minimum=0)
+    backoff_initial: float = _w(
+        0.1, "float", "Wait before the spawn after the second failed start in a row.",
+        minimum=0)
+    backoff_factor: float = _w(
+        2.0, "float", "Each further failed start in a row multiplies the wait by this.",
+        minimum=1)
+    backoff_max: float = _w(5.0, "float", "Longest wait between two failed starts.",
+                            minimum=0)
+    backoff_jitter: float = _w(
+        0.1, "float", "Up to this fraction of the wait is added at random.", minimum=0)
     graceful_timeout: float = _w(30.0, "float", "Seconds between the stop signal and SIGKILL.",
                                  minimum=0)
     stop_signal: int = _w(15, "signal", "Signal that asks a process to stop.")

@@ -108,6 +108,7 @@ class Process:
         self.pid = 0
         self.started = 0.0  # epoch seconds
         self.returncode: int | None = None  # exit status, or -signal
+        self.restarts = 0  # how many processes ran in this one's place before it
         self._popen: subprocess.Popen[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exited: asyncio.Future[int] | None = None

@@ -112,7 +112,7 @@ class ProcessSet(OptionStore):
 
     def resource_backoff(self, exc: OSError) -> None:
         """A spawn failed for want of a resource: keep what runs, say so once, try again
-        later (doubling the wait up to BACKOFF_MAX)."""
+        later (doubling the wait up to 5 s)."""
         reason = descriptors.describe_resource_error(exc)
         self._resource_delay = min(max(self._resource_delay * 2, 0.1), 5.0)
         if reason != self.backoff_reason:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 import subprocess
 import time
@@ -29,9 +28,10 @@ from typing import Any, Literal
 from circus import descriptors
 from circus.errors import OptionError
 from circus.hooks import Skip
+from circus.keeper import Keeper
 from circus.limits import require_target
-from circus.process import Process, describe_exit
-from circus.processes import ProcessSet, Publish
+from circus.process import Process
+from circus.processes import Publish
 from circus.sockets import sockets_for_spawn
 from circus.spawn import Spawner, WorkerIds
 from circus.states import WATCHER_TRANSITIONS, WatcherState, check_transition
@@ -41,18 +41,12 @@ log = logging.getLogger(__name__)
 
 Reload = Literal["needed", "always", "never"]
 
-# A process that exits sooner than this after its spawn counts as a quick death; quick
-# deaths in a row make the watcher wait before respawning, so a command that crashes at
-# once does not spin a core.
-QUICK_DEATH = 1.0
-BACKOFF_FIRST = 0.1
-BACKOFF_MAX = 5.0
 # Yield to the event loop every this many spawns or seconds, whichever comes first, so
 # commands (a new target, a stop) and deaths are handled while a large watcher starts.
 SPAWN_BATCH = 32
 SPAWN_SLICE = 0.005
 
-class Watcher(ProcessSet):
+class Watcher(Keeper):
     """A group of identical processes.
 
     Args follow Circus's ``Watcher``: ``name``, ``cmd``, ``args``, ``numprocesses``,
@@ -115,14 +109,11 @@ class Watcher(ProcessSet):
         self.on_state_change: Callable[[Watcher], None] | None = None  # set by the arbiter
         self._lock = asyncio.Lock()
         self._tasks = TaskOwner(f"watcher {name}")
-        self._wakeup: asyncio.Event | None = None
-        self._keeper: asyncio.Task[Any] | None = None
-        self._age_timers: dict[int, asyncio.TimerHandle] = {}
-        self._quick_deaths = 0
-        self._spawn_failures = 0
+        self._init_keeper()
         self._wids = WorkerIds()
         self._spawn_retry: asyncio.TimerHandle | None = None  # a before_spawn hook's Skip
         self._halts = 0  # stop requests on their way: no spawn while > 0 (halt_spawning)
+        self._halted = asyncio.Event()  # set while _halts > 0: cuts a backoff short
         # `stopped` (the seed's "not started yet") is accepted for compatibility: a watcher
         # is always created stopped, and `autostart` decides whether the arbiter starts it.
 
@@ -130,10 +121,9 @@ class Watcher(ProcessSet):
 
     @property
     def status(self) -> str:
-        """``active``, ``stopped``, ``starting``, ``stopping``, or ``backoff`` (a resource
-        error holds the spawns back)."""
-        running = self.state in (WatcherState.ACTIVE, WatcherState.STARTING)
-        return "backoff" if self.backoff_reason and running else self.state.value
+        """``active``, ``stopped``, ``starting`` or ``stopping``, as Circus 0.19 says it;
+        :meth:`details` has the health word."""
+        return self.state.value
 
     def _set_state(self, new: WatcherState) -> None:
         """The one place the state changes; the allowed changes are in circus/states.py."""
@@ -179,12 +169,9 @@ class Watcher(ProcessSet):
             process.pause_reading()
         self.processes[process.pid] = process
         self.on_processes_changed()
-        self._spawn_failures = 0
+        self.health.adopted(process)
         self.resource_recovered()
-        if self.max_age > 0:
-            delay = self.max_age + random.randint(0, max(self.max_age_variance, 0))
-            loop = asyncio.get_running_loop()
-            self._age_timers[process.pid] = loop.call_later(delay, self._expire, process)
+        self._timers_for(process)
         log.debug("%s: spawned pid %d (wid %d)", self.name, process.pid, process.wid)
         self.emit("spawn", process_pid=process.pid, time=process.started)
 
@@ -205,7 +192,7 @@ class Watcher(ProcessSet):
             if isinstance(exc, OSError) and descriptors.is_resource_error(exc):
                 self.resource_backoff(exc)  # not the command's fault: never stops it
                 return None
-            self._spawn_failures += 1
+            self.health.spawn_failed()
             log.error("%s: could not spawn %r: %s", self.name, self.cmd, exc)
             return None
         if "after_spawn" in self.hooks and not await self.call_hook(
@@ -233,9 +220,6 @@ class Watcher(ProcessSet):
         loop = asyncio.get_running_loop()
         self._spawn_retry = loop.call_later(delay, self._spawn_retry_due)
 
-    def _retries_exhausted(self) -> bool:
-        return self.max_retry != -1 and self._spawn_failures > self.max_retry
-
     async def _spawn_missing(self) -> list[int]:
         """Spawn until numprocesses run; return the new pids."""
         started: list[int] = []
@@ -248,15 +232,10 @@ class Watcher(ProcessSet):
             if process is None:
                 if self._is_stopped() or self._spawn_retry is not None:
                     break
-                if self._retries_exhausted():
-                    log.error(
-                        "%s: %d spawns failed in a row, stopping the watcher",
-                        self.name, self._spawn_failures,
-                    )
-                    await self._stop_all()
-                    self._ended()
+                if self.health.exhausted(self.max_retry):
+                    await self._give_up()
                     break
-                await asyncio.sleep(BACKOFF_FIRST)
+                await self._backoff()  # a stop cuts it short
                 continue
             started.append(process.pid)
             count += 1
@@ -266,83 +245,6 @@ class Watcher(ProcessSet):
                 await asyncio.sleep(0)
                 next_yield = time.monotonic() + SPAWN_SLICE
         return started
-
-    # -- deaths ---------------------------------------------------------------------------
-
-    def _on_exit(self, process: Process) -> None:
-        """Called by the process as soon as its exit status is collected."""
-        if self.processes.pop(process.pid, None) is not None:
-            self._wids.release(process.wid)
-            self.on_processes_changed()
-        self.router.forget(process.pid)
-        timer = self._age_timers.pop(process.pid, None)
-        if timer is not None:
-            timer.cancel()
-        code = process.returncode
-        if process.stopping:
-            log.debug("%s: pid %d stopped (%s)", self.name, process.pid, code)
-        elif code == 0:
-            log.info("%s: pid %d exited with status 0", self.name, process.pid)
-        else:
-            log.warning("%s: pid %d exited unexpectedly (%s)", self.name, process.pid,
-                        describe_exit(code))
-        self.emit("reap", process_pid=process.pid, exit_code=code)
-        if "before_reap" in self.hooks or "after_reap" in self.hooks:
-            self._tasks.spawn(self._reap_hooks(process), name=f"reap-hooks-{process.pid}")
-        if process.stopping or self.state is not WatcherState.ACTIVE:
-            return
-        if process.age() < QUICK_DEATH:
-            self._quick_deaths += 1
-        else:
-            self._quick_deaths = 0
-        if self.respawn:
-            self._wake()
-        elif not self.processes:
-            # respawn = false: the last process is gone, so is the watcher
-            self._set_state(WatcherState.STOPPED)
-            self.emit("stop")
-            self._tasks.spawn(self.stop_leftovers(), name=f"leftovers-{self.name}")
-            self._ended(code)
-
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    async def _keep(self) -> None:
-        """The keeper: respawn after deaths while the watcher is active."""
-        assert self._wakeup is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if self._quick_deaths > 1:
-                delay = min(BACKOFF_FIRST * 2 ** (self._quick_deaths - 2), BACKOFF_MAX)
-                log.warning("%s: processes exit right after starting; respawning in %.1fs",
-                            self.name, delay)
-                await asyncio.sleep(delay)
-            async with self._lock:
-                if self.state is WatcherState.ACTIVE:
-                    await self._spawn_missing()
-
-    def _ensure_keeper(self) -> None:
-        if self._keeper is None or self._keeper.done():
-            self._wakeup = asyncio.Event()
-            self._keeper = self._tasks.spawn(self._keep(), name=f"keeper-{self.name}")
-
-    def _expire(self, process: Process) -> None:
-        self._age_timers.pop(process.pid, None)
-        if process.exited or process.stopping:
-            return
-        self._tasks.spawn(self._recycle(process), name=f"max-age-{process.pid}")
-
-    async def _recycle(self, process: Process) -> None:
-        """max_age: start a replacement, then stop the old process."""
-        async with self._lock:
-            if process.exited or self.state is not WatcherState.ACTIVE:
-                return
-            log.info("%s: pid %d reached max_age, replacing it", self.name, process.pid)
-            await self._spawn_guarded()
-            if self.state is WatcherState.ACTIVE:
-                await self.stop_process(process)
 
     # -- stopping processes ---------------------------------------------------------------
 
@@ -356,6 +258,7 @@ class Watcher(ProcessSet):
         await self.stop_leftovers()  # of processes that had exited on their own
         self._set_state(WatcherState.STOPPED)
         self.spawns_ended()
+        self.health.forget_owed()
         await self.call_hook("after_stop")
         self.emit("stop")
         log.info("%s: stopped", self.name)
@@ -373,8 +276,7 @@ class Watcher(ProcessSet):
             return {"started": [], "kept": kept}
         # STOPPED -> STARTING: a start command, autostart, or a reload of a stopped watcher
         self._set_state(WatcherState.STARTING)
-        self._spawn_failures = 0
-        self._quick_deaths = 0
+        self.health.started()
         self._ensure_keeper()
         started = await self._spawn_missing()
         if self.state is not WatcherState.STARTING:  # spawns failed: already stopped
@@ -409,9 +311,12 @@ class Watcher(ProcessSet):
     def halt_spawning(self) -> None:
         """A stop is on its way: no spawn (checked before each) until resume_spawning."""
         self._halts += 1
+        self._halted.set()
 
     def resume_spawning(self) -> None:
         self._halts = max(self._halts - 1, 0)
+        if not self._halts:
+            self._halted.clear()
 
     async def restart(self) -> dict[str, list[int]]:
         async with self._lock:

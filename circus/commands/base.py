@@ -171,6 +171,10 @@ class Command:
             return self.answer(arbiter, props)
         raise NotImplementedError
 
+    def runs_inline(self, props: Props) -> bool:
+        """True: :meth:`answer` replies right where the request is read (see ``inline``)."""
+        return self.inline
+
     def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         """The reply of an inline command (validated already); it must not block."""
         raise NotImplementedError

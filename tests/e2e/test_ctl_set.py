@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,8 @@ COVERED = {
     "cmd", "args", "executable", "shell", "shell_args", "working_dir", "uid", "gid", "umask",
     "copy_env", "copy_path", "virtualenv", "virtualenv_py_ver", "numprocesses",
     "max_processes", "warmup_delay", "priority", "singleton", "respawn", "autostart",
-    "max_retry",
+    "max_retry", "min_uptime", "backoff_initial", "backoff_factor", "backoff_max",
+    "backoff_jitter",
     "graceful_timeout", "stop_signal", "stop_children", "send_hup", "max_age",
     "max_age_variance", "use_sockets", "on_demand", "stdin_socket", "close_child_stdin",
     "close_child_stdout", "close_child_stderr", "check_flapping", "pdeathsig", "essential",
@@ -255,6 +257,26 @@ def test_respawn_and_max_retry(circusd: Start) -> None:
     d.ctl("set", "w", "cmd", "/nonexistent/program", "--waiting")
     wait_until(lambda: d.call({"command": "status", "properties": {"name": "w"}})["status"]
                == "stopped", what="the watcher to give up")
+
+
+def test_restart_policy_options(circusd: Start) -> None:
+    """The backoff and min_uptime set live change how a crash loop is retried."""
+    d = circusd("[watcher:c]\ncmd = sh -c 'exit 3'\nmax_retry = -1\n")
+
+    def detail() -> dict[str, Any]:
+        reply = d.call({"command": "status", "properties": {"name": "c", "details": True}})
+        return dict(reply["details"]["c"])
+
+    set_(d, "c", "backoff_initial", "0.02", "backoff_max", "0.04", "backoff_jitter", "0",
+         "backoff_factor", "1.5", "min_uptime", "5")
+    failures = detail()["failures"]
+    # waits of at most 40 ms: a dozen more failed starts come quickly
+    wait_until(lambda: detail()["failures"] >= failures + 12, what="quick retries",
+               timeout=10)
+    waits = [w for w in (detail()["next_spawn_in"] for _ in range(50)) if w is not None]
+    assert waits and max(waits) <= 0.04, waits
+    assert get(d, "c", "min_uptime", "backoff_factor") == {"min_uptime": 5.0,
+                                                           "backoff_factor": 1.5}
 
 
 def test_stop_options(circusd: Start, short_tmp: Path) -> None:

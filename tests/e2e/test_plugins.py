@@ -201,7 +201,8 @@ def test_flapping_stops_retries_and_gives_up(circusd: Callable[..., Daemon]) -> 
     crash = python_cmd("import sys; sys.exit(3)")
     d = circusd(
         f"[watcher:flap]\ncmd = {crash}\n"
-        f"[watcher:exempt]\ncmd = {crash}\nflapping.active = false\n"
+        # max_retry = -1: the watcher's own give-up (health fatal) never comes either
+        f"[watcher:exempt]\ncmd = {crash}\nflapping.active = false\nmax_retry = -1\n"
         "[plugin:flapping]\nuse = circus.plugins.flapping.Flapping\n"
         "attempts = 2\nwindow = 1\nretry_in = 0.5\nmax_retry = 1\n",
         "check_delay = 0.5",

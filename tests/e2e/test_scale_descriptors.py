@@ -9,6 +9,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import pid_alive, wait_until
 from tests.e2e.conftest import CIRCUSD, Daemon
@@ -20,6 +21,11 @@ def _open_fds(pid: int) -> int:
 
 def _status(d: Daemon, name: str) -> str:
     return str(d.call({"command": "status", "properties": {"name": name}})["status"])
+
+
+def _health(d: Daemon, name: str) -> dict[str, Any]:
+    reply = d.call({"command": "status", "properties": {"name": name, "details": True}})
+    return dict(reply["details"][name])
 
 
 def test_a_thousand_processes_under_a_limit_of_1024(circusd: Callable[..., Daemon],
@@ -68,12 +74,15 @@ def test_a_full_descriptor_table_backs_off_and_recovers(circusd: Callable[..., D
         assert refused["status"] == "error", refused
         assert "RLIMIT_NOFILE" in refused["reason"] and "ulimit -n" in refused["reason"]
         os.kill(pids[0], signal.SIGKILL)
-        wait_until(lambda: _status(d, "w") == "backoff", what="status backoff", timeout=10)
+        wait_until(lambda: _health(d, "w")["health"] == "backoff", what="health backoff",
+                   timeout=10)
+        assert "RLIMIT_NOFILE" in _health(d, "w")["reason"]
+        assert _status(d, "w") == "active"  # plain status: Circus 0.19's words
         assert all(pid_alive(p) for p in pids[1:])  # what ran runs on
         assert "descriptor table is full" in d.log_text()
     finally:
         resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (soft, hard))
-    wait_until(lambda: len(d.pids("w")) == 3 and _status(d, "w") == "active",
+    wait_until(lambda: len(d.pids("w")) == 3 and _health(d, "w")["health"] != "backoff",
                what="the watcher to recover", timeout=15)
     assert all(pid_alive(p) for p in pids[1:])
     assert d.call({"command": "incr", "properties": {"name": "w", "nb": 1}})["status"] == "ok"

@@ -1,0 +1,194 @@
+"""The keeper: what a watcher does when one of its processes ends.
+
+:class:`Keeper` is the part of :class:`~circus.watcher.Watcher` that watches deaths: it
+records each one in the watcher's :class:`~circus.health.Health`, wakes the *keeper* task
+that spawns the replacement after the restart policy's backoff, gives up (``fatal``) after
+``max_retry`` failed starts in a row, and replaces processes that reach ``max_age``. The
+watcher provides the spawning and stopping it calls (the stubs below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+from circus.health import Health, RestartPolicy
+from circus.process import Process, describe_exit
+from circus.processes import ProcessSet
+from circus.spawn import WorkerIds
+from circus.states import WatcherState
+from circus.tasks import TaskOwner
+
+log = logging.getLogger("circus.watcher")
+
+
+class Keeper(ProcessSet):
+    """Deaths, restarts, backoff, ``fatal`` and ``max_age`` of a watcher's processes."""
+
+    # the watcher's, set in its __init__
+    state: WatcherState
+    _lock: asyncio.Lock
+    _tasks: TaskOwner
+    _wids: WorkerIds
+    _halted: asyncio.Event  # set while a stop is on its way: cuts a backoff short
+
+    def _init_keeper(self) -> None:
+        self.health = Health()  # restarts, the last exit, failed starts in a row, fatal
+        self._wakeup: asyncio.Event | None = None
+        self._keeper: asyncio.Task[Any] | None = None
+        self._age_timers: dict[int, asyncio.TimerHandle] = {}
+        self._stable_timer: asyncio.TimerHandle | None = None
+
+    # -- what the watcher provides ------------------------------------------------------------
+
+    def _set_state(self, new: WatcherState) -> None:
+        raise NotImplementedError
+
+    async def _spawn_missing(self) -> list[int]:
+        raise NotImplementedError
+
+    async def _spawn_guarded(self) -> Process | None:
+        raise NotImplementedError
+
+    async def _stop_all(self) -> list[int]:
+        raise NotImplementedError
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def details(self) -> dict[str, Any]:
+        """Health, restarts, the last exit, the next spawn and each process (``status``
+        with ``details``)."""
+        return self.health.describe(self, self.min_uptime)
+
+    def restart_policy(self) -> RestartPolicy:
+        return RestartPolicy(self.backoff_initial, self.backoff_factor, self.backoff_max,
+                             self.backoff_jitter)
+
+    def _watch_stability(self, process: Process) -> None:
+        """After failed starts, a process that stays up min_uptime resets their count."""
+        if self._stable_timer is not None:
+            self._stable_timer.cancel()
+
+        def stable() -> None:
+            self._stable_timer = None
+            if not process.exited and not process.stopping:
+                self.health.failures = 0
+
+        loop = asyncio.get_running_loop()
+        self._stable_timer = loop.call_later(self.min_uptime, stable)
+
+    async def _backoff(self) -> None:
+        """Wait as the restart policy says after failed starts in a row (commands run)."""
+        delay = self.restart_policy().delay(self.health.failures)
+        if delay <= 0:
+            return
+        log.warning("%s: %d failed starts in a row; next spawn in %.1fs", self.name,
+                    self.health.failures, delay)
+        self.health.waiting(delay)
+        last = self.health.last_exit
+        self.emit("backoff", delay=round(delay, 3), failures=self.health.failures,
+                  last_exit=None if last is None else last.as_wire())
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halted.wait(), delay)
+        finally:
+            self.health.waiting(0)
+
+    async def _give_up(self) -> None:
+        """max_retry failed starts in a row: stop everything, health ``fatal`` (lock held)."""
+        reason = self.health.gave_up()
+        log.error("%s: gave up after %s; `circusctl start %s` tries again", self.name,
+                  reason, self.name)
+        self.emit("fatal", reason=reason)
+        await self._stop_all()
+        self._ended()
+
+    # -- deaths ---------------------------------------------------------------------------
+
+    def _on_exit(self, process: Process) -> None:
+        """Called by the process as soon as its exit status is collected."""
+        if self.processes.pop(process.pid, None) is not None:
+            self._wids.release(process.wid)
+            self.on_processes_changed()
+        self.router.forget(process.pid)
+        timer = self._age_timers.pop(process.pid, None)
+        if timer is not None:
+            timer.cancel()
+        code = process.returncode
+        if process.stopping:
+            log.debug("%s: pid %d stopped (%s)", self.name, process.pid, code)
+        elif code == 0:
+            log.info("%s: pid %d exited with status 0", self.name, process.pid)
+        else:
+            log.warning("%s: pid %d exited unexpectedly (%s)", self.name, process.pid,
+                        describe_exit(code))
+        self.emit("reap", process_pid=process.pid, exit_code=code)
+        if "before_reap" in self.hooks or "after_reap" in self.hooks:
+            self._tasks.spawn(self._reap_hooks(process), name=f"reap-hooks-{process.pid}")
+        if process.stopping or self.state not in (WatcherState.ACTIVE, WatcherState.STARTING):
+            return
+        self.health.exited(process, self.min_uptime)
+        if self.respawn:
+            self._wake()
+        elif not self.processes:
+            # respawn = false: the last process is gone, so is the watcher
+            self._set_state(WatcherState.STOPPED)
+            self.emit("stop")
+            self._tasks.spawn(self.stop_leftovers(), name=f"leftovers-{self.name}")
+            self._ended(code)
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _keep(self) -> None:
+        """The keeper: respawn after deaths while the watcher is active."""
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self.health.exhausted(self.max_retry):
+                await self._backoff()  # outside the lock: commands are not held up
+            async with self._lock:
+                if self.state is not WatcherState.ACTIVE:
+                    continue
+                if self.health.exhausted(self.max_retry):
+                    await self._give_up()
+                else:
+                    await self._spawn_missing()
+
+    def _ensure_keeper(self) -> None:
+        if self._keeper is None or self._keeper.done():
+            self._wakeup = asyncio.Event()
+            self._keeper = self._tasks.spawn(self._keep(), name=f"keeper-{self.name}")
+
+    def _expire(self, process: Process) -> None:
+        self._age_timers.pop(process.pid, None)
+        if process.exited or process.stopping:
+            return
+        self._tasks.spawn(self._recycle(process), name=f"max-age-{process.pid}")
+
+    async def _recycle(self, process: Process) -> None:
+        """max_age: start a replacement, then stop the old process."""
+        async with self._lock:
+            if process.exited or self.state is not WatcherState.ACTIVE:
+                return
+            log.info("%s: pid %d reached max_age, replacing it", self.name, process.pid)
+            await self._spawn_guarded()
+            if self.state is WatcherState.ACTIVE:
+                await self.stop_process(process)
+
+    def _timers_for(self, process: Process) -> None:
+        """A new process: its max_age timer, and after failed starts a stability check."""
+        loop = asyncio.get_running_loop()
+        if self.max_age > 0:
+            delay = self.max_age + random.randint(0, max(self.max_age_variance, 0))
+            self._age_timers[process.pid] = loop.call_later(delay, self._expire, process)
+        if self.health.failures:
+            self._watch_stability(process)
+
+
+__all__ = ["Keeper"]
