@@ -456,8 +456,9 @@ class Arbiter:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def run(self) -> None:
-        """Serve until a quit is requested, then stop everything. Used by circusd."""
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until a quit is requested, then stop everything. Used by circusd, which
+        passes *on_ready* to hear when the sockets are bound and the watchers started."""
         loop = asyncio.get_running_loop()
         installed: list[int] = []
         if threading.current_thread() is threading.main_thread():
@@ -468,6 +469,8 @@ class Arbiter:
                 signal.signal(signal.SIGWINCH, signal.SIG_IGN)
         try:
             await self.open()
+            if on_ready is not None:
+                on_ready()
             log.info("arbiter now waiting for commands")
             assert self._quit is not None
             await self._quit.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlparse
 
@@ -64,6 +65,38 @@ def bind(sock: zmq.Socket[Any], endpoint: str, *, owner: str | int | None = None
             os.umask(old_umask)
     if path and owner is not None:
         os.chown(path, user_id(owner), -1)
+
+
+@dataclass(frozen=True)
+class SocketFile:
+    """The ``ipc://`` socket file one bind created, known by its inode."""
+
+    path: str
+    device: int
+    inode: int
+
+    def remove(self) -> None:
+        """Unlink the file if it is still this one: a file another daemon bound at the same
+        path since (after this one was deleted) is not ours to remove."""
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == (self.device, self.inode):
+                os.unlink(self.path)
+        except OSError:
+            pass  # already gone, or the directory went with it (RuntimeDirectory=)
+
+
+def socket_file(endpoint: str) -> SocketFile | None:
+    """The socket file of an ``ipc://`` *endpoint* this process has just bound, to remove
+    when it closes (ZeroMQ leaves it behind); None for other transports."""
+    path = ipc_path(endpoint)
+    if not path:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return SocketFile(path, st.st_dev, st.st_ino)
 
 
 def readable(sock: zmq.Socket[Any]) -> bool:

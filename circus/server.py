@@ -17,6 +17,7 @@ from typing import Any
 import zmq.asyncio
 
 from circus.controller import Controller
+from circus.endpoints import SocketFile, socket_file
 from circus.pubsub import EventPublisher
 from circus.types import ArbiterAPI
 
@@ -40,17 +41,23 @@ class Frontend:
         self._publisher: EventPublisher | None = None
         self._controller: Controller | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._files: list[SocketFile] = []  # ipc:// socket files bound by open()
 
     def open(self, endpoint: str, pubsub_endpoint: str, owner: str | None) -> None:
         """Bind both sockets and start reading them. Raises OSError/ZMQError, binding nothing."""
         self._loop = asyncio.get_running_loop()
         publisher = EventPublisher(self._context, pubsub_endpoint, owner=owner,
                                    on_subscriptions=self._on_subscriptions)
+        # ZeroMQ leaves ipc:// socket files behind: those bound here are removed at close
+        pub_file = socket_file(pubsub_endpoint)
         try:
             controller = Controller(self.arbiter, self._context, endpoint, owner=owner)
         except BaseException:
             publisher.close()
+            if pub_file is not None:
+                pub_file.remove()
             raise
+        self._files = [f for f in (pub_file, socket_file(endpoint)) if f is not None]
         self._publisher = publisher
         self._loop.add_reader(publisher.fd, publisher.read_subscriptions)
         self._controller = controller
@@ -78,6 +85,9 @@ class Frontend:
                 self._loop.remove_reader(self._publisher.fd)
             self._publisher.close()
             self._publisher = None
+        for file in self._files:  # only the files bound here: never another daemon's
+            file.remove()
+        self._files = []
 
 
 def frontend_for(arbiter: ArbiterAPI, context: zmq.asyncio.Context,

@@ -16,11 +16,14 @@ import contextlib
 import logging
 import os
 import resource
+import select
 import sys
+import time
 from typing import Any
 
 from circus import __version__, descriptors
 from circus.errors import ConfigError, OptionError
+from circus.kernel import read_stat
 
 log = logging.getLogger("circus")
 
@@ -66,39 +69,169 @@ def ensure_limit(name: str, option: str, wanted: int) -> str | None:
     return None
 
 
-def daemonize() -> None:
-    """Detach: fork, setsid, fork again; stdio to /dev/null. The cwd is kept."""
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
+# How long the command that launched ``--daemon`` waits for the daemon to be up (systemd's
+# default start timeout): stopping what a crashed circusd left, binding, starting the
+# watchers (warmup_delay, hooks) happen within it.
+READY_TIMEOUT = 90.0
+
+
+class StartReport:
+    """How a start ends, told to whoever waits for it.
+
+    With ``--daemon`` the launching command stays on the terminal until the daemon writes
+    on a pipe ``pid N`` once detached, then ``ready`` (sockets bound, watchers started) or
+    ``failed STATUS REASON``; it prints the reason and exits with STATUS, the status of the
+    same failure in the foreground. Before the fork (*terminal*) a failure is printed
+    directly. In the foreground the log alone hears of it, as before.
+    """
+
+    def __init__(self, fd: int | None = None, *, terminal: bool = False) -> None:
+        self._fd = fd
+        self._terminal = terminal
+        self.in_daemon = fd is not None  # stderr is /dev/null: only the log sees a traceback
+        self.is_ready = False
+
+    def _send(self, line: str) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):  # the launching command is gone: nobody listens
+            os.write(self._fd, line.replace("\n", " ").encode(errors="replace") + b"\n")
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def detached(self) -> None:
+        self._send(f"pid {os.getpid()}")
+
+    def ready(self) -> None:
+        self.is_ready = True
+        self._send("ready")
+        self._close()
+
+    def failed(self, status: int, reason: str) -> int:
+        """Log *reason*, tell the launching command; return *status* for main()."""
+        if self.is_ready:
+            log.error("circusd failed: %s", reason)
+            return status
+        log.error("circusd cannot start: %s", reason)
+        if self._fd is not None:
+            self._send(f"failed {status} {reason}")
+            self._close()
+        elif self._terminal:
+            print(f"circusd: cannot start: {reason}", file=sys.stderr)
+        return status
+
+
+def wait_for_daemon(fd: int, timeout: float) -> int:
+    """In the launching command: read the daemon's report from *fd* for at most *timeout*
+    seconds; print a failure on stderr. Returns the exit status of the launching command."""
+    deadline = time.monotonic() + timeout
+    daemon = "the daemon"
+    pending = b""
+    try:
+        while True:
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                word, _, rest = line.decode(errors="replace").partition(" ")
+                if word == "pid":
+                    daemon = f"the daemon (pid {rest})"
+                elif word == "ready":
+                    return 0
+                elif word == "failed":
+                    status, _, reason = rest.partition(" ")
+                    print(f"circusd: cannot start: {reason}", file=sys.stderr)
+                    return int(status) if status.isdigit() else 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                print(f"circusd: {daemon} is not up after {timeout:g}s; it goes on starting "
+                      f"in the background (see its log)", file=sys.stderr)
+                return 1
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    print(f"circusd: {daemon} exited before it was up (see its log)",
+                          file=sys.stderr)
+                    return 1
+                pending += chunk
+    except KeyboardInterrupt:
+        print(f"circusd: interrupted; {daemon} goes on starting in the background",
+              file=sys.stderr)
+        return 130
+    finally:
+        os.close(fd)
+
+
+def detach(timeout: float = READY_TIMEOUT) -> StartReport | int:
+    """Fork the daemon: fork, setsid, fork again (the daemon is not a session leader),
+    stdio to /dev/null; the cwd is kept.
+
+    Returns, in the launching command, its exit status once the daemon has reported (see
+    :func:`wait_for_daemon`); in the daemon, the :class:`StartReport` to report through.
+    """
+    read_fd, write_fd = os.pipe()  # not inherited by what the daemon spawns (O_CLOEXEC)
+    try:
+        first = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+    if first > 0:
+        os.close(write_fd)
+        os.waitpid(first, 0)  # it exits as soon as it has forked the daemon
+        return wait_for_daemon(read_fd, timeout)
+    os.close(read_fd)
+    report = StartReport(write_fd)
+    try:
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+    except OSError as exc:
+        os._exit(report.failed(1, f"cannot detach: {describe(exc)}"))
+    report.detached()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     if devnull > 2:
         os.close(devnull)
+    return report
 
 
 class Pidfile:
+    """The file that names circusd's pid; refused while it names another live process."""
+
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def create(self) -> None:
+    def holder(self) -> int | None:
+        """The pid the file names, if that process is alive and is not this one."""
         try:
             with open(self.path) as fh:
                 old = int(fh.read().strip() or 0)
         except (OSError, ValueError):
-            old = 0
-        if old and old != os.getpid():
-            try:
-                os.kill(old, 0)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                raise RuntimeError(f"pidfile {self.path} holds the live pid {old}") from None
-            else:
-                raise RuntimeError(f"pidfile {self.path} holds the live pid {old}")
+            return None
+        if old <= 0 or old == os.getpid():
+            return None
+        try:
+            os.kill(old, 0)
+        except ProcessLookupError:
+            return None  # stale: overwritten
+        except PermissionError:
+            pass  # alive, another user's
+        stat = read_stat(old)
+        if stat is not None and stat.state == "Z":
+            return None  # a circusd killed a moment ago, not reaped yet: dead
+        return old
+
+    def refusal(self, pid: int) -> str:
+        return (f"pidfile {self.path} holds the live pid {pid}: stop that circusd first, "
+                f"or remove the file if pid {pid} is not one")
+
+    def create(self) -> None:
+        if (old := self.holder()) is not None:
+            raise RuntimeError(self.refusal(old))
         with open(self.path, "w") as fh:
             fh.write(f"{os.getpid()}\n")
         os.chmod(self.path, 0o644)
@@ -223,27 +356,56 @@ def main(argv: list[str] | None = None) -> int:
         print(f"circusd: {config.path}: [circus] {option}: {exc!r}", file=sys.stderr)
         return EX_CONFIG
     startup.replay()
-    if args.daemonize:
-        daemonize()
+    # Whatever refuses the start from here on exits 1; with --daemon the launching command
+    # prints the reason and exits with that status (StartReport).
+    start = StartReport(terminal=args.daemonize)
     for name, option in (("RLIMIT_NOFILE", "minfds"), ("RLIMIT_NPROC", "minprocs")):
         problem = ensure_limit(name, option, c.get(option, 0))
         if problem is not None:
-            log.error("circusd cannot start: %s", problem)
-            return 1
-    limit = raise_nofile_limit()
+            return start.failed(1, problem)
+    limit = raise_nofile_limit()  # before detaching: the daemon inherits the limits
     log.debug("open files limit: %d", limit)
     pidfile = Pidfile(args.pidfile or c["pidfile"]) if (args.pidfile or c.get("pidfile")) else None
+    if args.daemonize:
+        if pidfile is not None and (holder := pidfile.holder()) is not None:
+            return start.failed(1, pidfile.refusal(holder))
+        try:
+            launched = detach()
+        except OSError as exc:  # no fork: nothing was started
+            return start.failed(1, f"cannot detach: {describe(exc)}")
+        if isinstance(launched, int):
+            return launched  # the launching command: the daemon is up, or why it is not
+        start = launched
+    try:
+        return serve(arbiter, pidfile, start)
+    except Exception as exc:
+        if not start.in_daemon:
+            raise
+        # a bug: nobody sees the daemon's stderr, so the traceback goes to the log
+        log.exception("circusd crashed")
+        return start.failed(1, f"{exc!r} (the traceback is in the log)")
+
+
+def describe(exc: OSError) -> str:
+    """*exc* as one line without the ``[Errno N]`` prefix, naming its file if it has one."""
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return exc.strerror or str(exc)
+
+
+def serve(arbiter: Any, pidfile: Pidfile | None, report: StartReport) -> int:
+    """Write the pidfile, run *arbiter* until it quits; returns circusd's exit status."""
     if pidfile is not None:
         try:
             pidfile.create()
-        except (RuntimeError, OSError) as exc:
-            log.error("%s", exc)
-            return 1
+        except RuntimeError as exc:
+            return report.failed(1, str(exc))
+        except OSError as exc:
+            return report.failed(1, f"cannot write the pidfile: {describe(exc)}")
     try:
-        asyncio.run(arbiter.run())
+        asyncio.run(arbiter.run(on_ready=report.ready))
     except OSError as exc:
-        log.error("circusd cannot start: %s", exc)
-        return 1
+        return report.failed(1, describe(exc))
     except KeyboardInterrupt:
         pass
     finally:
