@@ -224,7 +224,8 @@ def test_an_endpoint_in_use_is_reported(circusd: Any, short_tmp: Path) -> None:
     ini = short_tmp / "second.ini"
     port_user = f"[circus]\nendpoint = tcp://127.0.0.1:0\npubsub_endpoint = {d.pubsub}\n"
     ini.write_text(port_user + "[watcher:b]\ncmd = sleep 3600\n")
-    # ipc endpoints can be taken over; a TCP port cannot: bind one and ask circusd for it
+    # a TCP port another program holds: bind one and ask circusd for it (a live ipc
+    # endpoint is refused too: tests/e2e/test_daemon_mode.py)
     import socket
 
     s = socket.socket()
