@@ -22,6 +22,7 @@ from circus.streams import (
     FileStream,
     OutputRing,
     QueueStream,
+    StderrStream,
     StdoutStream,
     Stream,
     StreamConfigError,
@@ -487,17 +488,31 @@ def test_timed_rotation_names_use_the_unit(tmp_path: Path) -> None:
 # -- console streams -----------------------------------------------------------------------------
 
 
-def test_stdout_stream_writes_raw_bytes(capfd: pytest.CaptureFixture[str]) -> None:
+def test_stdout_stream_writes_whole_lines(capfd: pytest.CaptureFixture[str]) -> None:
+    """Each (pid, pipe) has its own unfinished line: stderr's whole line goes out at once,
+    stdout's waits for its end (here: close, which ends it with a newline)."""
     stream = StdoutStream()
     stream(chunk(b"no newline yet"))
     stream(chunk(b" - now\n", name="stderr"))
+    assert capfd.readouterr() == (" - now\n", "")
+    stream(chunk(b", still none"))
     stream.close()
     out, err = capfd.readouterr()
-    assert out == "no newline yet - now\n"
+    assert out == "no newline yet, still none\n"
     assert err == ""
 
 
-def test_fancy_stdout_stream_colours_whole_lines(capfd: pytest.CaptureFixture[str]) -> None:
+def test_stderr_stream_writes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    stream = StderrStream()
+    stream(chunk(b"one\ntw", pid=3))
+    stream(chunk(b"o\n", pid=3))
+    stream.close()
+    assert capfd.readouterr() == ("", "one\ntwo\n")
+
+
+def test_fancy_stdout_stream_colours_whole_lines(capfd: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
     clock = FakeClock(datetime(2024, 5, 6, 7, 8, 9).timestamp())
     stream = FancyStdoutStream(color="red", time_format="%H:%M:%S", _clock=clock)
     stream(chunk(b"hello\nwor", pid=7))
@@ -509,7 +524,9 @@ def test_fancy_stdout_stream_colours_whole_lines(capfd: pytest.CaptureFixture[st
     assert capfd.readouterr().out == "\033[0;31m07:08:09 [7] | unfinished\n\033[0m"
 
 
-def test_fancy_stdout_stream_colour_per_process(capfd: pytest.CaptureFixture[str]) -> None:
+def test_fancy_stdout_stream_colour_per_process(capfd: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
     stream = FancyStdoutStream()
     assert stream.color_code(1) != stream.color_code(2)
     assert stream.color_code(1) == stream.color_code(1)
