@@ -158,6 +158,8 @@ class _ConsoleStream:
 
     def flush_deadline(self) -> float | None:
         """When (``time.monotonic()``) the oldest unfinished line is due; None: none held."""
+        if not self._held:  # the common case, asked before every chunk: no lock
+            return None
         with self._console.lock:
             for _buf, since, _wid in self._held.values():
                 return since + FLUSH_DELAY

@@ -215,15 +215,23 @@ class OutputRouter:
                 old.close()
 
     async def close(self) -> None:
-        """Write what is queued, stop the writer thread and close the streams."""
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            await asyncio.to_thread(writer.close)
+        """Write what is queued, stop the writer thread and close the streams.
+
+        All in a thread: closing a console stream writes the lines it holds, and circusd's
+        stdout may be a stalled terminal; the event loop must not wait on it.
+        """
+        writer, self._writer = self._writer, None
         forwarders, self._forward = list(self._forward.values()), {}
-        for stream in [*self.streams.values(), *forwarders]:
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.close()
+        streams = [s for s in [*self.streams.values(), *forwarders] if s is not None]
+        await asyncio.to_thread(_close_all, writer, streams)
+
+
+def _close_all(writer: StreamWriter | None, streams: list[Stream]) -> None:
+    if writer is not None:
+        writer.close()
+    for stream in streams:
+        with contextlib.suppress(Exception):
+            stream.close()
 
 
 def _utf8_decoder() -> codecs.IncrementalDecoder:

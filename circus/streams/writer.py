@@ -34,7 +34,7 @@ _STOP: Any = object()
 
 
 class StreamWriter:
-    """Delivers ``{"data", "pid", "name"}`` chunks to the streams on a background thread.
+    """Delivers ``{"data", "pid", "name", "wid"}`` chunks to the streams on a background thread.
 
     Args:
         watcher: the watcher's name, for logs.
