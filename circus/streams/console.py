@@ -232,7 +232,7 @@ class _ConsoleStream:
         mine = (self._token, pid, name)
         continuing = console.open == mine
         if console.open is not None and not continuing:
-            console.write(target, b"\n")  # another process's line stays unfinished
+            console.write(target, b"\n")  # end the unfinished line of another process
         console.write(target, self._render(data, pid, wid, continuing, console.tty))
         console.open = None if data.endswith(b"\n") else mine
 

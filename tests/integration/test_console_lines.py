@@ -96,9 +96,13 @@ async def cons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         c.err.close()
 
 
-async def test_two_processes_writing_in_pieces_never_share_a_line(cons: Console) -> None:
+async def test_two_processes_writing_in_pieces_never_share_a_line(
+        cons: Console, monkeypatch: pytest.MonkeyPatch) -> None:
     """The forwarding of a watcher without streams: every line whole, none lost, each
-    process's lines in order, though both write each line in pieces at the same time."""
+    process's lines in order, though both write each line in pieces at the same time.
+    (The delay is made long: a child stalled half a second mid-line on a busy machine
+    would rightly have its line let out in two.)"""
+    monkeypatch.setattr(console, "FLUSH_DELAY", 30.0)
     w = cons.watcher("pieces", PIECEMEAL, numprocesses=2)
     await w.start()
     want = {expected_line(wid, i) for wid in (1, 2) for i in range(LINES)}
@@ -114,9 +118,11 @@ async def test_two_processes_writing_in_pieces_never_share_a_line(cons: Console)
     assert cons.stdout().endswith(b"\n")
 
 
-async def test_prefix_names_the_watcher_and_the_worker(cons: Console) -> None:
+async def test_prefix_names_the_watcher_and_the_worker(
+        cons: Console, monkeypatch: pytest.MonkeyPatch) -> None:
     """``prefix = true``: ``<watcher>.<wid> | `` at the start of every line, padded to one
     column; not a terminal, so no escape codes."""
+    monkeypatch.setattr(console, "FLUSH_DELAY", 30.0)
     w = cons.watcher("web", PIECEMEAL, numprocesses=2,
                      stdout_stream={"class": "StdoutStream", "prefix": "true"})
     await w.start()
