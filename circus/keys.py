@@ -351,7 +351,7 @@ class StreamSubKey(Family):
         self.stream = which
         self.prefix = which + "."
         self.help = (f"One key of the {which.partition('_')[0]} stream (`class`, `filename`, "
-                     "...); `max_bytes` takes sizes such as `10M`, `utc` a boolean.")
+                     "...); `max_bytes` takes sizes such as `10M`, `utc` and `prefix` booleans.")
 
     def matches(self, key: str) -> bool:
         return key.startswith(self.prefix)

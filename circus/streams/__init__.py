@@ -7,16 +7,19 @@
     build_stream(conf) picks the class ───┤ FileStream                  append, rotate by size
     from the stdout_stream.* keys         │ WatchedFileStream           reopen after logrotate
                                           │ TimedRotatingFileStream     rotate by time
-                                          │ StdoutStream                circusd's stdout, raw
-                                          │ FancyStdoutStream           same, lines in colour
+                                          │ StdoutStream                circusd's stdout, by line
+                                          │ StderrStream                circusd's stderr, by line
+                                          │ FancyStdoutStream           stdout, lines in colour
                                           │ SyslogStream                a syslog message a line
                                           │ QueueStream                 in memory
                                           ▼
                                        close() when the watcher drops the stream
 
 A stream is shared by all processes of its watcher, so the classes that work on lines hold
-partial lines per (pid, stream name). :class:`~circus.streams.ring.OutputRing` keeps the last
-lines in memory for a ``tail`` command.
+partial lines per (pid, stream name); the console streams also write them out after 0.5 s
+and at the process's exit (:mod:`circus.streams.console`).
+:class:`~circus.streams.ring.OutputRing` keeps the last lines in memory for a ``tail``
+command.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from circus.streams.base import Stream, StreamConfigError
 
 if TYPE_CHECKING:
     from circus.streams.build import BUILTIN_STREAMS, build_stream
-    from circus.streams.console import FancyStdoutStream, StdoutStream
+    from circus.streams.console import FancyStdoutStream, StderrStream, StdoutStream
     from circus.streams.files import FileStream, TimedRotatingFileStream, WatchedFileStream
     from circus.streams.memory import QueueStream
     from circus.streams.ring import OutputRing
@@ -41,6 +44,7 @@ _HOMES = {
     "build_stream": "build",
     "FancyStdoutStream": "console",
     "StdoutStream": "console",
+    "StderrStream": "console",
     "FileStream": "files",
     "TimedRotatingFileStream": "files",
     "WatchedFileStream": "files",
@@ -66,6 +70,7 @@ __all__ = [
     "QueueStream",
     "Stream",
     "StreamConfigError",
+    "StderrStream",
     "StdoutStream",
     "SyslogStream",
     "TimedRotatingFileStream",

@@ -26,9 +26,15 @@ CARRY_LIMIT = 64 * 1024
 class Stream(Protocol):
     """Where a watcher's output goes.
 
-    The stream is called with ``{"data": bytes, "pid": int, "name": "stdout" | "stderr"}`` for
-    each chunk read from a child's pipe. Chunks follow no line boundaries. One stream instance is
-    shared by every process of a watcher, and often by its stdout and stderr too.
+    The stream is called with ``{"data": bytes, "pid": int, "name": "stdout" | "stderr",
+    "wid": int | None}`` for each chunk read from a child's pipe (``wid``, the process's worker
+    id, is None for the pipes processes share when descriptors are short, and absent in Circus
+    0.19). Chunks follow no line boundaries. One stream instance is shared by every process of
+    a watcher, and often by its stdout and stderr too.
+
+    A stream that holds unfinished lines may also have ``flush_deadline() -> float | None``
+    (when, in ``time.monotonic()`` seconds, it wants ``flush_due(now)`` called; None: no need)
+    and ``process_exited(pid)``; circusd's writer thread calls them (``circus.streams.writer``).
     """
 
     def __call__(self, data: dict[str, Any]) -> None: ...

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from circus.streams.base import Stream, StreamConfigError
-from circus.streams.console import FancyStdoutStream, StdoutStream
+from circus.streams.console import FancyStdoutStream, StderrStream, StdoutStream
 from circus.streams.files import FileStream, TimedRotatingFileStream, WatchedFileStream
 from circus.streams.memory import QueueStream
 from circus.streams.syslog import SyslogStream
@@ -25,14 +25,15 @@ BUILTIN_STREAMS: dict[str, Callable[..., Any]] = {
         WatchedFileStream,
         TimedRotatingFileStream,
         StdoutStream,
+        StderrStream,
         FancyStdoutStream,
         QueueStream,
         SyslogStream,
     )
 }
 
-# Keys a stream may not know: ``tag`` is the watcher name callers pass to every stream (only
-# SyslogStream uses it); ``refresh_time`` is a Circus 0.4 option, accepted and ignored.
+# Keys a stream may not know: ``tag`` is the watcher name callers pass to every stream (the
+# syslog and console streams use it); ``refresh_time`` is a Circus 0.4 option, accepted and ignored.
 _CONTEXT_KEYS = frozenset({"tag", "refresh_time"})
 
 # Module paths Circus configs may spell the built-in classes with.
@@ -156,19 +157,22 @@ def build_stream(conf: Mapping[str, Any]) -> Stream:
     Args:
         conf: The keys without their prefix. ``class`` is a built-in name (``FileStream``,
             ``WatchedFileStream``, ``TimedRotatingFileStream``, ``StdoutStream``,
-            ``FancyStdoutStream``, ``QueueStream``, ``SyslogStream``) or a dotted path
-            (``pkg.mod.Class`` or ``pkg.mod:Class``) to any class whose instances are callable;
-            without ``class``, a ``filename`` gives a FileStream. The other keys go to the
-            class as keyword arguments; values may be INI strings or typed JSON/Python values.
-            ``{"stream": callable}`` hands over a callable that is already built.
+            ``StderrStream``, ``FancyStdoutStream``, ``QueueStream``, ``SyslogStream``) or a
+            dotted path (``pkg.mod.Class`` or ``pkg.mod:Class``) to any class whose instances
+            are callable; without ``class``, a ``filename`` gives a FileStream. The other keys
+            go to the class as keyword arguments; values may be INI strings or typed
+            JSON/Python values. ``{"stream": callable}`` hands over a callable that is already
+            built.
 
-            Callers should pass ``tag=<watcher name>``: SyslogStream files lines under it, and
-            any class that does not take ``tag`` never sees it (nor ``refresh_time``, a
-            Circus 0.4 key). An option a built-in class does not know is logged and ignored,
-            as Circus did; a custom class must accept every key it is given.
+            Callers should pass ``tag=<watcher name>``: SyslogStream files lines under it, the
+            console streams show it with ``prefix``, and any class that does not take ``tag``
+            never sees it (nor ``refresh_time``, a Circus 0.4 key). An option a built-in
+            class does not know is logged and ignored, as Circus did; a custom class must
+            accept every key it is given.
 
     Returns:
-        A stream: callable with ``{"data": bytes, "pid": int, "name": str}``, and ``close()``.
+        A stream: callable with ``{"data": bytes, "pid": int, "name": str, "wid": int |
+        None}``, and ``close()``.
 
     Raises:
         StreamConfigError: (a ``ValueError``) naming the faulty key in ``.key`` and in its

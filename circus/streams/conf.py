@@ -19,6 +19,7 @@ STREAM_CLASSES = (
     "WatchedFileStream",
     "TimedRotatingFileStream",
     "StdoutStream",
+    "StderrStream",
     "FancyStdoutStream",
     "QueueStream",
     "SyslogStream",
@@ -31,6 +32,7 @@ _STREAM_TYPED = {
     "rotate_interval": to_int,
     "interval": to_int,
     "utc": to_bool,
+    "prefix": to_bool,
 }
 
 

@@ -7,10 +7,17 @@ sends it three ways:
 - while someone follows the output (``tail -f``: :attr:`OutputRouter.wanted`), to the
   event ``output.<watcher>.<stdout|stderr>``, decoded as UTF-8 with one incremental
   decoder per process and stream, so a character split between two reads stays whole;
-- to the configured stream (or circusd's own stdout/stderr when none is) through the
-  watcher's :class:`~circus.streams.writer.StreamWriter` thread. When that thread falls
+- to the configured stream through the watcher's
+  :class:`~circus.streams.writer.StreamWriter` thread. A pipe with no stream goes on to
+  circusd's own stdout or stderr, whole lines at a time, through a
+  :class:`~circus.streams.console.StdoutStream` or
+  :class:`~circus.streams.console.StderrStream` of the router's own. When that thread falls
   behind, the router pauses the reading of every process it was given (``readers``) and
   resumes it once the thread has caught up.
+
+Each chunk goes to the streams as ``{"data", "pid", "name", "wid"}`` (``wid`` None for the
+shared pipes), and the writer hears of each exit after the process's last output, so
+streams that hold unfinished lines write them then.
 
 The router also owns the configured streams: it builds them from their ``stdout_stream.*``
 / ``stderr_stream.*`` keys (the watcher's name is the default syslog tag), switches the
@@ -24,7 +31,6 @@ import asyncio
 import codecs
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -32,7 +38,7 @@ from typing import Any, Protocol
 from circus.errors import OptionError
 from circus.streams.base import Stream
 from circus.streams.ring import OutputRing
-from circus.streams.writer import ForwardStream, StreamWriter
+from circus.streams.writer import StreamWriter
 
 __all__ = ["STREAM_OPTIONS", "OutputRouter"]
 
@@ -46,6 +52,10 @@ class _Source(Protocol):
     """A process, as the router sees it."""
 
     pid: int
+
+
+# The pipes, and the watcher option that configures each one's stream.
+_PIPES = (("stdout", "stdout_stream"), ("stderr", "stderr_stream"))
 
 
 class _Reader(Protocol):
@@ -79,6 +89,8 @@ class OutputRouter:
         self._publish = publish
         self._readers = readers
         self._writer: StreamWriter | None = None
+        # circusd's stdout/stderr, for a pipe without a stream: made when first needed
+        self._forward: dict[str, Stream] = {}
         self._decoders: dict[tuple[int, str], codecs.IncrementalDecoder] = {}
 
     # -- output -------------------------------------------------------------------------
@@ -99,11 +111,14 @@ class OutputRouter:
                 "time": time.time(),
             })
         writer = self._writer or self._start_writer()
-        writer.put({"data": data, "pid": pid, "name": name})
+        writer.put({"data": data, "pid": pid, "name": name,
+                    "wid": getattr(process, "wid", None)})
 
     def forget(self, pid: int) -> None:
         """The process exited: its pid may be reused, so its partial lines are closed."""
         self.ring.forget(pid)
+        if self._writer is not None:
+            self._writer.process_exited(pid)
         self._decoders.pop((pid, "stdout"), None)
         self._decoders.pop((pid, "stderr"), None)
 
@@ -124,10 +139,27 @@ class OutputRouter:
         return self._writer
 
     def _targets(self) -> dict[str, Stream]:
-        return {
-            "stdout": self.streams["stdout_stream"] or ForwardStream(sys.stdout),
-            "stderr": self.streams["stderr_stream"] or ForwardStream(sys.stderr),
-        }
+        targets: dict[str, Stream] = {}
+        for pipe, which in _PIPES:
+            stream = self.streams[which]
+            if stream is None:
+                stream = self._forward.get(pipe)
+                if stream is None:
+                    stream = self._forward[pipe] = self._forwarder(pipe)
+            targets[pipe] = stream
+        return targets
+
+    def _forwarder(self, pipe: str) -> Stream:
+        """Where *pipe*'s output goes with no stream: where an inherited descriptor would
+        have written it, a whole line at a time."""
+        from circus.streams.console import StderrStream, StdoutStream
+
+        return StdoutStream(tag=self.name) if pipe == "stdout" else StderrStream(tag=self.name)
+
+    def _unused_forwarders(self) -> list[Stream]:
+        """The forwarders of pipes that have a stream now, no longer kept."""
+        return [self._forward.pop(pipe) for pipe, which in _PIPES
+                if self.streams[which] is not None and pipe in self._forward]
 
     def _pause_reading(self) -> None:
         log.debug("%s: output streams are behind; pausing reads", self.name)
@@ -172,6 +204,7 @@ class OutputRouter:
 
     def replace_streams(self, retired: Iterable[Stream]) -> None:
         """:attr:`streams` changed: switch the writer to them and retire the old ones."""
+        retired = [*retired, *self._unused_forwarders()]
         if self._writer is not None:
             self._writer.set_streams(self._targets())
             for old in retired:
@@ -182,14 +215,23 @@ class OutputRouter:
                 old.close()
 
     async def close(self) -> None:
-        """Write what is queued, stop the writer thread and close the streams."""
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            await asyncio.to_thread(writer.close)
-        for stream in self.streams.values():
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.close()
+        """Write what is queued, stop the writer thread and close the streams.
+
+        All in a thread: closing a console stream writes the lines it holds, and circusd's
+        stdout may be a stalled terminal; the event loop must not wait on it.
+        """
+        writer, self._writer = self._writer, None
+        forwarders, self._forward = list(self._forward.values()), {}
+        streams = [s for s in [*self.streams.values(), *forwarders] if s is not None]
+        await asyncio.to_thread(_close_all, writer, streams)
+
+
+def _close_all(writer: StreamWriter | None, streams: list[Stream]) -> None:
+    if writer is not None:
+        writer.close()
+    for stream in streams:
+        with contextlib.suppress(Exception):
+            stream.close()
 
 
 def _utf8_decoder() -> codecs.IncrementalDecoder:

@@ -6,6 +6,12 @@ one slow stream stall every watcher. Instead, each watcher that produces output 
 chunks to a writer thread through a bounded queue. When the queue is full the watcher
 stops reading its processes' pipes, so the kernel holds the rest and those processes
 wait on their writes: nothing is dropped, and no other watcher notices.
+
+The thread also keeps time for streams that hold unfinished lines (the console streams,
+or any stream with the same methods): a stream with ``flush_deadline()`` has its
+``flush_due()`` called once that time (``time.monotonic()``) passes, whether or not more
+output came, and a stream with ``process_exited(pid)`` hears of each exit after the last
+output of that process. Streams without them (the file streams) cost the loop nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,27 +33,8 @@ LOW_WATER = 64  # reading resumes once the writer is back under this
 _STOP: Any = object()
 
 
-class ForwardStream:
-    """Writes output as it comes to one of circusd's own standard streams.
-
-    This is where a watcher's output goes when no stream is configured: exactly where it
-    would have gone had the process inherited circusd's stdout/stderr.
-    """
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-
-    def __call__(self, data: dict[str, Any]) -> None:
-        out = getattr(self._target, "buffer", self._target)
-        out.write(data["data"])
-        out.flush()
-
-    def close(self) -> None:
-        pass
-
-
 class StreamWriter:
-    """Delivers ``{"data", "pid", "name"}`` chunks to the streams on a background thread.
+    """Delivers ``{"data", "pid", "name", "wid"}`` chunks to the streams on a background thread.
 
     Args:
         watcher: the watcher's name, for logs.
@@ -67,6 +55,7 @@ class StreamWriter:
     ) -> None:
         self.watcher = watcher
         self.streams = dict(streams)
+        self._timed = _timed(self.streams)
         self._pause = pause
         self._resume = resume
         self._call_soon = call_soon
@@ -98,7 +87,9 @@ class StreamWriter:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            item = self._next() if self._timed else self._queue.get()
+            if item is None:  # no output: unfinished lines were due
+                continue
             if item is _STOP:
                 return
             if isinstance(item, tuple):  # a change, in order with the output before it
@@ -118,6 +109,33 @@ class StreamWriter:
             if resume:
                 self._call_soon(self._resume)
 
+    def _next(self) -> Any:
+        """The next item, or None after writing the unfinished lines that were due."""
+        deadline: float | None = None
+        for stream in self._timed:
+            try:
+                due = stream.flush_deadline()
+            except Exception:
+                self._report(stream)
+                continue
+            if due is not None and (deadline is None or due < deadline):
+                deadline = due
+        if deadline is None:
+            return self._queue.get()
+        wait = deadline - time.monotonic()
+        if wait > 0:
+            try:
+                return self._queue.get(timeout=wait)
+            except queue.Empty:
+                pass
+        now = time.monotonic()
+        for stream in self._timed:
+            try:
+                stream.flush_due(now)
+            except Exception:
+                self._report(stream)
+        return None
+
     def _report(self, stream: Stream) -> None:
         if id(stream) in self._failed:
             return
@@ -128,7 +146,17 @@ class StreamWriter:
     def _control(self, action: str, arg: Any) -> None:
         if action == "streams":
             self.streams = dict(arg)
+            self._timed = _timed(self.streams)
             self._failed.clear()
+        elif action == "exited":
+            for stream in _unique(self.streams):
+                exited = getattr(stream, "process_exited", None)
+                if exited is None:
+                    continue
+                try:
+                    exited(arg)
+                except Exception:
+                    self._report(stream)
         elif action == "close":
             try:
                 arg.close()
@@ -138,6 +166,11 @@ class StreamWriter:
     def set_streams(self, streams: Mapping[str, Stream | None]) -> None:
         """Use *streams* for output read from now on (what is queued goes to the old ones)."""
         self._queue.put(("streams", dict(streams)))
+
+    def process_exited(self, pid: int) -> None:
+        """*pid* exited: streams that hold its unfinished lines write them (after what is
+        queued)."""
+        self._queue.put(("exited", pid))
 
     def retire(self, stream: Stream) -> None:
         """Close *stream* once the output queued for it is written."""
@@ -150,3 +183,19 @@ class StreamWriter:
         if self._thread.is_alive():
             log.warning("%s: output streams still busy after %.0fs; not waiting",
                         self.watcher, timeout)
+
+
+def _unique(streams: Mapping[str, Stream | None]) -> list[Stream]:
+    """The streams of *streams*, each once (one stream often takes stdout and stderr)."""
+    seen: dict[int, Stream] = {}
+    for stream in streams.values():
+        if stream is not None:
+            seen.setdefault(id(stream), stream)
+    return list(seen.values())
+
+
+def _timed(streams: Mapping[str, Stream | None]) -> list[Any]:
+    """The streams that hold unfinished lines for a while (they have ``flush_deadline``)."""
+    return [s for s in _unique(streams)
+            if callable(getattr(s, "flush_deadline", None))
+            and callable(getattr(s, "flush_due", None))]

@@ -9,6 +9,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from circus.streams import (
     FileStream,
     OutputRing,
     QueueStream,
+    StderrStream,
     StdoutStream,
     Stream,
     StreamConfigError,
@@ -487,17 +489,67 @@ def test_timed_rotation_names_use_the_unit(tmp_path: Path) -> None:
 # -- console streams -----------------------------------------------------------------------------
 
 
-def test_stdout_stream_writes_raw_bytes(capfd: pytest.CaptureFixture[str]) -> None:
+def test_stdout_stream_writes_whole_lines(capfd: pytest.CaptureFixture[str]) -> None:
+    """Each (pid, pipe) has its own unfinished line: stderr's whole line goes out at once,
+    stdout's waits for its end (here: close, which ends it with a newline)."""
     stream = StdoutStream()
     stream(chunk(b"no newline yet"))
     stream(chunk(b" - now\n", name="stderr"))
+    assert capfd.readouterr() == (" - now\n", "")
+    stream(chunk(b", still none"))
     stream.close()
     out, err = capfd.readouterr()
-    assert out == "no newline yet - now\n"
+    assert out == "no newline yet, still none\n"
     assert err == ""
 
 
-def test_fancy_stdout_stream_colours_whole_lines(capfd: pytest.CaptureFixture[str]) -> None:
+def test_stderr_stream_writes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    stream = StderrStream()
+    stream(chunk(b"one\ntw", pid=3))
+    stream(chunk(b"o\n", pid=3))
+    stream.close()
+    assert capfd.readouterr() == ("", "one\ntwo\n")
+
+
+def test_console_line_let_out_early_stays_its_process_s(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """flush_due writes a line held FLUSH_DELAY without its end; its rest continues it
+    unprefixed, unless another process wrote meanwhile: that first ends it."""
+    stream = StdoutStream(prefix=True, tag="w")
+    stream({"data": b"ask: ", "pid": 5, "name": "stdout", "wid": 1})
+    deadline = stream.flush_deadline()
+    assert deadline is not None
+    stream.flush_due(deadline - 0.1)
+    assert capfd.readouterr().out == ""
+    stream.flush_due(deadline)
+    assert stream.flush_deadline() is None
+    assert re.fullmatch(r"w\.1 *\| ask: ", capfd.readouterr().out)
+    stream({"data": b"yes\nmore", "pid": 5, "name": "stdout", "wid": 1})
+    assert capfd.readouterr().out == "yes\n"
+    stream.flush_due(time.monotonic() + 1)
+    stream({"data": b"other\n", "pid": 6, "name": "stdout", "wid": 2})
+    stream({"data": b" rest\n", "pid": 5, "name": "stdout", "wid": 1})
+    out = capfd.readouterr().out
+    assert re.fullmatch(r"(w\.1 *\| )more\nw\.2 *\| other\n\1 rest\n", out), out
+    stream.close()
+    assert capfd.readouterr().out == ""
+
+
+def test_console_exit_ends_the_lines_of_that_process_only(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    stream = StdoutStream()
+    stream(chunk(b"cut", pid=1))
+    stream(chunk(b"off", pid=1, name="stderr"))
+    stream(chunk(b"kept", pid=2))
+    stream.process_exited(1)
+    assert capfd.readouterr().out == "cut\noff\n"
+    stream.close()
+    assert capfd.readouterr().out == "kept\n"
+
+
+def test_fancy_stdout_stream_colours_whole_lines(capfd: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
     clock = FakeClock(datetime(2024, 5, 6, 7, 8, 9).timestamp())
     stream = FancyStdoutStream(color="red", time_format="%H:%M:%S", _clock=clock)
     stream(chunk(b"hello\nwor", pid=7))
@@ -509,7 +561,9 @@ def test_fancy_stdout_stream_colours_whole_lines(capfd: pytest.CaptureFixture[st
     assert capfd.readouterr().out == "\033[0;31m07:08:09 [7] | unfinished\n\033[0m"
 
 
-def test_fancy_stdout_stream_colour_per_process(capfd: pytest.CaptureFixture[str]) -> None:
+def test_fancy_stdout_stream_colour_per_process(capfd: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
     stream = FancyStdoutStream()
     assert stream.color_code(1) != stream.color_code(2)
     assert stream.color_code(1) == stream.color_code(1)
