@@ -25,6 +25,10 @@ FULL_POLL_EVERY = 1.0  # s between complete listings of the children while follo
 # MEAN_GAP (see measure_respawn).
 MIN_GAP = 0.1
 MEAN_GAP = 0.25
+# A victim has run at least this long (s): a daemon may count the death of a younger process
+# as a failed start and wait before the next (ours: min_uptime; supervisord: startsecs,
+# both 1 s). That is a crash-loop policy, not how fast a death is replaced.
+MIN_AGE = 1.0
 PERIODS_SPANNED = 3
 
 
@@ -122,7 +126,12 @@ def measure_respawn(
     while len(latencies) < samples:
         now = time.perf_counter()
         if killed_at is None and now >= next_kill:
-            victim = rng.choice(sorted(tracker.confirmed))
+            grown = procfs.old_enough(sorted(tracker.confirmed), MIN_AGE)
+            if not grown:  # every child is younger than MIN_AGE: ask again shortly
+                next_kill = now + 0.05
+                time.sleep(0.05)
+                continue
+            victim = rng.choice(grown)
             # Forget the victim: should its pid be recycled for the replacement, it is found
             # again as a birth.
             tracker.forget(victim)

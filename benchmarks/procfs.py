@@ -265,6 +265,17 @@ def start_time(pid: int) -> int | None:
     return int(raw[raw.rfind(b")") + 2 :].split()[19])
 
 
+def old_enough(pids: Iterable[int], seconds: float) -> list[int]:
+    """The pids of *pids* whose process has run at least *seconds*."""
+    now = float(Path("/proc/uptime").read_text().split()[0]) * CLOCK_TICKS
+    found = []
+    for pid in pids:
+        started = start_time(pid)
+        if started is not None and now - started >= seconds * CLOCK_TICKS:
+            found.append(pid)
+    return found
+
+
 def snapshot(pids: Iterable[int]) -> dict[int, int]:
     """Identify each live pid in *pids* by its start time, for :func:`kill_leftovers`."""
     found = {}

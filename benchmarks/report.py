@@ -177,7 +177,9 @@ RESPAWN_METHOD = (
     "longer so that the kills span three of the daemon's housekeeping periods) after the "
     "previous kill; after a slower one, 0.1 s plus a uniform time up to that period (circus: "
     "check_delay 5 s; supervisord: 1 s) after the replacement. So kills fall at every phase "
-    "of the daemon's timers. Percentiles interpolate between the closest samples."
+    "of the daemon's timers. The victim is a child that has run at least 1 s: a younger "
+    "one's death may count as a failed start, which ours and supervisord answer with a "
+    "backoff (min_uptime, startsecs). Percentiles interpolate between the closest samples."
 )
 
 
