@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import stat
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -67,6 +69,97 @@ def endpoint_reachable(endpoint: str) -> bool:
         except (OSError, ValueError):
             return False
     return True
+
+
+ENDPOINT_FORMS = "tcp://HOST:PORT or ipc://PATH"
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """What keeps a client from connecting to *endpoint*, as a phrase; None when nothing does.
+
+    Checked before any ZeroMQ call, which would raise a bare ``ZMQError`` (or, for some
+    mistakes, wait in vain). The accepted forms are :data:`ENDPOINT_FORMS`.
+    """
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        if re.fullmatch(r"[\w.-]+:\d+", endpoint):
+            return f"no transport; did you mean tcp://{endpoint}?"
+        if endpoint.startswith("/"):
+            return f"no transport; did you mean ipc://{endpoint}?"
+        return "no transport"
+    if scheme != scheme.lower() and scheme.lower() in ("tcp", "ipc"):
+        return f"transports are lower case: {scheme.lower()}://{rest}"
+    if scheme == "ipc":
+        return None if rest else "ipc:// needs the path of the socket file"
+    if scheme in ("http", "https", "ws", "wss"):
+        hostport = rest.split("/", 1)[0]
+        hint = f"; did you mean tcp://{hostport}?" if ":" in hostport else ""
+        return f"circusd speaks ZeroMQ, not {scheme.upper()}{hint}"
+    if scheme == "inproc":
+        return "inproc:// reaches only sockets of the same process"
+    if scheme != "tcp":
+        return f"{scheme}:// is not a transport circusd listens on"
+    host, colon, port = rest.rpartition(":")
+    if not colon:
+        return "no port (tcp://HOST:PORT)"
+    if host.startswith("[") or re.fullmatch(r"[0-9a-fA-F:.]*:[0-9a-fA-F:.]*", host):
+        return "IPv6 addresses are not supported; use an IPv4 address or a host name"
+    if host == "*":
+        return "* is for binding; connect to a host name or an address"
+    if not host:
+        return "no host (tcp://HOST:PORT)"
+    if not re.fullmatch(r"[\w.-]+", host):
+        return f"{host!r} is not a host name or an address"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"the port is a number from 1 to 65535, got {port!r}"
+    return None
+
+
+def refusal(endpoint: str, timeout: float = 1.0) -> str | None:
+    """Why nothing can answer at *endpoint*, when that is known at once; else None.
+
+    ZeroMQ retries a connection that is refused, silently, until the caller gives up; this
+    tells in a moment: no ``ipc://`` socket file, a refused connection, an unknown host.
+    A probe that takes longer than *timeout* (a slow network) proves nothing: None.
+    """
+    if endpoint.startswith("ipc://"):
+        path = endpoint[6:]
+        address = "\0" + path[1:] if path.startswith("@") else path  # Linux abstract names
+        if address == path:
+            try:
+                mode = os.stat(path).st_mode
+            except FileNotFoundError:
+                return f"there is no socket file {path}"
+            except OSError as exc:
+                return f"cannot reach {path}: {exc.strerror or exc}"
+            if not stat.S_ISSOCK(mode):
+                return f"{path} is not a socket"
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(address)
+        except ConnectionRefusedError:
+            if address != path:
+                return f"nothing listens on {path}"
+            return f"nothing listens on {path} (a socket file left by a daemon that is gone?)"
+        except PermissionError:
+            return f"no permission to connect to {path}"
+        except OSError as exc:
+            return f"cannot connect to {path}: {exc.strerror or exc}"
+        finally:
+            probe.close()
+        return None
+    if endpoint.startswith("tcp://"):
+        url = urlparse(endpoint)
+        try:
+            with socket.create_connection((url.hostname or "", url.port or 0), timeout):
+                return None
+        except ConnectionRefusedError:
+            return "nothing listens there"
+        except socket.gaierror as exc:
+            return f"unknown host {url.hostname!r} ({exc.strerror})"
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def timeout_error(endpoint: str, timeout: float) -> CallError:

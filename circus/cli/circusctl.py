@@ -4,10 +4,12 @@
 
     circusctl [--endpoint URL] [--timeout S] [--json | --prettify] COMMAND [ARGS] [OPTIONS]
     circusctl                       # the interactive shell
-    circusctl help [COMMAND]
+    circusctl help [--wire] [COMMAND]
+    circusctl completion bash|zsh   # a shell completion script
 
-Exit status: 0 ok; 2 usage error; 3 the daemon answered with an error; 69 the daemon
-cannot be reached; 75 the daemon did not answer in time.
+Exit status: 0 ok; 2 usage error (nothing sent); 3 the daemon answered with an error
+(0 with --json or --prettify, as Circus 0.19: the reply printed carries the error); 69 the
+daemon cannot be reached; 75 the daemon did not answer in time.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_PUBSUB = "tcp://127.0.0.1:5556"
 HISTORY_FILE = "~/.circusctl_history"
 HISTORY_LENGTH = 1000
-# How long `listen` waits for the daemon to name its events endpoint before taking
-# --endpoint to be that endpoint (Circus's own convention).
-PUBSUB_PROBE = 1.0
+SHORT_USAGE = "usage: circusctl [--endpoint URL] [--timeout SECONDS] [--json] COMMAND [ARGS]"
+HINT = ("hint: is circusd running? Give its endpoint (the endpoint option of its [circus] "
+        "section) with --endpoint URL or $CIRCUSCTL_ENDPOINT")
 
 
 class _Commands(Mapping[str, "Command"]):
@@ -96,13 +98,12 @@ def usage() -> str:
     for name, command in sorted(_commands().items()):
         lines.append(f"  {name:<14} {command.short}")
     lines.append(f"  {'help':<14} Show the documentation of a command")
+    lines.append(f"  {'completion':<14} Print a completion script for bash or zsh")
     lines.append("")
-    lines.append("circusctl help COMMAND shows the documentation of a command.")
+    lines.append("circusctl help COMMAND shows the documentation of a command, "
+                 "help --wire COMMAND")
+    lines.append("its ZeroMQ message too.")
     return "\n".join(lines)
-
-
-def command_help(command: Command) -> str:
-    return f"usage: circusctl {command.usage}\n\n{command.desc}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,10 +117,20 @@ class _UsageError(Exception):
     pass
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, got {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="circusctl", add_help=False)
     p.add_argument("--endpoint", default=None)
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--timeout", type=_seconds, default=5.0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--prettify", action="store_true")
     p.add_argument("--help", "-h", action="store_true")
@@ -161,17 +172,22 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 class Controller:
-    """What both modes share: a client, output formatting, exit statuses."""
+    """What both modes share: a client, output formatting, exit statuses.
+
+    *origin* says where the endpoint came from (``--endpoint``, ``$CIRCUSCTL_ENDPOINT``,
+    or None for the default), for the message when the daemon cannot be reached.
+    """
 
     def __init__(self, endpoint: str, timeout: float, as_json: bool = False,
                  prettify: bool = False, out: TextIO | None = None,
-                 err: TextIO | None = None) -> None:
+                 err: TextIO | None = None, origin: str | None = "--endpoint") -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.as_json = as_json
         self.prettify = prettify
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.origin = origin
         self.commands = _commands()
         self._client: CircusClient | None = None
 
@@ -195,14 +211,58 @@ class Controller:
     def error(self, text: str) -> None:
         print(text, file=self.err, flush=True)
 
+    def usage_error(self, text: str, usage_line: str = SHORT_USAGE,
+                    see: str = "see circusctl --help") -> int:
+        """The error, one usage line, where to read more; exit status 2."""
+        self.error(f"{text}\n{usage_line}  ({see})")
+        return EX_USAGE
+
+    def unreachable(self, detail: str, endpoint: str | None = None) -> int:
+        """Nothing answers at the endpoint: say which, and where it came from."""
+        endpoint = endpoint or self.endpoint
+        where = {None: " (the default endpoint)",
+                 "$CIRCUSCTL_ENDPOINT": " (from $CIRCUSCTL_ENDPOINT)"}.get(self.origin, "")
+        self.error(f"circusctl: cannot reach circusd at {endpoint}{where}: {detail}\n{HINT}")
+        return EX_UNAVAILABLE
+
+    def call(self, message: dict[str, Any]) -> dict[str, Any] | int:
+        """Send *message*: its reply, or the exit status when none came."""
+        from circus.client import TimedOut, Unreachable, refusal
+        from circus.errors import CallError
+
+        problem = refusal(self.endpoint, min(self.timeout, 1.0))
+        if problem:  # at once: ZeroMQ would wait the whole timeout in silence
+            return self.unreachable(problem)
+        try:
+            return self.client.call(message)
+        except Unreachable:
+            return self.unreachable("nothing listens there")
+        except (TimedOut, CallError) as exc:
+            self.error(f"circusctl: {exc}")
+            return EX_TEMPFAIL
+
     def run(self, name: str, args: Sequence[str]) -> int:
         """Run one command line; return the exit status."""
         if name == "help":
             return self.help(args)
+        if name == "completion":
+            from circus.cli import completion
+
+            return completion.main(args)
         command = self.commands.get(name.lower())
         if command is None:
-            self.error(f"circusctl: unknown command {name!r} (circusctl help lists them)")
-            return EX_USAGE
+            import difflib
+
+            close = difflib.get_close_matches(name.lower(), [*self.commands, "help"], 3)
+            names = ", ".join(close[:-1]) + " or " * (len(close) > 1) + "".join(close[-1:])
+            guess = f" (did you mean {names}?)" if close else ""
+            return self.usage_error(f"circusctl: unknown command {name!r}{guess}",
+                                    "usage: circusctl [OPTIONS] COMMAND [ARGS]",
+                                    "circusctl help lists the commands")
+        before_dashes = list(args[:args.index("--")] if "--" in args else args)
+        if any(a in ("--help", "-h") for a in
+               (before_dashes[:1] if command.free_words else before_dashes)):
+            return self.help([command.name])
         if command.name == "listen":
             return self.listen(args)
         from circus.commands.base import parse_flags
@@ -212,54 +272,58 @@ class Controller:
             positional, opts = parse_flags(command.flags, args, command.free_words)
             message = command.message(*positional, **opts)
         except ArgumentError as exc:
-            self.error(f"circusctl {command.name}: {exc}")
-            return EX_USAGE
+            text = str(exc)
+            if text.startswith("usage:"):  # the command's own way to say: wrong arguments
+                text = "missing or extra arguments"
+            return self.usage_error(f"circusctl {command.name}: {text}",
+                                    f"usage: circusctl {command.usage}",
+                                    f"see circusctl help {command.name}")
         if command.name == "tail" and message["properties"].pop("follow", False):
             return self.follow(command, message["properties"])
         return self.send(command, message)
 
     def follow(self, command: Command, props: dict[str, Any]) -> int:
         """``tail -f``: the last lines, then new output as it comes, until Ctrl-C/SIGTERM."""
-        from circus.client import TimedOut, Unreachable
+        from circus.client import TimedOut, Unreachable, refusal
         from circus.commands.tail import Follow
         from circus.errors import CallError
 
+        problem = refusal(self.endpoint, min(self.timeout, 1.0))
+        if problem:
+            return self.unreachable(problem)
         follower = Follow(props, self.out, as_json=self.as_json or self.prettify)
         try:
             reply = follower.run(self.client.call)
-        except Unreachable as exc:
-            self.error(f"circusctl: {exc}")
-            return EX_UNAVAILABLE
+        except Unreachable:
+            return self.unreachable("nothing listens there")
         except (TimedOut, CallError) as exc:
             self.error(f"circusctl: {exc}")
             return EX_TEMPFAIL
         if reply is not None:
-            self.error(command.console_msg(reply))
-            return EX_ERROR_REPLY
+            return self.failed(command, reply)
         return EX_OK
 
     def send(self, command: Command, message: dict[str, Any]) -> int:
-        from circus.client import TimedOut, Unreachable
-        from circus.errors import CallError
-
-        try:
-            reply = self.client.call(message)
-        except Unreachable as exc:
-            self.error(f"circusctl: {exc}")
-            return EX_UNAVAILABLE
-        except (TimedOut, CallError) as exc:
-            self.error(f"circusctl: {exc}")
-            return EX_TEMPFAIL
-        failed = reply.get("status") == "error"
+        reply = self.call(message)
+        if isinstance(reply, int):
+            return reply
+        if reply.get("status") == "error":
+            return self.failed(command, reply)
         if self.as_json or self.prettify:
             self.print(self.render_json(reply))
-            if failed:
-                self.error(f"error: {reply.get('reason')}")
-        elif failed:
-            self.error(command.console_msg(reply))
         else:
             self.print(command.console_msg(reply))
-        return EX_ERROR_REPLY if failed else EX_OK
+        return EX_OK
+
+    def failed(self, command: Command, reply: dict[str, Any]) -> int:
+        """An error reply: exit 3, or, when the reply is printed as JSON, 0 as in Circus
+        0.19 (scripts read the error in the reply)."""
+        if self.as_json or self.prettify:
+            self.print(self.render_json(reply))
+            self.error(f"error: {reply.get('reason')}")
+            return EX_OK
+        self.error(command.console_msg(reply))
+        return EX_ERROR_REPLY
 
     def render_json(self, reply: Any) -> str:
         if not self.prettify:
@@ -277,76 +341,72 @@ class Controller:
         return text
 
     def help(self, args: Sequence[str]) -> int:
-        if not args:
+        wire = "--wire" in args
+        names = [a for a in args if a != "--wire"]
+        if not names:
             self.print(usage())
             return EX_OK
-        command = self.commands.get(args[0].lower())
+        from circus.cli.helptext import CLIENT_HELP, command_help, plain
+
+        name = names[0].lower()
+        if name in CLIENT_HELP:
+            synopsis, doc = CLIENT_HELP[name]
+            self.print(f"usage: circusctl {synopsis}\n\n{plain(doc)}")
+            return EX_OK
+        command = self.commands.get(name)
         if command is None:
-            self.error(f"circusctl: unknown command {args[0]!r} (circusctl help lists them)")
-            return EX_USAGE
-        self.print(command_help(command))
+            return self.usage_error(f"circusctl: unknown command {names[0]!r}",
+                                    "usage: circusctl help [--wire] [COMMAND]",
+                                    "circusctl help lists the commands")
+        self.print(command_help(command, wire))
         return EX_OK
 
     # -- listen ------------------------------------------------------------------------------
 
-    def pubsub_endpoint(self, explicit: str | None) -> str:
-        """Where events are published: asked of the daemon, else --endpoint itself."""
-        if explicit:
-            return explicit
-        from circus.client import CircusClient
-        from circus.errors import CallError
-
-        probe = CircusClient(endpoint=self.endpoint, timeout=min(self.timeout, PUBSUB_PROBE))
-        try:
-            reply = probe.call({"command": "globaloptions", "properties": {}})
-            found = reply.get("options", {}).get("pubsub_endpoint")
-            if isinstance(found, str) and found:
-                return found
-        except CallError:
-            pass
-        finally:
-            probe.stop()
-        return self.endpoint
-
     def listen(self, args: Sequence[str]) -> int:
-        import zmq
+        """Print events: at the endpoint given, or at the events endpoint of the daemon
+        whose control endpoint it is (:class:`circus.commands.listen.Listener`)."""
+        from circus.client import endpoint_problem, refusal
+        from circus.commands.listen import Listener
+        from circus.errors import CallError
 
         topics = [a for a in args if "://" not in a]
         given = [a for a in args if "://" in a]
-        endpoint = self.pubsub_endpoint(given[0] if given else None)
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.SUB)
-        sock.linger = 0
-        for topic in topics or [""]:
-            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        endpoint = given[0] if given else self.endpoint
+        problem = endpoint_problem(endpoint)
+        if problem:
+            self.error(bad_endpoint(endpoint, "listen", problem))
+            return EX_USAGE
+        problem = refusal(endpoint, min(self.timeout, 1.0))
+        if problem:
+            return self.unreachable(problem, endpoint)
+
+        def emit(topic: str, body: str) -> None:
+            if self.as_json or self.prettify:
+                try:
+                    payload: Any = json.loads(body)
+                except ValueError:
+                    payload = body
+                self.print(self.render_json({"topic": topic, "payload": payload}))
+            else:
+                self.print(f"{topic}: {body}")
+
         try:
-            sock.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self.error(f"circusctl listen: cannot connect to {endpoint}: {exc}")
-            sock.close()
-            ctx.term()
-            return EX_UNAVAILABLE
-        self.error(f"listening to {endpoint} (Ctrl-C to stop)")
-        try:
-            while True:
-                frames = sock.recv_multipart()
-                if len(frames) != 2:
-                    continue
-                topic = frames[0].decode("utf-8", "replace")
-                body = frames[1].decode("utf-8", "replace")
-                if self.as_json or self.prettify:
-                    try:
-                        payload: Any = json.loads(body)
-                    except ValueError:
-                        payload = body
-                    self.print(self.render_json({"topic": topic, "payload": payload}))
-                else:
-                    self.print(f"{topic}: {body}")
+            Listener(endpoint, topics, emit, self.error, self.timeout).run()
         except KeyboardInterrupt:
             return EX_OK
-        finally:
-            sock.close()
-            ctx.term()
+        except CallError as exc:
+            self.error(f"circusctl listen: {exc}")
+            return EX_UNAVAILABLE
+        return EX_OK
+
+
+def bad_endpoint(endpoint: str, source: str, problem: str) -> str:
+    """The one line for an endpoint that is not one."""
+    from circus.client import ENDPOINT_FORMS
+
+    return (f"circusctl: {source} {endpoint!r} is not an endpoint: {problem} "
+            f"(the forms are {ENDPOINT_FORMS})")
 
 
 class Shell(cmd.Cmd):
@@ -432,8 +492,11 @@ class Shell(cmd.Cmd):
         return sorted(n + " " for n in names if n.startswith(text))
 
     def watcher_names(self) -> list[str]:
+        from circus.client import refusal
         from circus.errors import CallError
 
+        if refusal(self.ctl.endpoint, min(self.ctl.timeout, 1.0)):
+            return []  # a Tab must not wait for a daemon that is gone
         try:
             reply = self.ctl.client.call({"command": "list", "properties": {}})
         except CallError:
@@ -442,25 +505,14 @@ class Shell(cmd.Cmd):
         return [str(n) for n in names] if isinstance(names, list) else []
 
     def completedefault(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        from circus.cli.completion import arguments
+
         words = line[:begidx].split()
         if not words:
             return self.completenames(text)
-        name = words[0].lower()
-        if name == "help":
-            return self.completenames(text) if len(words) == 1 else []
-        command = self.ctl.commands.get(name)
-        if command is None:
-            return []
-        if text.startswith("--"):
-            return sorted(f"--{f.name}" for f in command.flags if f"--{f.name}".startswith(text))
-        positional = [w for w in words[1:] if not w.startswith("--")]
-        if not positional and "<name>" in command.usage:
-            return sorted(n for n in self.watcher_names() if n.startswith(text))
-        if command.name == "set" and len(positional) % 2 == 1:
-            return sorted(k for k in _settable_keys() if k.startswith(text))
-        if command.name == "get" and positional:
-            return sorted(k for k in _settable_keys() if k.startswith(text))
-        return []
+        if words[0].lower() == "help" and len(words) == 1 and not text.startswith("-"):
+            return self.completenames(text)
+        return arguments(words[0].lower(), words[1:], text, self.watcher_names)
 
     def complete(self, text: str, state: int) -> str | None:  # type: ignore[override]
         """The readline completer: commands first, then watcher names, flags, keys."""
@@ -480,19 +532,17 @@ class Shell(cmd.Cmd):
         return matches[state] if state < len(matches) else None
 
 
-def _settable_keys() -> list[str]:
-    from circus.options import WATCHER_OPTIONS
-
-    return [*WATCHER_OPTIONS, "env", "hooks"]
-
-
 def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["completion"]:  # before the options: the words to complete are not ours
+        from circus.cli import completion
+
+        return completion.main(raw[1:])
     front, rest = _split_globals(raw)
     try:
         args = parser().parse_args(front + rest)
     except _UsageError as exc:
-        print(f"circusctl: {exc}\n\n{usage()}", file=sys.stderr)
+        print(f"circusctl: {exc}\n{SHORT_USAGE}  (see circusctl --help)", file=sys.stderr)
         return EX_USAGE
     if args.version:
         print(__version__)
@@ -504,19 +554,26 @@ def main(argv: list[str] | None = None) -> int:
         print("circusctl: SSH tunnels are not supported; forward the endpoint with ssh -L",
               file=sys.stderr)
         return EX_USAGE
-    endpoint = args.endpoint or os.environ.get("CIRCUSCTL_ENDPOINT") or None
-    ctl = Controller(endpoint or DEFAULT_ENDPOINT, args.timeout, args.json, args.prettify)
+    origin, endpoint = "--endpoint", args.endpoint
+    if endpoint is None and os.environ.get("CIRCUSCTL_ENDPOINT"):
+        origin, endpoint = "$CIRCUSCTL_ENDPOINT", os.environ["CIRCUSCTL_ENDPOINT"]
+    if endpoint is not None:
+        from circus.client import endpoint_problem
+
+        problem = endpoint_problem(endpoint)
+        if problem:  # before any ZeroMQ call, which would raise a bare ZMQError
+            print(bad_endpoint(endpoint, origin, problem), file=sys.stderr)
+            return EX_USAGE
+    if args.command == "listen" and endpoint is None:
+        endpoint = DEFAULT_PUBSUB  # Circus's default for listen: the events endpoint
+    ctl = Controller(endpoint or DEFAULT_ENDPOINT, args.timeout, args.json, args.prettify,
+                     origin=origin if endpoint else None)
     try:
         if args.command is None:
             shell = Shell(ctl)
             with contextlib.suppress(KeyboardInterrupt):
                 shell.cmdloop()
             return EX_OK if shell.interactive else shell.status
-        if args.command == "listen" and endpoint is None:
-            # Circus's default for listen is the events endpoint, not the control one.
-            ctl.endpoint = DEFAULT_PUBSUB
-            given = [a for a in args.args if "://" in a]
-            return ctl.listen(args.args if given else [DEFAULT_PUBSUB, *args.args])
         return ctl.run(args.command, args.args)
     finally:
         ctl.close()

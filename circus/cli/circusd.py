@@ -321,9 +321,10 @@ def build_arbiter(config: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.config is None:
-        parser().print_usage()
-        return 0
+    if args.config is None:  # a usage error, as argparse's own: exit 2, on stderr
+        parser().print_usage(sys.stderr)
+        print("circusd: a configuration file is needed (see circusd --help)", file=sys.stderr)
+        return 2
     from circus.config import load_config
     from circus.logs import StartupBuffer, configure
 

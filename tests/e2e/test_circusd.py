@@ -211,7 +211,8 @@ def test_missing_config_file(short_tmp: Path) -> None:
 
 def test_no_config_prints_usage_and_version() -> None:
     result = subprocess.run(CIRCUSD, capture_output=True, text=True, timeout=20)
-    assert result.returncode == 0 and "usage: circusd" in result.stdout
+    assert result.returncode == 2 and "usage: circusd" in result.stderr
+    assert result.stdout == "" and "configuration file" in result.stderr
     from circus import __version__
 
     result = subprocess.run([*CIRCUSD, "--version"], capture_output=True, text=True,

@@ -69,11 +69,11 @@ def test_usage_errors_exit_2(circusd: Start) -> None:
     d = circusd(WATCHER)
     for args, text in [
         (("nosuchcommand",), "unknown command 'nosuchcommand'"),
-        (("incr",), "usage: incr <name>"),
+        (("incr",), "usage: circusctl incr <name>"),
         (("incr", "web", "two"), "<nb> must be an integer"),
         (("stop", "web", "--match", "fuzzy"), "--match must be one of"),
         (("stop", "web", "--bogus"), "unknown option --bogus"),
-        (("set", "web", "numprocesses"), "usage: set"),
+        (("set", "web", "numprocesses"), "usage: circusctl set"),
         (("set", "web", "numprocesses", "x"), "invalid value for 'numprocesses'"),
         (("signal", "web", "x", "9"), "a pid is a number"),
     ]:
@@ -108,7 +108,7 @@ def test_json_and_prettify(circusd: Start) -> None:
     assert res.stdout.startswith("{\n  ")
     assert json.loads(res.stdout)["statuses"] == {"web": "active"}
     failed = d.ctl("--json", "status", "nope")
-    assert failed.returncode == 3
+    assert failed.returncode == 0  # as Circus 0.19: the reply printed carries the error
     assert json.loads(failed.stdout)["errno"] == 3
     assert "program nope not found" in failed.stderr
 
@@ -122,7 +122,7 @@ def test_help_lists_every_command_and_shows_their_docs() -> None:
         res = circusctl("help", name)
         assert res.returncode == 0, name
         assert res.stdout.startswith(f"usage: circusctl {command.usage}\n")
-        assert "ZMQ Message" in res.stdout and "Command line" in res.stdout
+        assert command.short in res.stdout  # plain text: tests/e2e/test_ctl_help.py
     assert circusctl("help", "nope").returncode == 2
     assert circusctl("--help").returncode == 0
 

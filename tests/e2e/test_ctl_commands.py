@@ -561,7 +561,9 @@ def test_listen_prints_events_as_they_come(circusd: Start) -> None:
     )
     try:
         assert listener.stderr is not None and listener.stdout is not None
-        assert f"listening to {d.pubsub}" in listener.stderr.readline().decode()
+        assert f"listening to {d.endpoint}" in listener.stderr.readline().decode()
+        # the control endpoint answers globaloptions: circusctl moves to the events endpoint
+        assert f"its events endpoint {d.pubsub}" in listener.stderr.readline().decode()
         out = listener.stdout.fileno()
         os.set_blocking(out, False)
         buffer = bytearray()

@@ -152,15 +152,16 @@ def test_environment_options(circusd: Start, short_tmp: Path) -> None:
 
 
 def test_a_bad_env_value_is_refused_from_circusctl_and_from_a_client(circusd: Start) -> None:
-    """A malformed ``env`` is refused naming it: by circusctl before sending (exit 2, one
-    line, no traceback) and by circusd when a Python client sends it anyway (errno 3). The
-    watcher keeps its processes and their environment."""
+    """A malformed ``env`` is refused naming it: by circusctl before sending (exit 2, the
+    error and a usage line, no traceback) and by circusd when a Python client sends it
+    anyway (errno 3). The watcher keeps its processes and their environment."""
     d = circusd(f"[watcher:w]\ncmd = {SLEEP}\nenv = A=1\n")
     pids = live(d, "w", 1)
     res = d.ctl("set", "w", "env", "B=2, oops")
     assert res.returncode == 2, res
-    assert "invalid value for 'env'" in res.stderr and "'oops'" in res.stderr
-    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    error, usage = res.stderr.splitlines()  # the error, then the usage line of set
+    assert "invalid value for 'env'" in error and "'oops'" in error
+    assert usage.startswith("usage: circusctl set ") and "Traceback" not in res.stderr
     client = CircusClient(endpoint=d.endpoint, timeout=10)
     try:
         for env in ("B=2, oops", ["B=2"]):
