@@ -134,14 +134,18 @@ class _Builder:
         self.problems.append(error)
 
     def each(self, names: list[str], build: Any) -> list[dict[str, Any]]:
-        """``build(name)`` for every section in *names*, leaving out (and reporting) one
-        that cannot be used."""
+        """``build(name)`` for every section in *names*, leaving out one that had errors
+        (each reported)."""
         built = []
         for name in names:
+            before = len(self.problems or ())
             try:
-                built.append(build(name))
+                item = build(name)
             except ConfigError as exc:
                 self.report(exc)
+                continue
+            if len(self.problems or ()) == before:  # a section with errors is left out
+                built.append(item)
         return built
 
     # ------------------------------------------------------------------ helpers
