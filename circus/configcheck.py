@@ -29,7 +29,13 @@ from circus.errors import ConfigError
 from circus.ini import Entry
 from circus.keys import STREAMS
 from circus.options import WATCHER_OPTIONS
-from circus.util.command import knowable, program_problem, search_path, split_words
+from circus.util.command import (
+    has_placeholder,
+    knowable,
+    program_problem,
+    search_path,
+    split_words,
+)
 
 __all__ = ["close_to", "command_problems", "no_watchers", "notice", "unknown_watcher_key"]
 
@@ -98,7 +104,7 @@ def command_problems(w: Mapping[str, Any], environ: Mapping[str, str]
     """
     working_dir = w.get("working_dir")
     cwd: str | None = None
-    if isinstance(working_dir, str) and knowable(working_dir) is not None:
+    if isinstance(working_dir, str) and not has_placeholder(working_dir):
         if not os.path.isdir(working_dir):
             why = "not a directory" if os.path.exists(working_dir) else "no such directory"
             return ("working_dir", f"{working_dir!r}: {why}"), None

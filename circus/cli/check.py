@@ -16,6 +16,7 @@ would refuse the file.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 from typing import Any
 
@@ -73,7 +74,8 @@ def main(path: str) -> int:
         kind = "info" if record.levelno < logging.WARNING else (
             "error" if record.levelno >= logging.ERROR else "warning")
         found.append((where[0], where[1], kind, record.getMessage()))
-    found.sort(key=lambda p: (p[0], p[1]))
+    main_file = os.path.abspath(path)
+    found.sort(key=lambda p: (os.path.abspath(p[0]) != main_file, p[0], p[1]))
     for _, _, kind, text in found:
         print(f"{kind}: {text}")
     counts = {kind: sum(1 for p in found if p[2] == kind) for kind in ("error", "warning")}

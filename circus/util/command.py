@@ -30,6 +30,7 @@ __all__ = [
     "SpawnError",
     "explain",
     "find_program",
+    "has_placeholder",
     "knowable",
     "not_found",
     "program_problem",
@@ -97,6 +98,11 @@ def knowable(text: str, mark: str = "0") -> str | None:
     anything)."""
     masked = _NUMERIC.sub(mark, text)
     return None if _PLACEHOLDER.search(masked) else masked
+
+
+def has_placeholder(text: str) -> bool:
+    """Does *text* hold a ``$(circus.X)`` or ``((circus.X))`` placeholder?"""
+    return _PLACEHOLDER.search(text) is not None
 
 
 def words_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:

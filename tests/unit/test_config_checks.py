@@ -190,6 +190,7 @@ def test_what_holds_a_placeholder_is_checked_only_as_far_as_it_is_known(
             args = $(circus.env.opts)'
             [watcher:b]
             cmd = sleep $(circus.wid) ((circus.sockets.web))
+            working_dir = /nonexistent/$(circus.wid)
             """)
     assert [w["name"] for w in config.watchers] == ["a", "b"]
     assert messages(caplog, logging.WARNING) == []
