@@ -53,14 +53,30 @@ def readme_block(heading: str, lang: str, index: int = 0) -> str:
 
 
 def _netns_works() -> bool:
+    """Can a network namespace be made (``unshare -rn``) and joined (``nsenter``)?"""
     if not (shutil.which("unshare") and shutil.which("nsenter")):
         return False
+    holder = subprocess.Popen(  # waits in its namespace until its stdin is closed
+        ["unshare", "-rn", sys.executable, "-c", _LO_UP, "sh", "-c", "echo up; read x"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert holder.stdin is not None and holder.stdout is not None
     try:
-        done = subprocess.run(["unshare", "-rn", sys.executable, "-c", _LO_UP, "true"],
-                              capture_output=True, timeout=30)
+        if holder.stdout.readline() != b"up\n":  # the namespace could not be made
+            return False
+        joined = subprocess.run(["nsenter", "-t", str(holder.pid), "-U", "-n",
+                                 "--preserve-credentials", "true"],
+                                capture_output=True, timeout=30)
+        return joined.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+        holder.stdout.close()
 
 
 def _ports_free(*ports: int) -> bool:
