@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from circus.configcheck import close_to, command_problems, no_watchers, notice, unknown_watcher_key
 from circus.errors import ConfigError
 from circus.ini import Entry, Ini, Location, read_ini
 from circus.keys import CUSTOM, ENV, STREAMS, group, key_for, together
@@ -43,14 +44,12 @@ from circus.util.template import env_values, expand, expand_env_vars
 
 __all__ = ["Config", "load_config", "watcher_defaults"]
 
-log = logging.getLogger(__name__)
-
 # [circus] keys read by the loader itself and not passed on.
 _LOADER_KEYS = ("include", "include_dir", "stream_backend")
 
 # Watcher keys that would clash with the dict built here (or with Watcher arguments).
 _RESERVED_WATCHER_KEYS = frozenset(
-    {"stdout_stream", "stderr_stream", "hooks", "rlimits", "loop", "prereload_fn"}
+    {"stdout_stream", "stderr_stream", "hooks", "rlimits", "loop", "prereload_fn", "publish"}
 )
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -90,12 +89,21 @@ def watcher_defaults() -> dict[str, Any]:
 
 
 def load_config(
-    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    problems: list[ConfigError] | None = None,
 ) -> Config:
     """Read the configuration file *path* and the files it includes.
 
     *environ* stands for circusd's environment (``os.environ`` by default): it feeds
-    ``$(circus.env.X)`` and the ``$VAR`` pass over watcher environments.
+    ``$(circus.env.X)``, the ``$VAR`` pass over watcher environments and the ``PATH`` a
+    command is looked up on when its environment has none.
+
+    With a *problems* list (``circusd --check``), an error that leaves the rest readable
+    (a bad key, a section that cannot be used) is appended there and loading goes on
+    without it, so that every error of the file is found; what is returned then is not a
+    configuration to run. Warnings are logged (:mod:`circus.configcheck`).
 
     Raises:
         ConfigError: the files cannot be read or the configuration cannot be used.
@@ -103,19 +111,42 @@ def load_config(
     environ = dict(os.environ if environ is None else environ)
     main = os.path.abspath(os.fspath(path))
     ini, files = read_ini(main, environ)
-    return _Builder(ini, main, files, environ).build()
+    return _Builder(ini, main, files, environ, problems).build()
 
 
 
 class _Builder:
     """Turns the merged sections into a :class:`Config`."""
 
-    def __init__(self, ini: Ini, main: str, files: list[str], environ: dict[str, str]):
+    def __init__(self, ini: Ini, main: str, files: list[str], environ: dict[str, str],
+                 problems: list[ConfigError] | None = None):
         self.ini = ini
         self.main = main
         self.files = files
         self.environ = environ
         self.sources: dict[tuple[str, str], Location] = {}
+        self.problems = problems
+
+    def report(self, error: ConfigError) -> None:
+        """Raise *error*, or only record it when every problem is being collected."""
+        if self.problems is None:
+            raise error
+        self.problems.append(error)
+
+    def each(self, names: list[str], build: Any) -> list[dict[str, Any]]:
+        """``build(name)`` for every section in *names*, leaving out one that had errors
+        (each reported)."""
+        built = []
+        for name in names:
+            before = len(self.problems or ())
+            try:
+                item = build(name)
+            except ConfigError as exc:
+                self.report(exc)
+                continue
+            if len(self.problems or ()) == before:  # a section with errors is left out
+                built.append(item)
+        return built
 
     # ------------------------------------------------------------------ helpers
 
@@ -152,32 +183,35 @@ class _Builder:
                 kinds[kind].append(name)
             else:
                 path, line = self.ini.headers[name]
-                log.warning(
-                    "%s:%d: section [%s] is not a circus section and is ignored "
-                    "(section names are case-sensitive)",
-                    path,
-                    line,
-                    name,
-                )
+                guess = close_to(kind, (*kinds, "circus")) if kind not in kinds else None
+                hint = f"; did you mean [{guess}{sep}{_name}]?" if guess else ""
+                notice(logging.WARNING, f"section [{name}] is not a circus section and is "
+                       f"ignored (section names are case-sensitive){hint}",
+                       path=path, line=line)
 
         env = self.build_env()
         circus_values = env_values(self.environ) | env_values(env)
         circus = self.build_circus(circus_values)
-        sockets = [self.build_socket(name, circus_values) for name in kinds["socket"]]
+        sockets = self.each(kinds["socket"], lambda name: self.build_socket(name, circus_values))
         self.check_unique(sockets, "socket")
         socket_names = {s["name"] for s in sockets}
         env_sections = [
             (name, [p.strip() for p in name[4:].split(",") if p.strip()]) for name in kinds["env"]
         ]
-        watchers = [
-            self.build_watcher(name, env, env_sections, socket_names) for name in kinds["watcher"]
-        ]
+        watchers = self.each(
+            kinds["watcher"],
+            lambda name: self.build_watcher(name, env, env_sections, socket_names))
         sections = {w["name"]: w["_section"] for w in watchers}
         self.check_unique(watchers, "watcher")
         watchers.sort(key=lambda w: w["name"])
-        plugins = [self.build_plugin(name, circus_values) for name in kinds["plugin"]]
+        plugins = self.each(kinds["plugin"], lambda name: self.build_plugin(name, circus_values))
         self.check_unique(plugins, "plugin")
-        self.check_limits(circus, watchers, sections, len(plugins))
+        try:
+            self.check_limits(circus, watchers, sections, len(plugins))
+        except ConfigError as exc:
+            self.report(exc)
+        if not kinds["watcher"]:
+            no_watchers(self.main, empty=not self.ini.headers)
         return Config(
             path=self.main,
             files=self.files,
@@ -196,12 +230,12 @@ class _Builder:
             folded = item["name"].lower()
             section = item["_section"]
             if folded in seen:
-                raise self.error(
+                self.report(self.error(
                     f"{kind} name {item['name']!r} is already used by [{seen[folded]}] "
                     "(names are compared without regard to case)",
                     section,
                     "name" if self._entry(section, "name") is not None else None,
-                )
+                ))
             seen[folded] = section
         for item in items:
             del item["_section"]
@@ -227,21 +261,13 @@ class _Builder:
             if key in ("include", "include_dir"):
                 continue
             if key == "stream_backend":
-                log.info(
-                    "%s:%d: stream_backend is ignored: output is read on the event loop",
-                    entry.path,
-                    entry.line,
-                )
+                notice(logging.INFO, "ignored: output is read on the event loop",
+                       path=entry.path, line=entry.line, section=section, option=key)
                 continue
             option = CIRCUS_OPTIONS.get(key)
             if option is None:
                 if not inherited:
-                    log.warning(
-                        "%s:%d: [circus] %s is not a circus option and is ignored",
-                        entry.path,
-                        entry.line,
-                        key,
-                    )
+                    self.unknown(key, entry, section, "circus", CIRCUS_OPTIONS)
                 continue
             result[key] = self.convert(option, expand(entry.value, values), section, key)
 
@@ -291,6 +317,14 @@ class _Builder:
         if reason is not None:
             raise self.error(reason, sections[name], "numprocesses")
 
+    @staticmethod
+    def unknown(key: str, entry: Entry, section: str, kind: str, known: Mapping[str, Any]
+                ) -> None:
+        guess = close_to(key, known)
+        hint = f"; did you mean '{guess}'?" if guess else ""
+        notice(logging.WARNING, f"[{section}] {key} is not a {kind} option and is "
+               f"ignored{hint}", path=entry.path, line=entry.line)
+
     def check_number(
         self, values: dict[str, Any], section: str, key: str, *, positive: bool = False
     ) -> None:
@@ -334,13 +368,7 @@ class _Builder:
             option = SOCKET_OPTIONS.get(key)
             if option is None:
                 if not inherited:
-                    log.warning(
-                        "%s:%d: [%s] %s is not a socket option and is ignored",
-                        entry.path,
-                        entry.line,
-                        section,
-                        key,
-                    )
+                    self.unknown(key, entry, section, "socket", SOCKET_OPTIONS)
                 continue
             value = self.convert(option, expand(entry.value, values), section, key)
             result[key] = option.default if value is None and key == "umask" else value
@@ -417,27 +445,27 @@ class _Builder:
         watcher: dict[str, Any] = {"_section": section, "name": name}
         flat: dict[str, Any] = {}
         own_env: dict[str, str] = {}
-        for key, entry, _inherited in items:
+        for key, entry, inherited in items:
             if key == "name":
                 continue
             if key in _RESERVED_WATCHER_KEYS:
-                raise self.error(
+                self.report(self.error(
                     f"{key!r} is reserved; use the dotted form ({key}.<option> or rlimit_<name>)",
                     section,
                     key,
-                )
-            family = key_for(key) or CUSTOM
-            if family is CUSTOM and key.lower() in WATCHER_OPTIONS and key.lower() != key:
-                log.warning(
-                    "%s:%d: [%s] %s is kept as a custom key (option names are "
-                    "case-sensitive; did you mean %s?)",
-                    entry.path, entry.line, section, key, key.lower(),
-                )
+                ))
+                continue
+            family = key_for(key)
+            if family is None or family is CUSTOM:
+                if not inherited:
+                    unknown_watcher_key(key, entry, section)
+                family = CUSTOM
             raw = expand(entry.value, values) if family.expand else entry.value
             try:
                 value = family.from_text(key, raw)
             except (ValueError, TypeError) as exc:
-                raise self.error(str(exc), section, key) from None
+                self.report(self.error(str(exc), section, key))
+                continue
             if family is ENV:
                 own_env = value
             else:
@@ -450,10 +478,18 @@ class _Builder:
         for stream in STREAMS:
             keys = [k for k in flat if k.startswith(stream + ".")]
             if keys and not any(k in (f"{stream}.class", f"{stream}.filename") for k in keys):
-                raise self.error(f"{stream} needs a class or a filename", section, keys[0])
+                self.report(self.error(f"{stream} needs a class or a filename", section,
+                                       keys[0]))
+                for key in keys:
+                    del flat[key]
         watcher.update(group(flat))
         self.check_watcher(watcher, section, socket_names)
         return watcher
+
+    def warn(self, message: str, section: str, key: str | None = None) -> None:
+        where = self.error(message, section, key)
+        notice(logging.WARNING, message, path=where.path or self.main, line=where.line,
+               section=section, option=key)
 
     def check_watcher(self, w: dict[str, Any], section: str, sockets: set[str]) -> None:
         if not str(w.get("cmd", "")).strip():
@@ -464,28 +500,34 @@ class _Builder:
             )
         table = {k: w.get(k, opt.default) for k, opt in WATCHER_OPTIONS.items()}
         if table["numprocesses"] == 0 and "numprocesses" in w:
-            log.warning("[%s] numprocesses = 0: the watcher will not run any process", section)
+            self.warn("numprocesses = 0: the watcher will not run any process",
+                      section, "numprocesses")
         broken = together(table)
         if broken is not None:
             key, message = broken  # always a key of the section: defaults break no rule
-            raise self.error(message, section, key)
+            self.report(self.error(message, section, key))
+        error, warning = command_problems(w, self.environ)
+        if error is not None:
+            self.report(self.error(error[1], section, error[0]))
+        if warning is not None:
+            self.warn(warning[1], section, warning[0])
         for key, lookup in (("uid", user_id), ("gid", group_id)):
             value = w.get(key)
             if value is not None:
                 try:
                     lookup(value)
                 except ValueError as exc:
-                    raise self.error(str(exc), section, key) from None
+                    self.report(self.error(str(exc), section, key))
         stdin_socket = w.get("stdin_socket")
         if stdin_socket is not None:
             folded = stdin_socket.strip().lower()
             if folded not in sockets:
                 known = ", ".join(sorted(sockets)) or "none defined"
-                raise self.error(
+                self.report(self.error(
                     f"no [socket:{stdin_socket}] section (sockets: {known})",
                     section,
                     "stdin_socket",
-                )
+                ))
             w["stdin_socket"] = folded
         if w.get("shell_args") is not None and not w.get("shell"):
-            log.warning("[%s] shell_args is ignored without shell = true", section)
+            self.warn("ignored without shell = true", section, "shell_args")

@@ -160,6 +160,7 @@ class Ini:
                     lineno,
                     key,
                     previous.line,
+                    extra={"where": (path, lineno)},  # for circusd --check
                 )
             return _IGNORED, key
         entry = Entry([value], path, lineno)
@@ -237,6 +238,7 @@ def _read_includes(ini: Ini, main: str, environ: Mapping[str, str]) -> list[str]
                             files[-1],
                             line,
                             name,
+                            extra={"where": (files[-1], line)},
                         )
     return files
 

@@ -29,6 +29,7 @@ from circus.options import (
     rlimit_resource,
 )
 from circus.streams.conf import stream_conf, stream_value
+from circus.util.command import words_problem
 from circus.util.convert import to_bool, to_int
 from circus.util.imports import is_dotted
 
@@ -552,6 +553,9 @@ def check_changes(changes: Mapping[str, Any], current: Callable[[str], Any],
 def together(values: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first rule that *values* (every table option of a watcher) break together, as
     ``(key to blame, message)``; None if they hold."""
+    words = words_problem(values)  # cmd, args or shell_args with unbalanced quotes
+    if words is not None:
+        return words
     numprocesses = values["numprocesses"]
     if values["singleton"] and numprocesses > 1:
         return ("numprocesses",

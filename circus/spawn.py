@@ -18,7 +18,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
-import functools
 import heapq
 import os
 import pwd
@@ -37,6 +36,14 @@ from circus.kernel import native_spawn_available, pdeathsig_setter, posix_spawn
 from circus.options import WATCHER_OPTIONS, rlimit_resource
 from circus.reaper import ORIGIN_VAR, new_origin
 from circus.util.accounts import group_id
+from circus.util.command import (
+    explain,
+    find_program,
+    forget_programs,
+    not_found,
+    search_path,
+    split_words,
+)
 
 __all__ = ["SpawnOptions", "SpawnSpec", "Spawner", "WorkerIds", "build_argv", "start_child"]
 
@@ -280,12 +287,25 @@ def start_child(spec: SpawnSpec) -> tuple[int, subprocess.Popen[bytes] | None, P
     user).
     """
     argv = build_argv(spec.cmd, spec.args, shell=spec.shell, shell_args=spec.shell_args)
+    # with shell = true, argv[0] is /bin/sh; `executable` applies to plain commands only
+    what, name = ("executable", spec.executable) if spec.executable and not spec.shell \
+        else ("cmd", argv[0])
+    path = search_path(spec.env)
+    program = find_program(name, path, spec.working_dir)
+    if program is None:
+        raise not_found(what, name, path)
     popen: subprocess.Popen[bytes] | None = None
-    if _needs_popen(spec):
-        popen, pipes = _spawn_popen(spec, argv)
-        pid = popen.pid
-    else:
-        pid, pipes = _spawn_posix(spec, argv)
+    try:
+        if _needs_popen(spec):
+            popen, pipes = _spawn_popen(spec, argv, program)
+            pid = popen.pid
+        else:
+            pid, pipes = _spawn_posix(spec, argv, program)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            forget_programs()  # the program may have moved
+        raise explain(exc, what=what, name=name, program=program,
+                      working_dir=spec.working_dir) from None
     soft = descriptors.started_soft_nofile
     if soft is not None and "nofile" not in spec.rlimits:
         # circusd raised its own soft limit: the child gets the one circusd was given, so
@@ -316,11 +336,8 @@ async def start_child_soon(spec: SpawnSpec
     return await loop.run_in_executor(_spawn_thread, start_child, spec)
 
 
-def _spawn_posix(spec: SpawnSpec, argv: list[str]) -> tuple[int, Pipes]:
+def _spawn_posix(spec: SpawnSpec, argv: list[str], path: str) -> tuple[int, Pipes]:
     """The fast path: one posix_spawn (vfork + exec in glibc), as cheap as it gets."""
-    # with shell = true, argv[0] is /bin/sh; `executable` applies to plain commands only
-    target = spec.executable if spec.executable and not spec.shell else argv[0]
-    path = _resolve_executable(target, spec.env)
     actions: list[tuple[Any, ...]] = []
     if spec.stdin_fd is not None:
         actions.append((os.POSIX_SPAWN_DUP2, spec.stdin_fd, 0))
@@ -342,17 +359,13 @@ def _spawn_posix(spec: SpawnSpec, argv: list[str]) -> tuple[int, Pipes]:
             pipes.append((name, read_end, write_end))
             actions.append((os.POSIX_SPAWN_DUP2, write_end, fd))
     try:
-        try:
-            with CHILDREN.spawning() as register:
-                if native_spawn_available():  # lets go of the interpreter lock
-                    pid = posix_spawn(path, argv, spec.env, actions)
-                else:
-                    pid = os.posix_spawn(path, argv, spec.env, file_actions=actions,
-                                         setsid=True)
-                register(pid)
-        except FileNotFoundError:
-            _lookup.cache_clear()  # the program may have moved
-            raise
+        with CHILDREN.spawning() as register:
+            if native_spawn_available():  # lets go of the interpreter lock
+                pid = posix_spawn(path, argv, spec.env, actions)
+            else:
+                pid = os.posix_spawn(path, argv, spec.env, file_actions=actions,
+                                     setsid=True)
+            register(pid)
     except BaseException:
         for _, read_end, write_end in pipes:
             os.close(read_end)
@@ -366,7 +379,8 @@ def _spawn_posix(spec: SpawnSpec, argv: list[str]) -> tuple[int, Pipes]:
         result[read_end] = (name, open(read_end, "rb", buffering=0))  # noqa: SIM115
     return pid, result
 
-def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[bytes], Pipes]:
+def _spawn_popen(spec: SpawnSpec, argv: list[str], program: str
+                 ) -> tuple[subprocess.Popen[bytes], Pipes]:
     """Popen, for what posix_spawn cannot do (user, group, umask, limits, directory)."""
     user, group, extra_groups = _credentials(spec.uid, spec.gid)
     stdin: int | None
@@ -395,7 +409,8 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[byt
     if spec.umask is not None:
         kwargs["umask"] = spec.umask
     with CHILDREN.spawning() as register:
-        popen = _popen(argv, spec, stdin, stdout, stderr, user, group, extra_groups, kwargs)
+        popen = _popen(argv, program, spec, stdin, stdout, stderr, user, group, extra_groups,
+                       kwargs)
         register(popen.pid)
     result: Pipes = {}
     for name, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
@@ -405,13 +420,13 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str]) -> tuple[subprocess.Popen[byt
     return popen, result
 
 
-def _popen(argv: list[str], spec: SpawnSpec, stdin: int | None, stdout: int | None,
-           stderr: int | None, user: int | None, group: int | None,
+def _popen(argv: list[str], program: str, spec: SpawnSpec, stdin: int | None,
+           stdout: int | None, stderr: int | None, user: int | None, group: int | None,
            extra_groups: list[int] | None, kwargs: dict[str, Any]
            ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         argv,
-        executable=spec.executable if not spec.shell else None,
+        executable=program,  # found on the PATH start_child chose; argv[0] stays as written
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
@@ -490,22 +505,6 @@ def _is_cwd(path: str) -> bool:
         return False  # let the spawn report the bad directory
 
 
-@functools.lru_cache(maxsize=256)
-def _lookup(name: str, search_path: str) -> str:
-    for directory in search_path.split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {name!r}")
-
-
-def _resolve_executable(name: str, env: Mapping[str, str]) -> str:
-    """Find *name* on the child's PATH (not circusd's), as exec would; cached."""
-    if os.sep in name:
-        return name
-    return _lookup(name, env.get("PATH", os.defpath))
-
-
 def _rlimit_setter(rlimits: Mapping[str, int | None]) -> Callable[[], None]:
     """A preexec_fn applying *rlimits* (soft = hard = value; None = unlimited)."""
     limits = [(rlimit_resource(name), value) for name, value in rlimits.items()]
@@ -533,14 +532,15 @@ def build_argv(
     shell_args: str | None = None,
 ) -> list[str]:
     """The argv to execute for *cmd* and *args* (already substituted)."""
-    extra = shlex.split(args) if isinstance(args, str) else [str(a) for a in args or ()]
+    extra = (split_words(args, "args") if isinstance(args, str)
+             else [str(a) for a in args or ()])
     if shell:
         line = " ".join([cmd, *(shlex.quote(a) for a in extra)]) if extra else cmd
         argv = ["/bin/sh", "-c", line]
         if shell_args:
-            argv.extend(shlex.split(shell_args))
+            argv.extend(split_words(shell_args, "shell_args"))
         return argv
-    argv = shlex.split(cmd) + extra
+    argv = split_words(cmd, "cmd") + extra
     if not argv:
         raise ValueError("the command is empty")
     return argv

@@ -18,6 +18,7 @@ from circus.errors import OptionError
 from circus.hooks import Hook
 from circus.keys import UNSET, CustomKey, StreamSubKey, check_changes, key_for
 from circus.options import WATCHER_OPTIONS, WatcherSettings
+from circus.util.command import words_problem
 
 
 class OptionStore(WatcherSettings):
@@ -49,6 +50,10 @@ class OptionStore(WatcherSettings):
                 except (ValueError, TypeError) as exc:
                     raise OptionError(key, str(exc)) from None
             setattr(self, key, value)
+        words = words_problem({key: getattr(self, key)
+                               for key in ("cmd", "args", "shell", "shell_args")})
+        if words is not None:
+            raise OptionError(*words)
         if self.singleton and self.numprocesses > 1:
             raise ValueError(
                 f"watcher {self.name!r} is a singleton: numprocesses must be 0 or 1")

@@ -263,7 +263,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pidfile", help="write circusd's pid to this file")
     p.add_argument("--check", action="store_true",
                    help="check the file and the limits it needs (processes, open files) "
-                        "against this machine's, and exit: 0 when it can run")
+                        "against this machine's, print every problem, and exit: 0 when "
+                        "nothing is wrong, 1 with warnings, 78 when circusd would refuse it")
     p.add_argument("--version", action="version", version=__version__)
     return p
 
@@ -325,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         parser().print_usage(sys.stderr)
         print("circusd: a configuration file is needed (see circusd --help)", file=sys.stderr)
         return 2
+    if args.check:
+        from circus.cli.check import main as check
+
+        return check(args.config)
     from circus.config import load_config
     from circus.logs import StartupBuffer, configure
 
@@ -339,12 +344,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"circusd: {exc}", file=sys.stderr)
         return EX_CONFIG
     c = config.circus
-    if args.check:
-        from circus.cli.check import report
-
-        text = report(arbiter, args.config)
-        print(text)
-        return 1 if text.endswith("does not fit") else 0
     try:
         configure(
             args.loglevel or c.get("loglevel") or "info",
