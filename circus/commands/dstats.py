@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply
-from circus.commands.stats import format_procinfo
+from circus.commands.stats import stats_table
 
 if TYPE_CHECKING:
     import psutil
@@ -62,4 +62,4 @@ class Dstats(Command):
     def console_msg(self, reply: Reply) -> str:
         if reply.get("status") == "error":
             return super().console_msg(reply)
-        return "\n".join(["Main Process:", *format_procinfo(reply.get("info"), "    ")])
+        return "\n".join(["Main Process:", *stats_table([reply.get("info")], "  ")])

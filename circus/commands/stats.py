@@ -18,19 +18,42 @@ def _collect(processes: Iterable[ProcessAPI]) -> dict[str, Any]:
     return {str(p.pid): p.info() for p in processes}
 
 
-def format_procinfo(info: Any, indent: str = "") -> list[str]:
-    """One line per process (children indented below), as circusctl prints them."""
+STATS_HEADER = ("PID", "CMD", "USER", "NICE", "RSS", "VMS", "CPU%", "MEM%", "TIME")
+
+
+def _row(info: Mapping[str, Any], indent: str) -> tuple[str, ...]:
+    return (f"{indent}{info.get('pid')}", str(info.get("cmdline")), str(info.get("username")),
+            str(info.get("nice")), str(info.get("mem_info1")), str(info.get("mem_info2")),
+            str(info.get("cpu")), str(info.get("mem")), str(info.get("ctime")))
+
+
+def format_procinfo(info: Any, indent: str = "") -> list[tuple[str, ...] | str]:
+    """One row per process (its children indented below it); a process that is gone is
+    the message that says so."""
     if not isinstance(info, Mapping):
         return [f"{indent}{info}"]
-    line = (
-        f"{indent}{info.get('pid')}: {info.get('pid')}  {info.get('cmdline')} "
-        f"{info.get('username')} {info.get('nice')} {info.get('mem_info1')} "
-        f"{info.get('mem_info2')} {info.get('cpu')} {info.get('mem')} {info.get('ctime')}"
-    )
-    lines = [line]
+    rows: list[tuple[str, ...] | str] = [_row(info, indent)]
     for child in info.get("children") or []:
-        lines.extend(format_procinfo(child, indent + "   "))
-    return lines
+        rows.extend(format_procinfo(child, indent + "  "))
+    return rows
+
+
+def stats_table(infos: Iterable[Any], indent: str = "") -> list[str]:
+    """Processes as circusctl prints them: a header, then aligned columns."""
+    rows: list[tuple[str, ...] | str] = [STATS_HEADER]
+    for info in infos:
+        rows.extend(format_procinfo(info))
+    if len(rows) == 1:
+        return []  # no process: no header either
+    cells = [r for r in rows if isinstance(r, tuple)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(STATS_HEADER))]
+    return [indent + (r if isinstance(r, str) else
+                      "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+            for r in rows]
+
+
+def _by_pid(infos: Mapping[str, Any]) -> list[Any]:
+    return [info for _, info in sorted(infos.items(), key=lambda kv: int(kv[0]))]
 
 
 class Stats(Command):
@@ -154,13 +177,10 @@ class Stats(Command):
         if "infos" in reply:
             for name, infos in sorted(reply["infos"].items()):
                 lines.append(f"{name}:")
-                for _, info in sorted(infos.items(), key=lambda kv: int(kv[0])):
-                    lines.extend(format_procinfo(info))
+                lines.extend(stats_table(_by_pid(infos), "  "))
         elif "process" in reply:
-            lines.extend(format_procinfo(reply.get("info")))
+            lines.extend(stats_table([reply.get("info")]))
         else:
             lines.append(f"{reply.get('name')}:")
-            infos = reply.get("info") or {}
-            for _, info in sorted(infos.items(), key=lambda kv: int(kv[0])):
-                lines.extend(format_procinfo(info))
+            lines.extend(stats_table(_by_pid(reply.get("info") or {}), "  "))
         return "\n".join(lines)

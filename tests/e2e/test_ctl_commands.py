@@ -480,9 +480,17 @@ def test_plain_output_of_stats_and_dstats(circusd: Start) -> None:
     pids = live(d, "web", 2)
     lines = d.ctl("stats", "web").stdout.splitlines()
     assert lines[0] == "web:"
-    assert sorted(int(line.split(":")[0]) for line in lines[1:]) == sorted(pids)
+    header = lines[1].split()
+    assert header == ["PID", "CMD", "USER", "NICE", "RSS", "VMS", "CPU%", "MEM%", "TIME"]
+    assert sorted(int(line.split()[0]) for line in lines[2:]) == sorted(pids)
+    rows = [line.split() for line in lines[2:]]
+    assert all(len(row) == len(header) and row[1] == "python" for row in rows), lines
+    # the columns line up under their header
+    cpu = lines[1].index("CPU%")
+    assert all(line[cpu - 1] == " " and line[cpu] != " " for line in lines[2:]), lines
     out = d.ctl("dstats").stdout.splitlines()
-    assert out[0] == "Main Process:" and out[1].strip().startswith(f"{d.pid}: {d.pid} ")
+    assert out[0] == "Main Process:" and out[1].split()[0] == "PID"
+    assert out[2].split()[0] == str(d.pid)
 
 
 @pytest.mark.parametrize("via", VIA)

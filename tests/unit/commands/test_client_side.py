@@ -175,14 +175,18 @@ def test_stats_text() -> None:
     assert text.splitlines() == [
         "db:",
         "web:",
-        "12: 12  sleep me 0 1M 2M 0.5 0.1 0:00.01",
-        "   13: 13  sh me 0 1M 2M 0.0 0.1 0:00.00",
+        "  PID   CMD    USER  NICE  RSS  VMS  CPU%  MEM%  TIME",
+        "  12    sleep  me    0     1M   2M   0.5   0.1   0:00.01",
+        "    13  sh     me    0     1M   2M   0.0   0.1   0:00.00",
     ]
-    assert stats.console_msg({**OK, "process": 12, "info": PROC}).startswith("12: 12  sleep")
+    one = stats.console_msg({**OK, "process": 12, "info": PROC}).splitlines()
+    assert one[0].split()[0] == "PID" and one[1].startswith("12    sleep")
     assert stats.console_msg({**OK, "name": "web", "info": {"12": "No such process (stopped?)"}}
-                             ) == "web:\nNo such process (stopped?)"
-    assert COMMANDS["dstats"].console_msg({**OK, "info": PROC}).splitlines()[0] == (
-        "Main Process:")
+                             ).splitlines() == ["web:", "  PID  CMD  USER  NICE  RSS  VMS  CPU%"
+                                                "  MEM%  TIME", "  No such process (stopped?)"]
+    dstats = COMMANDS["dstats"].console_msg({**OK, "info": PROC}).splitlines()
+    assert dstats[0] == "Main Process:" and dstats[1].split()[0] == "PID"
+    assert dstats[2].split()[0] == "12" and dstats[3].split()[0] == "13"
 
 
 def test_format_options_sorts_and_renders() -> None:
