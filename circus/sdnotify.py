@@ -25,18 +25,23 @@ from collections.abc import Callable, MutableMapping
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT = 1.0  # the longest a send waits for room in the manager's queue
+# The longest a send waits for room in the manager's queue. It holds the event loop, so
+# it is short, and a watchdog ping does not wait at all: a ping that finds the queue full
+# is not needed (the manager has not read the previous ones).
+SEND_TIMEOUT = 0.5
 
 # Taken out of circusd's environment, so that workers started with copy_env do not talk
 # to systemd as if they were the service (circusd gives them an address of its own).
 SERVICE_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
-def notify(*assignments: str, address: str | None = None) -> bool:
+def notify(*assignments: str, address: str | None = None,
+           timeout: float = SEND_TIMEOUT) -> bool:
     """Send *assignments* (``"READY=1"``, ``"STATUS=…"``) as one datagram.
 
     Args:
         address: where to; ``$NOTIFY_SOCKET`` when None.
+        timeout: how long to wait for room in the manager's queue (0: not at all).
 
     Returns:
         True once sent; False when there is no address, or when the send failed (logged
@@ -65,7 +70,7 @@ def notify(*assignments: str, address: str | None = None) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             # connected, a full queue at the manager makes the socket unwritable, so the
             # timeout waits for room instead of spinning
-            sock.settimeout(SEND_TIMEOUT)
+            sock.settimeout(timeout)
             sock.connect(target)
             sock.send(payload)
     except OSError as exc:
@@ -161,14 +166,14 @@ class ServiceNotifier:
             env.pop(name, None)
         return cls(address, interval) if address else None
 
-    def send(self, *assignments: str) -> bool:
-        return notify(*assignments, address=self.address)
+    def send(self, *assignments: str, timeout: float = SEND_TIMEOUT) -> bool:
+        return notify(*assignments, address=self.address, timeout=timeout)
 
     def start_watchdog(self) -> None:
         """Ping ``WATCHDOG=1`` from the running loop, if the manager asked for it."""
         if self.watchdog_interval is not None and self._watchdog is None:
             self._watchdog = Watchdog(self.watchdog_interval,
-                                      lambda: self.send("WATCHDOG=1"))
+                                      lambda: self.send("WATCHDOG=1", timeout=0))
             self._watchdog.start()
             log.info("service watchdog: pinging every %.3gs", self.watchdog_interval)
 
