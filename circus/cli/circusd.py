@@ -13,17 +13,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import resource
 import select
 import sys
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from circus import __version__, descriptors
 from circus.errors import ConfigError, OptionError
 from circus.kernel import read_stat
+from circus.sdnotify import ServiceNotifier, counts
+
+if TYPE_CHECKING:
+    from circus.arbiter import Arbiter
 
 log = logging.getLogger("circus")
 
@@ -269,8 +275,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_arbiter(config: Any) -> Any:
-    """An Arbiter for a loaded Config; watcher errors become ConfigErrors with file:line."""
+def build_arbiter(config: Any, notifier: ServiceNotifier | None = None) -> Any:
+    """An Arbiter for a loaded Config; watcher errors become ConfigErrors with file:line.
+
+    With *notifier* (circusd under systemd) the arbiter tells it of reloads and the stop.
+    """
     from circus.arbiter import Arbiter, watcher_from_config
 
     watchers = []
@@ -299,7 +308,7 @@ def build_arbiter(config: Any) -> Any:
             raise ConfigError(message, path=path, line=line, section=section,
                               option=exc.option) from exc
     c = config.circus
-    return Arbiter(
+    arbiter: Any = (Arbiter if notifier is None else notifying_arbiter())(
         watchers,
         c["endpoint"],
         c["pubsub_endpoint"],
@@ -318,6 +327,61 @@ def build_arbiter(config: Any) -> Any:
         allow_unauthenticated_remote=c.get("allow_unauthenticated_remote", False),
         state_file=c.get("state_file"),
     )
+    if notifier is not None:
+        arbiter.notifier = notifier
+    return arbiter
+
+
+@functools.cache
+def notifying_arbiter() -> type[Arbiter]:
+    """The Arbiter class circusd runs when a service manager listens (``NOTIFY_SOCKET``).
+
+    Made on first use, so that ``circusd --help`` does not import the arbiter. Its start is
+    told through ``run(on_ready=...)`` (:func:`announce_ready`).
+    """
+    from circus.arbiter import Arbiter
+
+    class NotifyingArbiter(Arbiter):
+        """Tells the service manager of reloads (``RELOADING=1``, then ``READY=1``) and of
+        the stop (``STOPPING=1``), whoever asked: a command, a signal, an essential
+        watcher that ended."""
+
+        notifier: ServiceNotifier
+
+        @contextlib.asynccontextmanager
+        async def _telling_reload(self) -> AsyncIterator[None]:
+            self.notifier.reloading()
+            try:
+                yield
+            finally:  # applied or refused, circusd runs on
+                self.notifier.reloaded(counts(self.numwatchers(), self.numprocesses()))
+
+        async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
+            async with self._telling_reload():  # SIGHUP, `reload` of every watcher
+                await super().reload(graceful=graceful, sequential=sequential)
+
+        async def reload_config(self) -> dict[str, list[str]]:
+            async with self._telling_reload():
+                return await super().reload_config()
+
+        async def restart(self) -> None:
+            async with self._telling_reload():  # the file is read again, as by reloadconfig
+                await super().restart()
+
+        def request_quit(self) -> None:
+            self.notifier.stopping()
+            super().request_quit()
+
+    return NotifyingArbiter
+
+
+def announce_ready(arbiter: Any, report: StartReport,
+                   notifier: ServiceNotifier | None) -> None:
+    """circusd is up: tell whoever waits for it (the command that launched ``--daemon``,
+    the service manager). Called once, when the autostart watchers have started."""
+    report.ready()
+    if notifier is not None:
+        notifier.ready(counts(arbiter.numwatchers(), arbiter.numprocesses()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,9 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     # What the loader logs (warnings about the file) is kept until the log's destination
     # is known, then written there; if the file is refused it goes to stderr.
     startup = StartupBuffer()
+    # Taken out of the environment before anything is spawned (circus/sdnotify.py).
+    notifier = ServiceNotifier.from_environment()
     try:
         config = load_config(args.config)
-        arbiter = build_arbiter(config)
+        arbiter = build_arbiter(config, notifier)
     except ConfigError as exc:
         startup.flush_to_stderr()
         print(f"circusd: {exc}", file=sys.stderr)
@@ -403,7 +469,7 @@ def serve(arbiter: Any, pidfile: Pidfile | None, report: StartReport) -> int:
         except OSError as exc:
             return report.failed(1, f"cannot write the pidfile: {describe(exc)}")
     try:
-        asyncio.run(arbiter.run(on_ready=report.ready))
+        asyncio.run(run_arbiter(arbiter, report))
     except OSError as exc:
         return report.failed(1, describe(exc))
     except KeyboardInterrupt:
@@ -414,6 +480,20 @@ def serve(arbiter: Any, pidfile: Pidfile | None, report: StartReport) -> int:
     status: int = arbiter.exit_status  # 0, or that of an essential watcher that ended
     log.info("circusd stopped (exit status %d)", status)
     return status
+
+
+async def run_arbiter(arbiter: Any, report: StartReport) -> None:
+    """Run *arbiter* until it quits; the service manager, if any, hears of it and gets its
+    watchdog pings from this loop while it runs."""
+    notifier: ServiceNotifier | None = getattr(arbiter, "notifier", None)
+    if notifier is not None:
+        notifier.start_watchdog()
+    try:
+        await arbiter.run(on_ready=functools.partial(announce_ready, arbiter, report,
+                                                     notifier))
+    finally:
+        if notifier is not None:
+            notifier.close()
 
 
 if __name__ == "__main__":

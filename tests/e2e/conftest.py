@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,13 +224,14 @@ def circusd(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
     """Start the real daemon on an INI body (watcher sections); stopped at teardown.
 
     ``start(body, circus_extra="", wait=True, args=())``: the ``[circus]`` section gets ipc
-    endpoints in a short temp dir; *circus_extra* adds lines to it.
+    endpoints in a short temp dir; *circus_extra* adds lines to it; *env* adds variables
+    to circusd's environment.
     """
     daemons: list[Daemon] = []
 
     def start(body: str, circus_extra: str = "", wait: bool = True,
               args: tuple[str, ...] = (), preexec: Callable[[], None] | None = None,
-              ready_timeout: float = 20) -> Daemon:
+              ready_timeout: float = 20, env: Mapping[str, str] | None = None) -> Daemon:
         n = len(daemons)
         endpoint = f"ipc://{short_tmp}/c{n}"
         pubsub = f"ipc://{short_tmp}/p{n}"
@@ -240,12 +241,13 @@ def circusd(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
             f"{circus_extra}\n{body}"
         )
         log = short_tmp / f"circusd{n}.log"
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        env["XDG_RUNTIME_DIR"] = str(short_tmp)  # the process record, in the test's dir
+        environ = dict(os.environ)
+        environ["PYTHONUNBUFFERED"] = "1"
+        environ["XDG_RUNTIME_DIR"] = str(short_tmp)  # the process record, in the test's dir
+        environ.update(env or {})
         with open(log, "wb") as out:
             proc = subprocess.Popen([*CIRCUSD, *args, str(ini)], stdout=out,
-                                    stderr=subprocess.STDOUT, cwd=short_tmp, env=env,
+                                    stderr=subprocess.STDOUT, cwd=short_tmp, env=environ,
                                     preexec_fn=preexec)
         daemon = Daemon(proc, short_tmp, ini, endpoint, pubsub, log)
         daemons.append(daemon)
