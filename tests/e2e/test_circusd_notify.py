@@ -230,3 +230,17 @@ def test_a_manager_that_is_gone_changes_nothing(circusd: Callable[..., Daemon],
     assert d.ctl("reloadconfig", "--waiting", timeout=20).returncode == 0
     assert d.ctl("quit", "--waiting", timeout=20).returncode == 0
     assert d.proc.wait(timeout=30) == 0
+
+
+def test_the_documented_unit_is_the_example_unit() -> None:
+    """docs/deployment.md shows examples/circusd.service without its comments."""
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "deployment.md").read_text()
+    block = doc.split("```ini\n# /etc/systemd/system/circusd.service\n", 1)[1].split("```", 1)[0]
+
+    def settings(text: str) -> list[str]:  # "# prose" goes, "#WatchdogSec=30" stays
+        return [line for line in text.splitlines() if line and not line.startswith("# ")]
+
+    example = (root / "examples" / "circusd.service").read_text()
+    assert settings(block) == settings(example)
+    assert "Type=notify" in settings(example)
