@@ -43,6 +43,7 @@ from circus.errors import (
     OptionError,
 )
 from circus.ondemand import OnDemand
+from circus.readiness import NotifyHub
 from circus.socketset import CircusSockets
 from circus.state import RunState
 from circus.states import WatcherState
@@ -118,6 +119,7 @@ class Arbiter:
         self.plugins = list(plugins or [])
         self.sockets = CircusSockets(sockets or [])  # bound by open(), closed by close()
         self._on_demand = OnDemand(self.sockets, self.background)
+        self._notify: NotifyHub | None = None  # $NOTIFY_SOCKET of ready = notify workers
         self.config_file = config_file
         self.state = RunState(config_file, options)  # takes process_record, state_file
         self.options = options
@@ -188,6 +190,12 @@ class Arbiter:
         if self._frontend is None:
             return False
         return await self._frontend.wait_subscribed(topic, limit)
+
+    def notify_address(self) -> str:
+        """The ``$NOTIFY_SOCKET`` of workers with ``ready = notify`` (bound at first use)."""
+        if self._notify is None:
+            self._notify = NotifyHub(lambda: self._watchers.values())
+        return self._notify.address
 
     def get_watcher(self, name: str) -> Watcher:
         """The watcher called *name* (any case). Raises NotFoundError."""
@@ -447,6 +455,9 @@ class Arbiter:
                 self._context.term()
                 self._context = None
             self.sockets.close_all()
+            if self._notify is not None:
+                self._notify.close()
+                self._notify = None
             self.state.close()
 
     async def __aenter__(self) -> Arbiter:

@@ -210,6 +210,7 @@ class _Builder:
             self.check_limits(circus, watchers, sections, len(plugins))
         except ConfigError as exc:
             self.report(exc)
+        self.check_depends(watchers, sections)
         if not kinds["watcher"]:
             no_watchers(self.main, empty=not self.ini.headers)
         return Config(
@@ -223,6 +224,17 @@ class _Builder:
             sources=self.sources,
             section_sources=dict(self.ini.headers),
         )
+
+    def check_depends(self, watchers: list[dict[str, Any]], sections: dict[str, str]
+                      ) -> None:
+        """``depends_on``: every name known, no watcher depending on itself, no cycle."""
+        deps = {w["name"]: w.get("depends_on") or "" for w in watchers}
+        if not any(deps.values()):
+            return
+        from circus.depends import problems
+
+        for name, problem in problems(deps).items():
+            self.report(self.error(problem, sections[name], "depends_on"))
 
     def check_unique(self, items: list[dict[str, Any]], kind: str) -> None:
         seen: dict[str, str] = {}

@@ -34,6 +34,9 @@ _TYPES = {
     "octal": "octal",
     "family": "family",
     "socktype": "socket type",
+    "depends": "watcher list",
+    "ready": "readiness check",
+    "health": "liveness check",
 }
 
 

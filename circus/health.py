@@ -40,6 +40,7 @@ class LastExit:
     code: int | None
     signal: int | None
     time: float  # epoch seconds
+    reason: str | None = None  # stopped by circusd: why (not ready in time)
 
     @classmethod
     def of(cls, returncode: int | None) -> LastExit:
@@ -48,10 +49,15 @@ class LastExit:
         return cls(returncode, None, time.time())
 
     def as_wire(self) -> dict[str, Any]:
-        return {"code": self.code, "signal": self.signal, "time": self.time}
+        wire: dict[str, Any] = {"code": self.code, "signal": self.signal, "time": self.time}
+        if self.reason is not None:
+            wire["reason"] = self.reason
+        return wire
 
     def describe(self) -> str:
         """``exit 3``, ``SIGKILL``: short enough for a table cell."""
+        if self.reason is not None:
+            return self.reason
         if self.signal is not None:
             try:
                 return signal.Signals(self.signal).name
@@ -102,12 +108,21 @@ class Health:
         """A process ended on its own; True if it was a quick death."""
         self.last_exit = LastExit.of(process.returncode)
         self._owed[process.wid] = process.restarts + 1
-        quick = process.age() < min_uptime
+        quick = process.age() < min_uptime or not process.ready
         self.failures = self.failures + 1 if quick else 0
         return quick
 
     def spawn_failed(self) -> None:
         self.failures += 1
+
+    def not_ready(self, process: Process, reason: str) -> None:
+        """*process* was not ready in time: its replacement is a restart."""
+        self.last_exit = LastExit(None, None, time.time(), reason)
+        self._owed[process.wid] = process.restarts + 1
+
+    def replacing(self, process: Process) -> None:
+        """*process* is stopped to be replaced (unhealthy): its replacement is a restart."""
+        self._owed[process.wid] = process.restarts + 1
 
     def adopted(self, process: Process) -> None:
         """A new process runs: if it replaces one that died, it is a restart."""
@@ -154,7 +169,7 @@ class Health:
             return "backoff"
         processes = watcher.processes.values()
         if state == "starting" or len(watcher.processes) < watcher.numprocesses or any(
-            p.age() < min_uptime for p in processes
+            not p.ready or p.age() < min_uptime for p in processes
         ):
             return "starting"
         return "running"
@@ -172,7 +187,10 @@ class Health:
             "numprocesses": watcher.numprocesses,
             "processes": [
                 {"pid": p.pid, "wid": p.wid, "uptime": round(p.age(), 3),
-                 "restarts": p.restarts, "health": process_health(p, min_uptime)}
+                 "restarts": p.restarts, "health": process_health(p, min_uptime),
+                 "ready": p.ready,
+                 "ready_after": None if p.ready_after is None else round(p.ready_after, 3),
+                 "status": p.status_text}
                 for p in watcher.processes.values()
             ],
         }
@@ -181,6 +199,8 @@ class Health:
 def process_health(process: Process, min_uptime: float) -> str:
     if process.stopping:
         return "stopping"
+    if not process.ready:
+        return "starting"
     return "starting" if process.age() < min_uptime else "running"
 
 

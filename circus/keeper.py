@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from circus.health import Health, RestartPolicy
 from circus.process import Process, describe_exit
 from circus.processes import ProcessSet
+from circus.readiness import Readiness
 from circus.spawn import WorkerIds
 from circus.states import WatcherState
 from circus.tasks import TaskOwner
@@ -36,11 +38,16 @@ class Keeper(ProcessSet):
     _halted: asyncio.Event  # set while a stop is on its way: cuts a backoff short
 
     def _init_keeper(self) -> None:
-        self.health = Health()  # restarts, the last exit, failed starts in a row, fatal
+        self.vitals = Health()  # restarts, the last exit, failed starts in a row, fatal
         self._wakeup: asyncio.Event | None = None
         self._keeper: asyncio.Task[Any] | None = None
         self._age_timers: dict[int, asyncio.TimerHandle] = {}
         self._stable_timer: asyncio.TimerHandle | None = None
+        self.readiness = Readiness(self)  # when each process is up, and stays healthy
+        self.notify_socket: str | None = None  # $NOTIFY_SOCKET, set by the arbiter
+        # called with the watcher when one of its processes becomes ready (the arbiter's
+        # start order waits on it)
+        self.on_ready_change: Callable[[Any], None] | None = None
 
     # -- what the watcher provides ------------------------------------------------------------
 
@@ -61,7 +68,7 @@ class Keeper(ProcessSet):
     def details(self) -> dict[str, Any]:
         """Health, restarts, the last exit, the next spawn and each process (``status``
         with ``details``)."""
-        return self.health.describe(self, self.min_uptime)
+        return self.vitals.describe(self, self.min_uptime)
 
     def restart_policy(self) -> RestartPolicy:
         return RestartPolicy(self.backoff_initial, self.backoff_factor, self.backoff_max,
@@ -75,31 +82,31 @@ class Keeper(ProcessSet):
         def stable() -> None:
             self._stable_timer = None
             if not process.exited and not process.stopping:
-                self.health.failures = 0
+                self.vitals.failures = 0
 
         loop = asyncio.get_running_loop()
         self._stable_timer = loop.call_later(self.min_uptime, stable)
 
     async def _backoff(self) -> None:
         """Wait as the restart policy says after failed starts in a row (commands run)."""
-        delay = self.restart_policy().delay(self.health.failures)
+        delay = self.restart_policy().delay(self.vitals.failures)
         if delay <= 0:
             return
         log.warning("%s: %d failed starts in a row; next spawn in %.1fs", self.name,
-                    self.health.failures, delay)
-        self.health.waiting(delay)
-        last = self.health.last_exit
-        self.emit("backoff", delay=round(delay, 3), failures=self.health.failures,
+                    self.vitals.failures, delay)
+        self.vitals.waiting(delay)
+        last = self.vitals.last_exit
+        self.emit("backoff", delay=round(delay, 3), failures=self.vitals.failures,
                   last_exit=None if last is None else last.as_wire())
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._halted.wait(), delay)
         finally:
-            self.health.waiting(0)
+            self.vitals.waiting(0)
 
     async def _give_up(self) -> None:
         """max_retry failed starts in a row: stop everything, health ``fatal`` (lock held)."""
-        reason = self.health.gave_up()
+        reason = self.vitals.gave_up()
         log.error("%s: gave up after %s; `circusctl start %s` tries again", self.name,
                   reason, self.name)
         self.emit("fatal", reason=reason)
@@ -114,6 +121,7 @@ class Keeper(ProcessSet):
             self._wids.release(process.wid)
             self.on_processes_changed()
         self.router.forget(process.pid)
+        self.readiness.forget(process)
         timer = self._age_timers.pop(process.pid, None)
         if timer is not None:
             timer.cancel()
@@ -130,7 +138,7 @@ class Keeper(ProcessSet):
             self._tasks.spawn(self._reap_hooks(process), name=f"reap-hooks-{process.pid}")
         if process.stopping or self.state not in (WatcherState.ACTIVE, WatcherState.STARTING):
             return
-        self.health.exited(process, self.min_uptime)
+        self.vitals.exited(process, self.min_uptime)
         if self.respawn:
             self._wake()
         elif not self.processes:
@@ -150,12 +158,12 @@ class Keeper(ProcessSet):
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if not self.health.exhausted(self.max_retry):
+            if not self.vitals.exhausted(self.max_retry):
                 await self._backoff()  # outside the lock: commands are not held up
             async with self._lock:
                 if self.state is not WatcherState.ACTIVE:
                     continue
-                if self.health.exhausted(self.max_retry):
+                if self.vitals.exhausted(self.max_retry):
                     await self._give_up()
                 else:
                     await self._spawn_missing()
@@ -187,8 +195,37 @@ class Keeper(ProcessSet):
         if self.max_age > 0:
             delay = self.max_age + random.randint(0, max(self.max_age_variance, 0))
             self._age_timers[process.pid] = loop.call_later(delay, self._expire, process)
-        if self.health.failures:
+        if self.vitals.failures:
             self._watch_stability(process)
+
+    # -- readiness (circus/readiness.py calls these) -------------------------------------------
+
+    def notify_address(self) -> str | None:
+        """``$NOTIFY_SOCKET`` for ``ready = notify`` (the arbiter's, bound at first use)."""
+        arbiter = getattr(self, "arbiter", None)
+        if self.notify_socket is None and arbiter is not None:
+            self.notify_socket = arbiter.notify_address()
+        return self.notify_socket
+
+    def on_ready(self, process: Process) -> None:
+        if self.on_ready_change is not None:
+            self.on_ready_change(self)
+
+    def not_ready(self, process: Process, reason: str) -> None:
+        """ready_timeout passed: a failed start; the process is stopped and replaced."""
+        self.vitals.spawn_failed()
+        self.vitals.not_ready(process, reason)
+        self._tasks.spawn(self._replace(process), name=f"unready-{process.pid}")
+
+    def restart_process(self, process: Process) -> None:
+        """A liveness check failed (or the watchdog): stop it; the keeper replaces it."""
+        self.vitals.replacing(process)
+        self._tasks.spawn(self._replace(process), name=f"unhealthy-{process.pid}")
+
+    async def _replace(self, process: Process) -> None:
+        await self.stop_process(process)
+        if self.state is WatcherState.ACTIVE:
+            self._wake()
 
 
 __all__ = ["Keeper"]

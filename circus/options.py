@@ -133,6 +133,31 @@ def _opt(name: str, default: Any, kind: str, help: str, **kw: Any) -> Option:
     return Option(name, default, text, wire, help, kind=kind, **kw)
 
 
+def _probe(kind: str) -> Converter:
+    """A ``ready`` or ``health`` spec: kept as written (its templates are filled per
+    process), checked by circus.probespec (imported only when such a value is read)."""
+
+    def convert(value: Any) -> str:
+        text = _text(value).strip()
+        if (kind == "health" and not text) or (kind == "ready" and text == "spawned"):
+            return text
+        from circus import probespec
+
+        (probespec.validate_ready if kind == "ready" else probespec.validate_health)(text)
+        return text
+
+    return convert
+
+
+def _depends(value: Any) -> str:
+    text = _text(value)
+    if not text.strip():
+        return ""
+    from circus.depends import normalize
+
+    return normalize(text)
+
+
 _KINDS: dict[str, tuple[Converter, Converter]] = {
     "str": (str, _text),
     "optstr": (lambda v: v if v != "" else None, _opt_text),
@@ -147,6 +172,9 @@ _KINDS: dict[str, tuple[Converter, Converter]] = {
     "args": (_args, _args),
     "octal": (lambda v: None if not str(v).strip() else to_octal(v),
               lambda v: None if v is None else to_octal(v)),
+    "depends": (_depends, _depends),
+    "ready": (_probe("ready"), _probe("ready")),
+    "health": (_probe("health"), _probe("health")),
     "family": (to_family, to_family),
     "socktype": (to_socktype, to_socktype),
 }
@@ -235,6 +263,35 @@ class WatcherSettings:
                             minimum=0)
     backoff_jitter: float = _w(
         0.1, "float", "Up to this fraction of the wait is added at random.", minimum=0)
+    depends_on: str = _w(
+        "", "depends",
+        "Watchers to wait for before spawning, comma-separated: NAME (until it is ready) "
+        "or NAME:started, NAME:completed.")
+    ready: str = _w(
+        "spawned", "ready",
+        "When a process counts as ready: spawned, notify, fd:N, tcp:HOST:PORT, http:URL, "
+        "exec:COMMAND or log:REGEX.", reload=True)
+    ready_timeout: float = _w(
+        60.0, "float",
+        "Seconds a process has to become ready; then it is stopped, a failed start.",
+        minimum=0)
+    ready_interval: float = _w(1.0, "float", "Seconds between two readiness checks.",
+                               minimum=0.01)
+    health: str = _w(
+        "", "health",
+        "A liveness check once a process is ready: tcp:HOST:PORT, http:URL or exec:COMMAND.",
+        reload=True)
+    health_interval: float = _w(10.0, "float", "Seconds between two liveness checks.",
+                                minimum=0.01)
+    health_timeout: float = _w(1.0, "float", "Seconds one liveness check may take.",
+                               minimum=0.01)
+    health_failures: int = _w(
+        3, "int", "Failed liveness checks in a row after which the process is restarted.",
+        minimum=1)
+    watchdog_sec: float = _w(
+        0.0, "float",
+        "ready = notify: a process that sends no WATCHDOG=1 for this long is restarted "
+        "(0: no watchdog).", minimum=0)
     graceful_timeout: float = _w(30.0, "float", "Seconds between the stop signal and SIGKILL.",
                                  minimum=0)
     stop_signal: int = _w(15, "signal", "Signal that asks a process to stop.")

@@ -109,6 +109,8 @@ class Process:
         self.started = 0.0  # epoch seconds
         self.returncode: int | None = None  # exit status, or -signal
         self.restarts = 0  # how many processes ran in this one's place before it
+        self.ready_after: float | None = None  # seconds from spawn to ready (readiness.py)
+        self.status_text: str | None = None  # its last STATUS= (ready = notify)
         self._popen: subprocess.Popen[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exited: asyncio.Future[int] | None = None
@@ -306,6 +308,11 @@ class Process:
             self._close_pipe(fd)
 
     # -- waiting and stopping -------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Its watcher's ``ready`` check passed (at once with ``ready = spawned``)."""
+        return self.ready_after is not None
 
     @property
     def exited(self) -> bool:

@@ -68,6 +68,7 @@ class ProcessSet(OptionStore):
                                    self._readers)
         self._shared: SharedOutput | None = None  # while descriptors are short
         self.backoff_reason: str | None = None  # a resource error holds the spawns back
+        self.ended_with: int | None = None  # status of its last end on its own (depends_on)
         self._resource_delay = 0.0
         self.router.set_streams({"stdout_stream": self.stdout_stream_conf,
                                  "stderr_stream": self.stderr_stream_conf})
@@ -359,6 +360,7 @@ class ProcessSet(OptionStore):
     def _ended(self, code: int | None = None) -> None:
         """The watcher stopped for good without being asked to (the arbiter decides
         whether circusd quits: ``essential``)."""
+        self.ended_with = code
         if self.on_ended is not None:
             self.on_ended(self, code)
 

@@ -84,6 +84,8 @@ class SpawnSpec:
     # a piped stream's write end shared by the watcher's processes, instead of a pipe of
     # the process's own, when descriptors are short (circus/descriptors.py)
     shared_out: Mapping[str, int] = field(default_factory=dict)
+    # (fd, n): the child gets *fd* as its descriptor n (``ready = fd:N``, s6's protocol)
+    ready_fd: tuple[int, int] | None = None
 
 
 class SpawnOptions(Protocol):
@@ -151,6 +153,10 @@ class Spawner:
             apply_virtualenv(env, opts.virtualenv, opts.virtualenv_py_ver)
         self._env = env
         return env
+
+    def fill(self, text: str, wid: int) -> str:
+        """*text* with the templates of worker *wid* filled in (``ready``, ``health``)."""
+        return self.expand(text, wid, self.env(), self._options.sockets)
 
     def base(self) -> SpawnSpec:
         """The part of the spec that every process of the watcher shares (cached)."""
@@ -345,6 +351,8 @@ def _spawn_posix(spec: SpawnSpec, argv: list[str], path: str) -> tuple[int, Pipe
         actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
     for fd in spec.pass_fds:  # clears close-on-exec on that fd in the child only
         actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
+    if spec.ready_fd is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, *spec.ready_fd))
     pipes: list[tuple[str, int, int]] = []  # (name, read end, write end)
     for fd, name, close, pipe in (
         (1, "stdout", spec.close_child_stdout, spec.pipe_stdout),
@@ -404,6 +412,11 @@ def _spawn_popen(spec: SpawnSpec, argv: list[str], program: str
         steps.append(_rlimit_setter(spec.rlimits))
     if spec.pdeathsig is not None:
         steps.append(pdeathsig_setter(spec.pdeathsig, os.getpid()))
+    if spec.ready_fd is not None:
+        # close_fds would close it again after preexec_fn: the child keeps only what is
+        # inheritable instead (circusd's own descriptors are all close-on-exec)
+        steps.append(_dup2_step(*spec.ready_fd))
+        kwargs["close_fds"] = False
     if steps:
         kwargs["preexec_fn"] = steps[0] if len(steps) == 1 else _chain(steps)
     if spec.umask is not None:
@@ -433,13 +446,19 @@ def _popen(argv: list[str], program: str, spec: SpawnSpec, stdin: int | None,
         cwd=spec.working_dir or None,
         env=spec.env,
         start_new_session=True,
-        close_fds=True,
         pass_fds=spec.pass_fds,
         user=user,
         group=group,
         extra_groups=extra_groups,
-        **kwargs,
+        **{"close_fds": True, **kwargs},
     )
+
+
+def _dup2_step(fd: int, n: int) -> Callable[[], None]:
+    def dup2() -> None:
+        os.dup2(fd, n)  # inheritable
+
+    return dup2
 
 
 def _chain(steps: Sequence[Callable[[], None]]) -> Callable[[], None]:
@@ -460,7 +479,7 @@ def _needs_popen(spec: SpawnSpec) -> bool:
         or spec.uid is not None
         or spec.gid is not None
         or spec.umask is not None
-        or (spec.pass_fds and not SPAWN_KEEPS_FDS)
+        or ((spec.pass_fds or spec.ready_fd) and not SPAWN_KEEPS_FDS)
         or (spec.working_dir and not _is_cwd(spec.working_dir))
     )
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from circus import descriptors
-from circus.errors import OptionError
+from circus.errors import CommandError, OptionError
 from circus.hooks import Skip
 from circus.keeper import Keeper
 from circus.limits import require_target
@@ -150,26 +150,41 @@ class Watcher(Keeper):
                                   self.use_sockets)
                 if getattr(self.sockets, "per_process", None)
                 else contextlib.nullcontext(self.sockets))
+        fd_note = self.readiness.prepare_spawn()  # ready = fd:N: the pipe it writes on
         try:
             with plan as sockets:
-                process = Process(wid, self.spawn_spec(wid, sockets), name=self.name,
-                                  on_output=self.router.feed, on_exit=self._on_exit,
-                                  spawn=False)
+                spec = self.readiness.shape(self.spawn_spec(wid, sockets), fd_note)
+                process = Process(wid, spec, name=self.name, on_output=self._output_feed(),
+                                  on_exit=self._on_exit, spawn=False)
                 await process.start()
         finally:
             # a child that was made is known even when the spawn was cancelled meanwhile
             if process is not None and process.pid:
                 self._adopt(process)
+                self.readiness.watch(process, fd_note)
             else:
                 self._wids.release(wid)
+                if fd_note is not None:
+                    fd_note.close()
         return process
+
+    def _output_feed(self) -> Callable[[Any, str, bytes], None]:
+        if self.readiness.kind != "log":
+            return self.router.feed
+        router, readiness = self.router, self.readiness
+
+        def feed(process: Any, name: str, data: bytes) -> None:
+            router.feed(process, name, data)
+            readiness.output(process.pid, name, data)
+
+        return feed
 
     def _adopt(self, process: Process) -> None:
         if self.router.paused:
             process.pause_reading()
         self.processes[process.pid] = process
         self.on_processes_changed()
-        self.health.adopted(process)
+        self.vitals.adopted(process)
         self.resource_recovered()
         self._timers_for(process)
         log.debug("%s: spawned pid %d (wid %d)", self.name, process.pid, process.wid)
@@ -192,7 +207,7 @@ class Watcher(Keeper):
             if isinstance(exc, OSError) and descriptors.is_resource_error(exc):
                 self.resource_backoff(exc)  # not the command's fault: never stops it
                 return None
-            self.health.spawn_failed()
+            self.vitals.spawn_failed()
             log.error("%s: could not spawn %r: %s", self.name, self.cmd, exc)
             return None
         if "after_spawn" in self.hooks and not await self.call_hook(
@@ -232,7 +247,7 @@ class Watcher(Keeper):
             if process is None:
                 if self._is_stopped() or self._spawn_retry is not None:
                     break
-                if self.health.exhausted(self.max_retry):
+                if self.vitals.exhausted(self.max_retry):
                     await self._give_up()
                     break
                 await self._backoff()  # a stop cuts it short
@@ -258,7 +273,7 @@ class Watcher(Keeper):
         await self.stop_leftovers()  # of processes that had exited on their own
         self._set_state(WatcherState.STOPPED)
         self.spawns_ended()
-        self.health.forget_owed()
+        self.vitals.forget_owed()
         await self.call_hook("after_stop")
         self.emit("stop")
         log.info("%s: stopped", self.name)
@@ -276,7 +291,8 @@ class Watcher(Keeper):
             return {"started": [], "kept": kept}
         # STOPPED -> STARTING: a start command, autostart, or a reload of a stopped watcher
         self._set_state(WatcherState.STARTING)
-        self.health.started()
+        self.vitals.started()
+        self.ended_with = None
         self._ensure_keeper()
         started = await self._spawn_missing()
         if self.state is not WatcherState.STARTING:  # spawns failed: already stopped
@@ -350,6 +366,12 @@ class Watcher(Keeper):
             for process in old:
                 process.send_signal(signal.SIGHUP)
             result = {"stopped": [], "started": started, "kept": [p.pid for p in old]}
+        elif self.readiness.kind != "spawned":
+            # new processes first, and the old ones stop only once the new are ready: one
+            # at a time with sequential, all at once otherwise
+            batch = 1 if sequential else max(len(old), self.numprocesses, 1)
+            await self._reload_when_ready(old, started, batch)
+            result = {"stopped": [p.pid for p in old], "started": started, "kept": []}
         elif sequential:
             for process in old:
                 await self.stop_process(process)
@@ -368,6 +390,39 @@ class Watcher(Keeper):
         self.emit("reload")
         log.info("%s: reloaded", self.name)
         return result
+
+    async def _reload_when_ready(self, old: list[Process], started: list[int],
+                                 batch: int) -> None:
+        """Replace *old* *batch* processes at a time, each batch stopped once its
+        replacements are ready. A replacement not ready in time ends the reload: it is
+        stopped, what is left of *old* keeps serving, and ReloadError says why."""
+        remaining = list(old)
+        target = max(self.numprocesses, 0)
+        while len(started) < target or remaining:
+            fresh: list[int] = []
+            for _ in range(min(batch, target - len(started))):
+                if not await self._reload_spawn(fresh):
+                    break
+            if self._halts or self.state is WatcherState.STOPPED:
+                started.extend(fresh)
+                return
+            if not fresh and len(started) < target:
+                raise ReloadError(f"{self.name}: no new process could be spawned; the "
+                                  f"reload stopped and {len(remaining)} old process(es) "
+                                  "keep serving")
+            new = [self.processes[pid] for pid in fresh if pid in self.processes]
+            problem = await self.readiness.wait_ready(new, self.ready_timeout)
+            if problem is None and len(new) < len(fresh):
+                problem = "a new process exited before it was ready"
+            if problem is not None:
+                await self.stop_processes(new)
+                raise ReloadError(f"{self.name}: {problem}; the reload stopped and "
+                                  f"{len(remaining)} old process(es) keep serving")
+            started.extend(fresh)
+            done, remaining = remaining[:max(len(fresh), 1)], remaining[max(len(fresh), 1):]
+            await self.stop_processes(done)
+            if not fresh and not remaining:
+                break
 
     async def _reload_spawn(self, started: list[int]) -> bool:
         """One new process of a reload, then warmup_delay; False once the watcher stopped."""
@@ -496,6 +551,10 @@ class Watcher(Keeper):
 
     def __repr__(self) -> str:
         return f"<Watcher {self.name} {self.state.value} {len(self.processes)}/{self.numprocesses}>"
+
+
+class ReloadError(CommandError):
+    """A reload that waits for readiness ended early: the old processes keep serving."""
 
 
 class _HookRefused(Exception):

@@ -82,6 +82,9 @@ COVERED = {
     "max_age_variance", "use_sockets", "on_demand", "stdin_socket", "close_child_stdin",
     "close_child_stdout", "close_child_stderr", "check_flapping", "pdeathsig", "essential",
     "cgroup",  # tests/e2e/test_contain_cgroup.py
+    # tests/e2e/test_readiness.py
+    "ready", "ready_timeout", "ready_interval", "health", "health_interval", "health_timeout",
+    "health_failures", "watchdog_sec", "depends_on",
 }
 
 

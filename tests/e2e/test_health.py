@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -42,9 +43,12 @@ def test_a_crash_loop_shows_backoff_then_fatal(circusd: Callable[..., Daemon]) -
     assert seen["restarts"] >= 1 and seen["last_exit"]["code"] == 3
     assert seen["last_exit"]["signal"] is None and seen["next_spawn_in"] is not None
     topic, fatal = wait_event(events, lambda t, p: t == "watcher.crash.fatal", timeout=30)
-    assert "6 failed starts in a row" in fatal["reason"] and "exit 3" in fatal["reason"]
+    # max_retry = 5: the sixth failed start in a row ends it (a slow machine may see a
+    # process outlive min_uptime once, which starts the count again, so at least six)
+    failed = re.match(r"(\d+) failed starts in a row \(last: exit 3\)$", fatal["reason"])
+    assert failed is not None and int(failed.group(1)) >= 6, fatal
     detail = _details(d)["crash"]
-    assert detail["health"] == "fatal" and detail["restarts"] == 5
+    assert detail["health"] == "fatal" and detail["restarts"] >= 5
     assert detail["next_spawn_in"] is None and detail["processes"] == []
     # Circus 0.19's words without details
     assert d.call({"command": "status", "properties": {"name": "crash"}})["status"] == \
@@ -52,9 +56,9 @@ def test_a_crash_loop_shows_backoff_then_fatal(circusd: Callable[..., Daemon]) -
     table = d.ctl("status", "--details")
     assert table.returncode == 0, table
     assert "fatal" in table.stdout and "exit 3" in table.stdout, table.stdout
-    assert "crash: 6 failed starts in a row (last: exit 3)" in table.stdout
+    assert f"crash: {fatal['reason']}" in table.stdout
     assert "\x1b[" not in table.stdout  # piped: no colour
-    assert "gave up after 6 failed starts in a row" in d.log_text()
+    assert f"gave up after {fatal['reason']}" in d.log_text()
     # a user's start is a fresh count
     assert d.call({"command": "start", "properties": {"name": "crash"}})["status"] == "ok"
     assert _details(d)["crash"]["health"] != "fatal"

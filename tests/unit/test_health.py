@@ -25,6 +25,7 @@ def test_jitter_adds_at_most_its_fraction() -> None:
 class _Proc:
     def __init__(self, wid: int, age: float, returncode: int) -> None:
         self.wid, self._age, self.returncode, self.restarts = wid, age, returncode, 0
+        self.ready = True
 
     def age(self) -> float:
         return self._age
