@@ -13,6 +13,8 @@ and cancelled when it closes. Signal handlers (``loop.add_signal_handler``) only
 
 Driven by ``circusd`` (``asyncio.run(arbiter.run())``), the seed's blocking ``start()`` /
 ``stop()`` (optionally in a background thread), or an asyncio program: ``async with arbiter:``.
+Its library coroutines (``add_watcher``, ``reload``, …) and its watchers' can be called from
+plain code too: they then run on the arbiter's loop (``loop_for_calls``, circus/syncapi.py).
 """
 
 from __future__ import annotations
