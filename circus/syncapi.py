@@ -11,8 +11,8 @@ methods are coroutine functions underneath; :func:`dual` wraps one so that a cal
   with SIGKILL after ``graceful_timeout``), and the wait ends with
   :class:`NotRunningError` if the loop stops first. An object that has no running loop
   at all is refused with :class:`NotRunningError`, unless the method says the call is
-  safe on a private loop (``offline``: a process started outside any loop, a watcher
-  with nothing to stop), which then runs it with ``asyncio.run``;
+  safe on a private loop (:func:`offline_when`: a process started outside any loop, a
+  watcher with nothing to stop), which then runs it with ``asyncio.run``;
 * **in asyncio code** returns a :class:`Call`, a coroutine: ``await`` runs the method
   right there, as if it were the plain coroutine (same task, same cancellation, no
   extra task). If nothing awaits it or hands it to a task, it starts by itself as a
@@ -125,8 +125,10 @@ class Call(Coroutine[Any, Any, T]):
         return self._it.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        if self._it is None:
-            self._claim()  # thrown into before it ran (a cancelled task): it never runs
+        if self._it is None:  # thrown into before it ran (a task cancelled at once)
+            self._claim()
+            if self._task is not None:  # it started by itself meanwhile: cancel that too
+                self._task.cancel()
             raise typ if val is None else val
         if val is None and tb is None:
             return self._it.throw(typ)
