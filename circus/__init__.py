@@ -42,7 +42,9 @@ def get_arbiter(
     ``get_arbiter([{"name": "web", "cmd": "python web.py", "numprocesses": 4}])`` or the
     shorthand ``get_arbiter("myprogram", 4)`` / ``get_arbiter("myprogram", numprocesses=3)``
     for one watcher. With ``background=True``, :meth:`Arbiter.start` runs it in a thread
-    and returns at once.
+    and returns once the watchers run; from then on plain calls such as
+    ``arbiter.add_watcher(...)`` or ``watcher.stop()`` run on that thread's loop and
+    return when done (see circus/syncapi.py).
     """
     import os
     import shlex

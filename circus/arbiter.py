@@ -13,6 +13,8 @@ and cancelled when it closes. Signal handlers (``loop.add_signal_handler``) only
 
 Driven by ``circusd`` (``asyncio.run(arbiter.run())``), the seed's blocking ``start()`` /
 ``stop()`` (optionally in a background thread), or an asyncio program: ``async with arbiter:``.
+Its library coroutines (``add_watcher``, ``reload``, …) and its watchers' can be called from
+plain code too: they then run on the arbiter's loop (``loop_for_calls``, circus/syncapi.py).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from circus.readiness import NotifyHub
 from circus.socketset import CircusSockets
 from circus.state import RunState
 from circus.states import WatcherState
+from circus.syncapi import dual, offline_when
 from circus.tasks import TaskOwner
 from circus.watcher import Watcher
 
@@ -56,6 +59,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUIT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def _adds_only(arbiter: Arbiter, name: str, cmd: str, start: bool = False,
+               **options: Any) -> bool:
+    return not start  # an unstarted arbiter may get a watcher from plain code
+
+
+def _nothing_runs(arbiter: Arbiter) -> bool:
+    return arbiter.numprocesses() == 0
 
 
 class Arbiter:
@@ -229,7 +241,9 @@ class Arbiter:
         ordered = sorted(self.watchers, key=lambda w: w.priority, reverse=not reverse)
         return [list(group) for _, group in groupby(ordered, key=lambda w: w.priority)]
 
-    async def add_watcher(self, name: str, cmd: str, start: bool = False, **options: Any
+    @dual
+    @offline_when(_adds_only)
+    async def add_watcher(self, /, name: str, cmd: str, start: bool = False, **options: Any
                           ) -> Watcher:
         """Create a watcher (stopped unless *start*) and publish ``add``."""
         if name.lower() in self._watchers:
@@ -242,6 +256,7 @@ class Arbiter:
             await watcher.start()
         return watcher
 
+    @dual
     async def rm_watcher(self, name: str, nostop: bool = False) -> None:
         """Remove a watcher; its processes are stopped unless *nostop*."""
         watcher = self.get_watcher(name)
@@ -256,6 +271,7 @@ class Arbiter:
 
     # -- operations on all watchers -----------------------------------------------------------
 
+    @dual
     async def start_watchers(self, autostart_only: bool = False) -> None:
         """Start watchers by priority, highest first, pausing warmup_delay after each."""
         async with self._lock:
@@ -268,6 +284,8 @@ class Arbiter:
                     if self.warmup_delay > 0:
                         await asyncio.sleep(self.warmup_delay)
 
+    @dual
+    @offline_when(_nothing_runs)
     async def stop_watchers(self) -> None:
         """Stop watchers by priority, lowest first; equal priorities stop together."""
         async with self._lock:
@@ -279,6 +297,7 @@ class Arbiter:
         for group in self._by_priority(reverse=True):
             await asyncio.gather(*(w.stop() for w in group))
 
+    @dual
     async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
         """Gracefully reload every watcher, highest priority first."""
         async with self._lock:
@@ -292,6 +311,7 @@ class Arbiter:
                     if self.warmup_delay > 0:
                         await asyncio.sleep(self.warmup_delay)
 
+    @dual
     async def restart(self) -> None:
         """Stop every watcher, read the configuration again (if any), start them."""
         async with self._lock:
@@ -300,6 +320,7 @@ class Arbiter:
                 await self._apply_config(reload_running=False)
         await self.start_watchers(autostart_only=True)
 
+    @dual
     async def reload_config(self) -> dict[str, list[str]]:
         """Apply the difference between the running watchers and the config file.
 
@@ -378,6 +399,10 @@ class Arbiter:
         return summary
 
     # -- lifetime ---------------------------------------------------------------------------
+
+    def loop_for_calls(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the arbiter runs on (circus/syncapi.py), once it was opened."""
+        return self._loop
 
     def background(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run *coro* as a task owned by the arbiter (cancelled when it closes)."""

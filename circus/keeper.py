@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from circus.errors import CommandError
 from circus.health import Health, RestartPolicy
 from circus.process import Process, describe_exit
 from circus.processes import ProcessSet
@@ -25,6 +26,11 @@ from circus.states import WatcherState
 from circus.tasks import TaskOwner
 
 log = logging.getLogger("circus.watcher")
+
+# Yield to the event loop every this many spawns or seconds, whichever comes first, so
+# commands (a new target, a stop) and deaths are handled while a large watcher starts.
+SPAWN_BATCH = 32
+SPAWN_SLICE = 0.005
 
 
 class Keeper(ProcessSet):
@@ -62,6 +68,8 @@ class Keeper(ProcessSet):
 
     async def _stop_all(self) -> list[int]:
         raise NotImplementedError
+
+    _halts: int  # stop requests on their way (Watcher.halt_spawning)
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -222,10 +230,60 @@ class Keeper(ProcessSet):
         self.vitals.replacing(process)
         self._tasks.spawn(self._replace(process), name=f"unhealthy-{process.pid}")
 
+    async def _reload_when_ready(self, old: list[Process], started: list[int],
+                                 batch: int) -> None:
+        """Replace *old* *batch* processes at a time, each batch stopped once its
+        replacements are ready. A replacement not ready in time ends the reload: it is
+        stopped, what is left of *old* keeps serving, and ReloadError says why."""
+        remaining = list(old)
+        target = max(self.numprocesses, 0)
+        while len(started) < target or remaining:
+            fresh: list[int] = []
+            for _ in range(min(batch, target - len(started))):
+                if not await self._reload_spawn(fresh):
+                    break
+            if self._halts or self.state is WatcherState.STOPPED:
+                started.extend(fresh)
+                return
+            if not fresh and len(started) < target:
+                raise ReloadError(f"{self.name}: no new process could be spawned; the "
+                                  f"reload stopped and {len(remaining)} old process(es) "
+                                  "keep serving")
+            new = [self.processes[pid] for pid in fresh if pid in self.processes]
+            problem = await self.readiness.wait_ready(new, self.ready_timeout)
+            if problem is None and len(new) < len(fresh):
+                problem = "a new process exited before it was ready"
+            if problem is not None:
+                await self.stop_processes(new)
+                raise ReloadError(f"{self.name}: {problem}; the reload stopped and "
+                                  f"{len(remaining)} old process(es) keep serving")
+            started.extend(fresh)
+            done, remaining = remaining[:max(len(fresh), 1)], remaining[max(len(fresh), 1):]
+            await self.stop_processes(done)
+            if not fresh and not remaining:
+                break
+
+    async def _reload_spawn(self, started: list[int]) -> bool:
+        """One new process of a reload, then warmup_delay; False once the watcher stopped."""
+        new = None if self._halts else await self._spawn_guarded()
+        if new is not None:
+            started.append(new.pid)
+        elif self._halts or self.state is WatcherState.STOPPED:
+            return False  # a stop is on its way, or a spawn hook refused (watcher stopped)
+        if self.warmup_delay > 0:
+            await asyncio.sleep(self.warmup_delay)
+        elif len(started) % SPAWN_BATCH == 0:
+            await asyncio.sleep(0)
+        return True
+
     async def _replace(self, process: Process) -> None:
         await self.stop_process(process)
         if self.state is WatcherState.ACTIVE:
             self._wake()
 
 
-__all__ = ["Keeper"]
+class ReloadError(CommandError):
+    """A reload that waits for readiness ended early: the old processes keep serving."""
+
+
+__all__ = ["Keeper", "ReloadError"]

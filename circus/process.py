@@ -44,6 +44,7 @@ from circus.kernel import children_of
 from circus.reaper import ORIGIN_VAR
 from circus.spawn import Pipes, SpawnSpec, build_argv, start_child, start_child_soon
 from circus.states import PROCESS_TRANSITIONS, ProcessState, check_transition
+from circus.syncapi import dual, offline_when
 from circus.util.convert import human_bytes, signal_name
 from circus.util.imports import lazy_import
 
@@ -71,13 +72,20 @@ ExitCallback = Callable[["Process"], None]
 SignalCallback = Callable[[int, int], None]
 
 
+def _loopless(process: Process, *args: Any, **kwargs: Any) -> bool:
+    return process._loop is None  # started outside any loop: wait() polls, no loop needed
+
+
 class Process:
     """One child process.
 
     Args:
         wid: the worker id, unique within the watcher (``$(circus.wid)``).
         spec: how to start it (command line already substituted, environment, user,
-            limits, descriptors): see :class:`~circus.spawn.SpawnSpec`.
+            limits, descriptors): see :class:`~circus.spawn.SpawnSpec`. Or, as Circus
+            has it, the command line, followed by ``args``, ``working_dir``, ``shell``,
+            ``uid``, ``gid``, ``env`` (the whole environment), ``rlimits``,
+            ``executable`` and any other field of the spec as a keyword.
         name: the watcher's name, for logs.
         on_output: called with (process, "stdout" or "stderr", chunk) for what is read
             from a piped stream.
@@ -91,13 +99,26 @@ class Process:
     def __init__(
         self,
         wid: int,
-        spec: SpawnSpec,
-        *,
+        spec: SpawnSpec | str,
+        *seed_args: Any,
         name: str = "",
         on_output: OutputCallback | None = None,
         on_exit: ExitCallback | None = None,
         spawn: bool = True,
+        **spec_fields: Any,
     ) -> None:
+        if isinstance(spec, str):
+            fields = ("args", "working_dir", "shell", "uid", "gid", "env", "rlimits",
+                      "executable")
+            if len(seed_args) > len(fields):
+                raise TypeError(f"Process() takes at most {len(fields) + 2} positional "
+                                "arguments")
+            spec_fields.update(zip(fields, seed_args, strict=False))
+            spec_fields["env"] = dict(spec_fields.get("env") or {})
+            spec_fields["rlimits"] = dict(spec_fields.get("rlimits") or {})
+            spec = SpawnSpec(spec, **spec_fields)
+        elif seed_args or spec_fields:
+            raise TypeError("Process(wid, spec): the spec already says how to start it")
         self.wid = wid
         self.spec = spec
         self.name = name
@@ -183,6 +204,11 @@ class Process:
         cwd, …) or ValueError."""
         self._started(*start_child(self.spec))
 
+    def loop_for_calls(self) -> asyncio.AbstractEventLoop | None:
+        """The loop it was started in: where a call from plain code runs (syncapi.py)."""
+        return self._loop
+
+    @dual
     async def start(self) -> None:
         """Start the child from circusd's spawning thread (see :mod:`circus.spawn`): the
         event loop runs on meanwhile. Raises as :meth:`spawn`."""
@@ -318,6 +344,8 @@ class Process:
     def exited(self) -> bool:
         return self.returncode is not None
 
+    @dual
+    @offline_when(_loopless)
     async def wait(self) -> int:
         """Wait for the child to exit; return its exit status (or minus the signal)."""
         if self.returncode is not None:
@@ -350,6 +378,8 @@ class Process:
     def group_alive(self) -> bool:
         return self.kill_group(0)
 
+    @dual
+    @offline_when(_loopless)
     async def stop(
         self,
         sig: int = signal.SIGTERM,

@@ -26,25 +26,26 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from circus import descriptors
-from circus.errors import CommandError, OptionError
+from circus.errors import OptionError
 from circus.hooks import Skip
-from circus.keeper import Keeper
+from circus.keeper import SPAWN_BATCH, SPAWN_SLICE, Keeper
 from circus.limits import require_target
 from circus.process import Process
 from circus.processes import Publish
 from circus.sockets import sockets_for_spawn
 from circus.spawn import Spawner, WorkerIds
 from circus.states import WATCHER_TRANSITIONS, WatcherState, check_transition
+from circus.syncapi import dual, offline_when
 from circus.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
 Reload = Literal["needed", "always", "never"]
 
-# Yield to the event loop every this many spawns or seconds, whichever comes first, so
-# commands (a new target, a stop) and deaths are handled while a large watcher starts.
-SPAWN_BATCH = 32
-SPAWN_SLICE = 0.005
+
+
+def _nothing_runs(watcher: Watcher) -> bool:
+    return not watcher.processes  # stopping it needs no loop
 
 class Watcher(Keeper):
     """A group of identical processes.
@@ -135,12 +136,17 @@ class Watcher(Keeper):
         if self.on_state_change is not None:
             self.on_state_change(self)
 
+    def loop_for_calls(self) -> asyncio.AbstractEventLoop | None:
+        """Its arbiter's loop: where a call from plain code runs (circus/syncapi.py)."""
+        return self.arbiter.loop_for_calls() if self.arbiter is not None else None
+
     def _is_stopped(self) -> bool:
         # a method, not `self.state is ...` inline: an await may have changed the state
         return self.state is WatcherState.STOPPED
 
     # -- spawning -------------------------------------------------------------------------
 
+    @dual
     async def spawn_process(self) -> Process:
         """Start one process now (no hooks); raise OSError/ValueError if it cannot start."""
         wid = self._wids.take()
@@ -307,6 +313,7 @@ class Watcher(Keeper):
             self._ended()
         return {"started": started, "kept": kept}
 
+    @dual
     async def start(self) -> dict[str, list[int]]:
         """Start the processes; on an active watcher only the missing ones.
 
@@ -315,6 +322,8 @@ class Watcher(Keeper):
         async with self._lock:
             return await self._start_locked()
 
+    @dual
+    @offline_when(_nothing_runs)
     async def stop(self) -> None:
         """Stop every process (stop_signal, graceful_timeout, SIGKILL); state ``stopped``."""
         self.halt_spawning()  # a spawn burst holding the lock ends at its next spawn
@@ -334,12 +343,14 @@ class Watcher(Keeper):
         if not self._halts:
             self._halted.clear()
 
+    @dual
     async def restart(self) -> dict[str, list[int]]:
         async with self._lock:
             stopped = await self._stop_all()
             result = await self._start_locked()
             return {"stopped": stopped, **result}
 
+    @dual
     async def reload(self, graceful: bool = True, sequential: bool = False) -> dict[str, Any]:
         """Reload: new processes first, then the old ones stop (or SIGHUP with send_hup)."""
         async with self._lock:
@@ -391,52 +402,6 @@ class Watcher(Keeper):
         log.info("%s: reloaded", self.name)
         return result
 
-    async def _reload_when_ready(self, old: list[Process], started: list[int],
-                                 batch: int) -> None:
-        """Replace *old* *batch* processes at a time, each batch stopped once its
-        replacements are ready. A replacement not ready in time ends the reload: it is
-        stopped, what is left of *old* keeps serving, and ReloadError says why."""
-        remaining = list(old)
-        target = max(self.numprocesses, 0)
-        while len(started) < target or remaining:
-            fresh: list[int] = []
-            for _ in range(min(batch, target - len(started))):
-                if not await self._reload_spawn(fresh):
-                    break
-            if self._halts or self.state is WatcherState.STOPPED:
-                started.extend(fresh)
-                return
-            if not fresh and len(started) < target:
-                raise ReloadError(f"{self.name}: no new process could be spawned; the "
-                                  f"reload stopped and {len(remaining)} old process(es) "
-                                  "keep serving")
-            new = [self.processes[pid] for pid in fresh if pid in self.processes]
-            problem = await self.readiness.wait_ready(new, self.ready_timeout)
-            if problem is None and len(new) < len(fresh):
-                problem = "a new process exited before it was ready"
-            if problem is not None:
-                await self.stop_processes(new)
-                raise ReloadError(f"{self.name}: {problem}; the reload stopped and "
-                                  f"{len(remaining)} old process(es) keep serving")
-            started.extend(fresh)
-            done, remaining = remaining[:max(len(fresh), 1)], remaining[max(len(fresh), 1):]
-            await self.stop_processes(done)
-            if not fresh and not remaining:
-                break
-
-    async def _reload_spawn(self, started: list[int]) -> bool:
-        """One new process of a reload, then warmup_delay; False once the watcher stopped."""
-        new = None if self._halts else await self._spawn_guarded()
-        if new is not None:
-            started.append(new.pid)
-        elif self._halts or self.state is WatcherState.STOPPED:
-            return False  # a stop is on its way, or a spawn hook refused (watcher stopped)
-        if self.warmup_delay > 0:
-            await asyncio.sleep(self.warmup_delay)
-        elif len(started) % SPAWN_BATCH == 0:
-            await asyncio.sleep(0)
-        return True
-
     async def _reconcile(self) -> None:
         """Bring the process count to numprocesses: spawn or stop the oldest."""
         if self.state is not WatcherState.ACTIVE:
@@ -447,6 +412,7 @@ class Watcher(Keeper):
         else:
             await self._spawn_missing()
 
+    @dual
     async def set_numprocesses(self, n: int) -> int:
         async with self._lock:
             n = max(int(n), 0)
@@ -459,12 +425,14 @@ class Watcher(Keeper):
             await self._reconcile()
             return self.numprocesses
 
+    @dual
     async def incr(self, nb: int = 1) -> int:
         """Add *nb* processes; return the new target."""
         if self.singleton:
             return self.numprocesses
         return await self.set_numprocesses(self.numprocesses + nb)
 
+    @dual
     async def decr(self, nb: int = 1) -> int:
         """Remove *nb* processes (the oldest); return the new target."""
         if self.singleton:
@@ -473,22 +441,49 @@ class Watcher(Keeper):
 
     # -- the seed's names for these operations -----------------------------------------------
 
+    @dual
     async def manage_processes(self) -> None:
         """Bring the running processes to ``numprocesses`` (spawn or stop the oldest)."""
         async with self._lock:
             await self._reconcile()
 
+    @dual
     async def reap_and_manage_processes(self) -> None:
         await self.reap_processes()
         await self.manage_processes()
 
+    @dual
     async def spawn_processes(self) -> list[int]:
         """Spawn the missing processes of an active watcher; return their pids."""
         async with self._lock:
             return await self._spawn_missing()
 
+    # ProcessSet's coroutines, callable from plain code too (circus/syncapi.py)
+
+    @dual
+    async def kill(self, pid: int | None = None, signum: int | None = None,
+                   graceful_timeout: float | None = None) -> None:
+        """Stop one process (or all) like ``stop`` does; the watcher stays active and
+        replaces them."""
+        await super().kill(pid, signum, graceful_timeout)
+
+    @dual
+    async def kill_process(self, process: Process, sig: int | None = signal.SIGTERM,
+                           graceful_timeout: float | None = None) -> int:
+        """Stop *process* with *sig* (None: stop_signal); it is replaced."""
+        return await super().kill_process(process, sig, graceful_timeout)
+
+    @dual
+    async def kill_processes(self, sig: int = signal.SIGTERM) -> None:
+        await super().kill_processes(sig)
+
+    @dual
+    async def reap_processes(self) -> list[int]:
+        return await super().reap_processes()
+
     # -- options: the values live in OptionStore; here, what a change does to processes ----
 
+    @dual
     async def set_options(self, changes: Mapping[str, Any], reload: Reload = "needed") -> bool:
         """Check, then apply option changes; a running watcher is then reloaded gracefully
         if a changed key needs new processes (*reload* ``"needed"``), if anything but
@@ -523,6 +518,7 @@ class Watcher(Keeper):
 
     # -- lifetime ------------------------------------------------------------------------------
 
+    @dual
     async def close(self) -> None:
         """Stop the processes, the keeper and the streams; the watcher cannot be reused."""
         await self.stop()
@@ -551,10 +547,6 @@ class Watcher(Keeper):
 
     def __repr__(self) -> str:
         return f"<Watcher {self.name} {self.state.value} {len(self.processes)}/{self.numprocesses}>"
-
-
-class ReloadError(CommandError):
-    """A reload that waits for readiness ended early: the old processes keep serving."""
 
 
 class _HookRefused(Exception):
