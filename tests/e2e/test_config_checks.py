@@ -222,6 +222,11 @@ def test_the_readme_configuration_and_session_run_as_written(
         elif argv[1:] == ["status"]:
             done = run(argv)
             assert done.returncode == 0 and done.stdout.strip() == "web: active", done
+        elif argv[1:] == ["status", "-l"]:
+            done = run(argv)
+            lines = done.stdout.splitlines()
+            assert done.returncode == 0 and lines[0].split()[:2] == ["NAME", "HEALTH"], done
+            assert lines[1].split()[0] == "web" and len(lines) == 6, done  # 4 process rows
         elif argv[1] == "incr":
             done = run(argv)
             assert done.returncode == 0 and done.stdout.strip() == "6", done
