@@ -160,28 +160,29 @@ def _reload_under_load(d: Daemon, port: int) -> tuple[int, int, dict[str, Any]]:
     return ok, failed, reply
 
 
-def _reuseport_watcher(port: int, ready: str) -> str:
-    """Two workers that load for 1.5 s, then listen on PORT with SO_REUSEPORT each and say
-    so on stdout. A ``tcp:`` check cannot tell one of them from another on a shared port:
-    the readiness of each is its own line (``log:``)."""
-    loading = worker("--after", "1.5", "--listen", str(port), "--reuseport", "--log",
+def _socket_watcher(port: int, ready: str) -> str:
+    """Two workers on a ``[socket:]`` that load for 1.5 s, then accept on it and say so on
+    stdout (``log:``: each process's own readiness; a ``tcp:`` check would be answered by
+    whichever process accepts). The socket, and its queue of connections, outlive them."""
+    loading = worker("--after", "1.5", "--socket-fd", "$(circus.sockets.web)", "--log",
                      "listening")
-    return (f"[watcher:w]\ncmd = {loading}\nnumprocesses = 2\nready = {ready}\n"
-            "graceful_timeout = 2\n")
+    return (f"[socket:web]\nhost = 127.0.0.1\nport = {port}\n"
+            f"[watcher:w]\ncmd = {loading}\nuse_sockets = true\nnumprocesses = 2\n"
+            f"ready = {ready}\ngraceful_timeout = 2\n")
 
 
 @pytest.mark.parametrize("ready", ["log:^listening$", "spawned"])
 def test_a_reload_waits_for_the_new_processes(circusd: Callable[..., Daemon],
                                               ready: str) -> None:
     port = free_port()
-    d = circusd(_reuseport_watcher(port, ready), ready_timeout=30)
+    d = circusd(_socket_watcher(port, ready), ready_timeout=30)
     wait_until(lambda: len(d.pids("w")) == 2 and _answers(port), what="two serving workers",
                timeout=20)
     time.sleep(1.6)  # both loaded: a reload now starts from two serving workers  # noqa: ASYNC251
     ok, failed, reply = _reload_under_load(d, port)
-    print(f"\nreload with ready = {ready}: {ok} answers, {failed} failed connections")
+    print(f"\nreload with ready = {ready}: {ok} answers, {failed} failed requests")
     assert reply["status"] == "ok", reply
-    if ready == "spawned":  # what waiting for readiness saves
+    if ready == "spawned":  # what waiting for readiness saves: 1.5 s without an answer
         assert failed > 0, (ok, failed)
     else:
         assert failed == 0 and ok > 50, (ok, failed)
