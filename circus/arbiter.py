@@ -3,10 +3,11 @@
 Lifetime (``run``)::
 
     open()      the run state (circus/state.py), bind the PUB and ROUTER sockets, start
-                watchers by priority (warmup_delay between them)
+                watchers by priority (warmup_delay between them), a watcher with
+                depends_on once what it needs is there (circus/startorder.py)
     serve       until quit is requested (the quit command, SIGTERM, SIGINT, SIGQUIT)
-    close()     stop watchers in reverse priority order (each: stop_signal, graceful_timeout,
-                SIGKILL), let in-flight replies go out, close the sockets
+    close()     stop watchers, dependents first, then in reverse priority order (each:
+                stop_signal, graceful_timeout, SIGKILL), let replies go out, close sockets
 
 Background tasks (commands without ``waiting``, the SIGHUP reload) are owned by the arbiter
 and cancelled when it closes. Signal handlers (``loop.add_signal_handler``) only schedule.
@@ -286,7 +287,8 @@ class Arbiter:
     @dual
     @offline_when(_nothing_runs)
     async def stop_watchers(self) -> None:
-        """Stop watchers by priority, lowest first; equal priorities stop together."""
+        """Stop watchers, dependents before their dependencies, then by priority, lowest
+        first; the same priority (and depth) stop together."""
         async with self._lock:
             await self._stop_all()
 

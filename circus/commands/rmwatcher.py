@@ -76,17 +76,24 @@ class RmWatcher(Command):
         return Scope.of([self.watcher(arbiter, props).name])
 
     def preempt(self, arbiter: ArbiterAPI, props: Props, targets: bool) -> WatcherAPI:
-        """The watcher spawns nothing more from now on, even while ``rm`` waits its turn."""
+        """The watcher spawns nothing more from now on, even while ``rm`` waits its turn,
+        and a start of it waiting for its ``depends_on`` gives up."""
+        from circus.startorder import of
+
         watcher = self.watcher(arbiter, props)
         watcher.halt_spawning()
+        of(arbiter).halt([watcher.name])
         return watcher
 
     async def resume(self, arbiter: ArbiterAPI, props: Props, token: WatcherAPI
                      ) -> Reply | None:
+        from circus.startorder import of
+
         try:
             return await self.execute(arbiter, props)
         finally:
             token.resume_spawning()
+            of(arbiter).resume([token.name])
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         watcher = self.watcher(arbiter, props)
