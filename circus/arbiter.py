@@ -198,7 +198,7 @@ class Arbiter:
 
     def _state_changed(self, watcher: Watcher) -> None:
         self._on_demand.refresh()  # a stopped on_demand watcher waits for a connection
-        self.order.changed()  # starts that wait on it look again
+        self.order.changed(watcher)  # starts and waits on it look again
 
     async def wait_subscribed(self, topic: str, limit: float) -> bool:
         """True once a subscription to exactly *topic* reached the event socket (``tail -f``)."""

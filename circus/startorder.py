@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from circus import depends, reaper
-from circus.errors import CommandError
+from circus.errors import CommandError, NotFoundError
 from circus.states import WatcherState
 
 log = logging.getLogger("circus.arbiter")
@@ -47,20 +47,31 @@ class WaitError(CommandError):
 
 
 class Changes:
-    """An arbiter-level notification: something a start or a wait may depend on changed."""
+    """An arbiter-level notification: something a start or a wait may depend on changed.
+
+    A change is about one watcher (its lower-case name) or about everything (None); a
+    waiter is woken by the changes about the watchers it names, and by those about
+    everything, so that a change costs one look per waiter concerned.
+    """
 
     def __init__(self) -> None:
-        self._waiters: set[asyncio.Event] = set()
+        self._waiters: dict[str | None, set[asyncio.Event]] = {}
 
-    def notify(self) -> None:
-        for event in self._waiters:
+    def notify(self, key: str | None = None) -> None:
+        woken = (self._waiters.get(key, set()) | self._waiters.get(None, set())
+                 if key is not None else set().union(*self._waiters.values()))
+        for event in woken:
             event.set()
 
-    async def until(self, check: Callable[[], T | None], limit: float | None = None) -> T:
-        """*check* now and after each change until it returns something other than None;
-        TimeoutError after *limit* seconds (None: no limit)."""
+    async def until(self, check: Callable[[], T | None], limit: float | None = None,
+                    about: Iterable[str] | None = None) -> T:
+        """*check* now and after each change *about* these watchers (lower-case names;
+        None: any) until it returns something other than None; TimeoutError after
+        *limit* seconds (None: no limit)."""
         event = asyncio.Event()
-        self._waiters.add(event)
+        keys: list[str | None] = [None] if about is None else list(about)
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(event)
         try:
             async with asyncio.timeout(limit):
                 while True:
@@ -70,7 +81,12 @@ class Changes:
                         return result
                     await event.wait()
         finally:
-            self._waiters.discard(event)
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._waiters[key]
 
 
 @dataclass
@@ -104,10 +120,11 @@ class StartOrder:
 
     def _ended(self, watcher: Any, code: int | None) -> None:
         reaper.essential_ended(self.arbiter, watcher, code)
-        self.changed()
+        self.changed(watcher)
 
-    def changed(self, *_: object) -> None:
-        self.changes.notify()
+    def changed(self, watcher: Any = None) -> None:
+        """*watcher* changed (None: anything may have: a quit, a removal)."""
+        self.changes.notify(None if watcher is None else watcher.name.lower())
 
     def _quitting(self) -> bool:
         event = getattr(self.arbiter, "_quit", None)
@@ -116,11 +133,21 @@ class StartOrder:
     def _watchers(self) -> dict[str, Any]:
         return {w.name.lower(): w for w in self.arbiter.watchers}
 
-    @staticmethod
-    def _present(watcher: Any, by_name: dict[str, Any]) -> bool:
+    def _lookup(self, name: str) -> Any:
+        """The arbiter's watcher called *name*, or None."""
+        try:
+            return self.arbiter.get_watcher(name)
+        except NotFoundError:
+            return None
+
+    def _present(self, watcher: Any) -> bool:
         """*watcher* is still the arbiter's (not removed, nor replaced under its name)."""
-        current: object = by_name.get(watcher.name.lower())
+        current: object = self._lookup(watcher.name)
         return current is watcher
+
+    def _notify(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.changes.notify(key)
 
     # -- marks set by commands at admission ------------------------------------------------
 
@@ -134,15 +161,16 @@ class StartOrder:
 
     def expected(self, keys: Iterable[str]) -> None:
         """The start announced by :meth:`expect` is over."""
-        self.pending.subtract(keys)
+        done = list(keys)
+        self.pending.subtract(done)
         self.pending = +self.pending
-        self.changed()
+        self._notify(done)
 
     def halt(self, names: Iterable[str]) -> list[str]:
         """A stop of *names* is on its way: the starts waiting on them give up now."""
         keys = [n.lower() for n in names]
         self._halted.update(keys)
-        self.changed()
+        self._notify(keys)
         return keys
 
     def resume(self, keys: Iterable[str]) -> None:
@@ -221,7 +249,9 @@ class StartOrder:
     async def _start_gated(self, watcher: Any, run: _Run) -> None:
         wanted = depends.parse(watcher.depends_on or "")
         log.info("%s: waiting for %s", watcher.name, ", ".join(str(d) for d in wanted))
-        verdict = await self.changes.until(lambda: self._verdict(watcher, wanted, run))
+        about = [watcher.name.lower(), *(d.name.lower() for d in wanted)]
+        verdict = await self.changes.until(lambda: self._verdict(watcher, wanted, run),
+                                           about=about)
         if verdict is True:
             await self._launch(watcher, run)
             return
@@ -235,18 +265,17 @@ class StartOrder:
     def _verdict(self, watcher: Any, wanted: Sequence[depends.Dependency], run: _Run
                  ) -> bool | str | None:
         """True: start *watcher* now; a reason: it will not be; None: wait."""
-        by_name = self._watchers()
         key = watcher.name.lower()
         if self._quitting():
             return "circusd is quitting"
         if self._halted[key]:
             return f"{watcher.name} is being stopped"
-        if not self._present(watcher, by_name):
+        if not self._present(watcher):
             return f"{watcher.name} was removed"
         if watcher.state is not STOPPED:
             return True  # started meanwhile by someone else
         for dep in wanted:
-            needed = by_name.get(dep.name.lower())
+            needed = self._lookup(dep.name)
             if needed is None:
                 return f"no watcher is named {dep.name!r}"
             name = needed.name.lower()
@@ -309,7 +338,8 @@ class StartOrder:
         false``, has ended with status 0); the seconds waited. WaitError says why not."""
         began = time.monotonic()
         try:
-            verdict = await self.changes.until(lambda: self._ready(watcher), limit)
+            verdict = await self.changes.until(lambda: self._ready(watcher), limit,
+                                               about=[watcher.name.lower()])
         except TimeoutError:
             raise WaitError(f"{watcher.name} not ready within {limit:g}s "
                             f"({self.progress(watcher)})") from None
@@ -321,7 +351,7 @@ class StartOrder:
         key = watcher.name.lower()
         if self._quitting():
             return "circusd is quitting"
-        if not self._present(watcher, self._watchers()):
+        if not self._present(watcher):
             return f"{watcher.name} was removed"
         met = depends.met(watcher, "ready")
         if met is not False:

@@ -79,3 +79,29 @@ def test_changes_wake_a_waiter_without_polling() -> None:
             await changes.until(lambda: None, 0.05)
 
     asyncio.run(main())
+
+
+def test_a_waiter_is_woken_by_changes_about_its_watchers_only() -> None:
+    async def main() -> None:
+        changes = Changes()
+        looks: list[str] = []
+        done = asyncio.Event()
+
+        def check() -> bool | None:
+            looks.append("look")
+            return True if done.is_set() else None
+
+        waiter = asyncio.create_task(changes.until(check, 5.0, about=["db", "app"]))
+        await asyncio.sleep(0.05)
+        changes.notify("web")  # about another watcher: not woken
+        await asyncio.sleep(0.05)
+        assert looks == ["look"]
+        changes.notify("db")
+        await asyncio.sleep(0.05)
+        assert looks == ["look", "look"]
+        done.set()
+        changes.notify()  # about everything: woken
+        assert await asyncio.wait_for(waiter, 5.0) is True
+        assert looks == ["look"] * 3
+
+    asyncio.run(main())
