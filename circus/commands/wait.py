@@ -66,10 +66,10 @@ class Wait(Command):
     (its ``ready`` check passed: at once with ``ready = spawned``), or with an error
     saying why not: it is ``fatal`` (with the reason), it is stopped (one left stopped
     because what it depends on failed says what), it was removed, circusd is quitting,
-    or ``timeout`` seconds passed (the reason then says how far it got). A watcher whose
-    start waits for its ``depends_on`` counts as on its way, and so does one a ``start``
-    received before the ``wait`` is about to start. A ``respawn = false`` watcher that
-    has ended on its own with status 0 counts as ready.
+    or ``timeout`` seconds passed (the reason then says how far it got). A stopped
+    watcher that a start is about to start (a ``start`` sent before the ``wait``, or a
+    start waiting for its ``depends_on``) is waited for. A ``respawn = false`` watcher
+    that has ended on its own with status 0 counts as ready.
 
     Without ``timeout`` the wait has no limit of its own. circusctl sends its
     ``--timeout`` (given before or after the command; 60 seconds when not given) and

@@ -80,8 +80,11 @@ def in_order(text: str, *lines: str) -> bool:
 
 def test_app_starts_once_after_db_listens(circusd: Callable[..., Daemon]) -> None:
     port = free_port()
-    d = circusd(db_and_app(port))
+    # cache and other (which needs it) have nothing to do with db: they do not wait for it
+    d = circusd(db_and_app(port) + "[watcher:cache]\ncmd = sleep 600\npriority = -1\n\n"
+                "[watcher:other]\ncmd = sleep 600\ndepends_on = cache\n")
     # during db's 2 s: db is starting (not ready), app has not been spawned at all
+    wait_until(lambda: statuses(d)["other"] == "active", what="other to start", timeout=10)
     db, app = details(d, "db"), details(d, "app")
     assert db["health"] == "starting" and not db["processes"][0]["ready"], db
     assert app["health"] == "stopped" and app["processes"] == [], app
@@ -191,7 +194,12 @@ def test_start_stop_rm_and_quit_follow_the_dependencies(circusd: Callable[..., D
     assert "web depends on it" in reply["reason"]
     assert sorted(statuses(d)) == ["app", "db", "web"]
 
-    # quit: dependents before their dependencies
+    # stop (all) and quit: dependents before their dependencies
+    assert d.call({"command": "start", "properties": {"name": "web", "waiting": True}},
+                  timeout=20)["status"] == "ok"
+    mark = len(d.log_text())
+    assert d.ctl("stop", "--waiting", timeout=20).returncode == 0
+    assert in_order(d.log_text()[mark:], "web: stopped", "app: stopped", "db: stopped")
     assert d.call({"command": "start", "properties": {"name": "web", "waiting": True}},
                   timeout=20)["status"] == "ok"
     mark = len(d.log_text())
