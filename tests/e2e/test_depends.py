@@ -153,6 +153,23 @@ def test_a_failed_migration_leaves_its_dependent_stopped(circusd: Callable[..., 
     assert reply["reason"] == "app not started: migrate ended with status 1", reply
 
 
+def test_a_fatal_dependency_leaves_its_dependent_stopped(circusd: Callable[..., Daemon]
+                                                         ) -> None:
+    d = circusd("[watcher:db]\ncmd = false\nready = notify\nmax_retry = 0\n\n"
+                "[watcher:app]\ncmd = sleep 600\ndepends_on = db\n")
+    line = "[ERROR] app: not started: db is fatal: 1 failed starts in a row (last: exit 1)"
+    wait_until(lambda: line in d.log_text(), what="the error line naming why app is not "
+               "started", timeout=20, detail=d.log_text)
+    assert statuses(d) == {"db": "stopped", "app": "stopped"}
+    # start app tries db again (a user's start clears fatal), which fails again
+    reply = d.call({"command": "start", "properties": {"name": "app", "waiting": True}},
+                   timeout=20)
+    assert reply["status"] == "error", reply
+    assert reply["reason"] == ("app not started: db is fatal: 1 failed starts in a row "
+                               "(last: exit 1)"), reply
+    assert d.log_text().count(line) == 2
+
+
 # -- what operations do to related watchers ---------------------------------------------------
 
 
