@@ -3,10 +3,11 @@
 Lifetime (``run``)::
 
     open()      the run state (circus/state.py), bind the PUB and ROUTER sockets, start
-                watchers by priority (warmup_delay between them)
+                watchers by priority (warmup_delay between them), a watcher with
+                depends_on once what it needs is there (circus/startorder.py)
     serve       until quit is requested (the quit command, SIGTERM, SIGINT, SIGQUIT)
-    close()     stop watchers in reverse priority order (each: stop_signal, graceful_timeout,
-                SIGKILL), let in-flight replies go out, close the sockets
+    close()     stop watchers, dependents first, then in reverse priority order (each:
+                stop_signal, graceful_timeout, SIGKILL), let replies go out, close sockets
 
 Background tasks (commands without ``waiting``, the SIGHUP reload) are owned by the arbiter
 and cancelled when it closes. Signal handlers (``loop.add_signal_handler``) only schedule.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import functools
 import logging
 import os
 import re
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.asyncio
 
-from circus import reaper
+from circus import depends, reaper
 from circus.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -47,6 +47,7 @@ from circus.errors import (
 from circus.ondemand import OnDemand
 from circus.readiness import NotifyHub
 from circus.socketset import CircusSockets
+from circus.startorder import StartOrder
 from circus.state import RunState
 from circus.states import WatcherState
 from circus.syncapi import dual, offline_when
@@ -148,6 +149,7 @@ class Arbiter:
         self._thread: threading.Thread | None = None
         self._open = False
         self.started_at = 0.0
+        self.order = StartOrder(self)  # depends_on: starts that wait, stops in order
         for watcher in watchers:
             self._attach(watcher)
         for conf in self._plugin_watcher_confs(self.plugins):
@@ -169,7 +171,7 @@ class Arbiter:
         watcher.arbiter = self
         watcher.publish = self.publish
         watcher.on_state_change = self._state_changed
-        watcher.on_ended = functools.partial(reaper.essential_ended, self)
+        self.order.attach(watcher)  # ready processes, ends (and essential)
         watcher.sockets = self.sockets.fds  # every socket, by name; updated in place
         self.state.attach(watcher)
         self._watchers[watcher.name.lower()] = watcher
@@ -196,6 +198,7 @@ class Arbiter:
 
     def _state_changed(self, watcher: Watcher) -> None:
         self._on_demand.refresh()  # a stopped on_demand watcher waits for a connection
+        self.order.changed(watcher)  # starts and waits on it look again
 
     async def wait_subscribed(self, topic: str, limit: float) -> bool:
         """True once a subscription to exactly *topic* reached the event socket (``tail -f``)."""
@@ -249,6 +252,8 @@ class Arbiter:
         if name.lower() in self._watchers:
             raise AlreadyExistsError(f"a watcher named {name!r} already exists")
         watcher = Watcher(name, cmd, **options)
+        if problem := depends.problem_with(depends.of(self.watchers), name, watcher.depends_on):
+            raise OptionError("depends_on", problem)
         self._attach(watcher)
         self.state.added(watcher)  # a runtime change, for state_file
         watcher.emit("add")
@@ -261,6 +266,7 @@ class Arbiter:
         """Remove a watcher; its processes are stopped unless *nostop*."""
         watcher = self.get_watcher(name)
         del self._watchers[watcher.name.lower()]
+        self.order.changed()
         watcher.emit("remove")
         self.state.removed(watcher.name, watcher.pids if nostop else [])
         if nostop:
@@ -273,29 +279,21 @@ class Arbiter:
 
     @dual
     async def start_watchers(self, autostart_only: bool = False) -> None:
-        """Start watchers by priority, highest first, pausing warmup_delay after each."""
+        """Start watchers by priority, highest first, pausing warmup_delay after each; a
+        watcher with ``depends_on`` once what it needs is there (circus/startorder.py)."""
         async with self._lock:
-            for group in self._by_priority():
-                targets = [w for w in group if w.autostart or not autostart_only]
-                for watcher in targets:
-                    if watcher.on_demand and autostart_only:
-                        continue
-                    await watcher.start()
-                    if self.warmup_delay > 0:
-                        await asyncio.sleep(self.warmup_delay)
+            await self.order.start_all(autostart_only, self.warmup_delay)
 
     @dual
     @offline_when(_nothing_runs)
     async def stop_watchers(self) -> None:
-        """Stop watchers by priority, lowest first; equal priorities stop together."""
+        """Stop watchers, dependents before their dependencies, then by priority, lowest
+        first; the same priority (and depth) stop together."""
         async with self._lock:
             await self._stop_all()
 
     async def _stop_all(self) -> None:
-        # Plugins first, so none of them restarts a watcher that is being stopped.
-        await asyncio.gather(*(w.stop() for w in self.watchers if w.name.startswith("plugin:")))
-        for group in self._by_priority(reverse=True):
-            await asyncio.gather(*(w.stop() for w in group))
+        await self.order.stop_all()  # plugins, then dependents before their dependencies
 
     @dual
     async def reload(self, graceful: bool = True, sequential: bool = False) -> None:
@@ -366,9 +364,11 @@ class Arbiter:
         self.options["max_processes"] = config.circus.get("max_processes")  # circus/limits.py
         summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [],
                                          "resized": []}
-        for key in sorted(set(current) - set(wanted)):
-            await self.rm_watcher(current[key].name)
-            summary["removed"].append(current[key].name)
+        gone = [current[key] for key in sorted(set(current) - set(wanted))]
+        for group in depends.stop_groups(gone):  # dependents first
+            for watcher in group:
+                await self.rm_watcher(watcher.name)
+                summary["removed"].append(watcher.name)
         ordered = sorted(changes, key=lambda k: -current[k].priority)
         for key in ordered:
             watcher = current[key]
@@ -376,12 +376,13 @@ class Arbiter:
             await watcher.set_options(diff, reload="always" if reload_running else "never")
             summary["resized" if set(diff) == {"numprocesses"} else "changed"].append(
                 watcher.name)
-        for watcher in sorted(built.values(), key=lambda w: -w.priority):
+        added = sorted(built.values(), key=lambda w: -w.priority)
+        for watcher in added:
             self._attach(watcher)
             watcher.emit("add")
-            if watcher.autostart and not watcher.on_demand and reload_running:
-                await watcher.start()
             summary["added"].append(watcher.name)
+        if reload_running:  # in dependency order, waiting as at circusd's start
+            await self.order.start([w for w in added if w.autostart and not w.on_demand])
         for watcher in rebound:
             current_one = self._watchers.get(watcher.name.lower())
             if current_one is watcher and watcher.state is WatcherState.STOPPED:
@@ -414,6 +415,7 @@ class Arbiter:
             self._quit.set()
             for watcher in self.watchers:  # spawn bursts end at their next spawn
                 watcher.halt_spawning()
+            self.order.changed()  # starts that wait give up
 
     async def wait_stopped(self) -> None:
         if self._stopped is not None:

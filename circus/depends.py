@@ -20,7 +20,10 @@ reason in the log. Unknown names and cycles are refused when the configuration i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from itertools import groupby
+from typing import Any, NamedTuple, TypeVar
+
+W = TypeVar("W")
 
 CONDITIONS = ("ready", "started", "completed")
 
@@ -165,5 +168,61 @@ def order(names: Iterable[str], deps: Mapping[str, str]) -> Sequence[str]:
     return sorted(ranked, key=lambda n: depth.get(n.lower(), 0))
 
 
-__all__ = ["CONDITIONS", "Dependency", "dependents", "levels", "met", "normalize", "order",
-           "parse", "problems"]
+# -- on running watchers (anything with ``name``, ``depends_on``, ``priority``) ------------
+
+
+def of(watchers: Iterable[Any]) -> dict[str, str]:
+    """The ``depends_on`` of each of *watchers*, by name."""
+    return {w.name: getattr(w, "depends_on", "") or "" for w in watchers}
+
+
+def dependencies(deps: Mapping[str, str], name: str) -> list[str]:
+    """What *name* needs, directly or not (lower-case), each before what needs it."""
+    edges = graph(deps)
+    found: list[str] = []
+
+    def visit(node: str) -> None:
+        for dep in edges.get(node, ()):
+            nxt = dep.name.lower()
+            if nxt not in found and nxt != name.lower():
+                found.append(nxt)  # marked first: a cycle cannot loop forever
+                visit(nxt)
+
+    visit(name.lower())
+    return list(order(found, deps))
+
+
+def direct_dependents(deps: Mapping[str, str], name: str) -> list[str]:
+    """The watchers that name *name* in their own ``depends_on`` (as written)."""
+    wanted = name.lower()
+    return sorted(n for n, text in deps.items()
+                  if any(d.name.lower() == wanted for d in parse(text or "")))
+
+
+def problem_with(deps: Mapping[str, str], name: str, text: str) -> str | None:
+    """What would be wrong if *name* (new, or already in *deps*) had ``depends_on = text``:
+    an unknown name, itself, or a cycle. None when nothing is."""
+    changed = {name: text}  # first: a cycle through it is spelled from it
+    changed.update((k, v) for k, v in deps.items() if k.lower() != name.lower())
+    found = problems(changed)
+    if name in found:
+        return found[name]
+    cycles = [p for p in found.values() if p.startswith("a dependency cycle")]
+    return cycles[0] if cycles else None
+
+
+def stop_groups(watchers: Sequence[W], by_priority: bool = True) -> list[list[W]]:
+    """*watchers* in the order to stop them: dependents before their dependencies (deepest
+    first), then (*by_priority*) lowest priority first; a group stops together."""
+    depth = levels(of(watchers))
+
+    def key(w: Any) -> tuple[int, int]:
+        return -depth.get(w.name.lower(), 0), int(w.priority) if by_priority else 0
+
+    ranked = sorted(watchers, key=key)
+    return [list(group) for _, group in groupby(ranked, key=key)]
+
+
+__all__ = ["CONDITIONS", "Dependency", "dependencies", "dependents", "direct_dependents",
+           "levels", "met", "normalize", "of", "order", "parse", "problem_with", "problems",
+           "stop_groups"]

@@ -36,6 +36,7 @@ EX_ERROR_REPLY = 3
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 
+DEFAULT_TIMEOUT, WAIT_TIMEOUT, WAIT_MARGIN = 5.0, 60.0, 5.0  # see Controller.reply_timeout
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_PUBSUB = "tcp://127.0.0.1:5556"
 HISTORY_FILE = "~/.circusctl_history"
@@ -88,7 +89,8 @@ def usage() -> str:
         "options:",
         "  --endpoint URL     control endpoint of circusd (default: $CIRCUSCTL_ENDPOINT,",
         f"                     else {DEFAULT_ENDPOINT})",
-        "  --timeout SECONDS  how long to wait for a reply (default: 5)",
+        "  --timeout SECONDS  how long to wait for a reply (default: 5); for wait and",
+        "                     start --wait, how long to wait for readiness (default: 60)",
         "  --json             print the daemon's reply as JSON",
         "  --prettify         print the reply as indented JSON",
         "  --version          print the version and exit",
@@ -130,7 +132,7 @@ def _seconds(text: str) -> float:
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="circusctl", add_help=False)
     p.add_argument("--endpoint", default=None)
-    p.add_argument("--timeout", type=_seconds, default=5.0)
+    p.add_argument("--timeout", type=_seconds, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--prettify", action="store_true")
     p.add_argument("--help", "-h", action="store_true")
@@ -180,9 +182,11 @@ class Controller:
 
     def __init__(self, endpoint: str, timeout: float, as_json: bool = False,
                  prettify: bool = False, out: TextIO | None = None,
-                 err: TextIO | None = None, origin: str | None = "--endpoint") -> None:
+                 err: TextIO | None = None, origin: str | None = "--endpoint",
+                 wait_timeout: float | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.wait_timeout = wait_timeout  # --timeout when given: the limit of a wait
         self.as_json = as_json
         self.prettify = prettify
         self.out = out or sys.stdout
@@ -225,21 +229,33 @@ class Controller:
         self.error(f"circusctl: cannot reach circusd at {endpoint}{where}: {detail}\n{HINT}")
         return EX_UNAVAILABLE
 
-    def call(self, message: dict[str, Any]) -> dict[str, Any] | int:
-        """Send *message*: its reply, or the exit status when none came."""
+    def call(self, message: dict[str, Any], timeout: float | None = None
+             ) -> dict[str, Any] | int:
+        """Send *message*: its reply (within *timeout* s or --timeout), else an exit status."""
         from circus.client import TimedOut, Unreachable, refusal
         from circus.errors import CallError
 
         problem = refusal(self.endpoint, min(self.timeout, 1.0))
         if problem:  # at once: ZeroMQ would wait the whole timeout in silence
             return self.unreachable(problem)
+        client = self.client
+        client.timeout = self.timeout if timeout is None else timeout
         try:
-            return self.client.call(message)
+            return client.call(message)
         except Unreachable:
             return self.unreachable("nothing listens there")
         except (TimedOut, CallError) as exc:
             self.error(f"circusctl: {exc}")
             return EX_TEMPFAIL
+
+    def reply_timeout(self, command: Command, message: dict[str, Any]) -> float | None:
+        """``wait``, ``start --wait``: --timeout (60 s if not given) is the wait's limit,
+        sent as ``timeout``; the reply is awaited that long plus a margin."""
+        props = message.setdefault("properties", {})
+        if command.name != "wait" and props.get("wait") is not True:
+            return None
+        props["timeout"] = props.get("timeout") or self.wait_timeout or WAIT_TIMEOUT
+        return float(props["timeout"]) + WAIT_MARGIN
 
     def run(self, name: str, args: Sequence[str]) -> int:
         """Run one command line; return the exit status."""
@@ -304,7 +320,7 @@ class Controller:
         return EX_OK
 
     def send(self, command: Command, message: dict[str, Any]) -> int:
-        reply = self.call(message)
+        reply = self.call(message, self.reply_timeout(command, message))
         if isinstance(reply, int):
             return reply
         if reply.get("status") == "error":
@@ -566,8 +582,9 @@ def main(argv: list[str] | None = None) -> int:
             return EX_USAGE
     if args.command == "listen" and endpoint is None:
         endpoint = DEFAULT_PUBSUB  # Circus's default for listen: the events endpoint
-    ctl = Controller(endpoint or DEFAULT_ENDPOINT, args.timeout, args.json, args.prettify,
-                     origin=origin if endpoint else None)
+    ctl = Controller(endpoint or DEFAULT_ENDPOINT, args.timeout or DEFAULT_TIMEOUT, args.json,
+                     args.prettify, origin=origin if endpoint else None,
+                     wait_timeout=args.timeout)
     try:
         if args.command is None:
             shell = Shell(ctl)

@@ -77,7 +77,7 @@ def ensure_limit(name: str, option: str, wanted: int) -> str | None:
 
 # How long the command that launched ``--daemon`` waits for the daemon to be up (systemd's
 # default start timeout): stopping what a crashed circusd left, binding, starting the
-# watchers (warmup_delay, hooks) happen within it.
+# watchers (warmup_delay, hooks, depends_on) and their readiness happen within it.
 READY_TIMEOUT = 90.0
 
 
@@ -85,7 +85,7 @@ class StartReport:
     """How a start ends, told to whoever waits for it.
 
     With ``--daemon`` the launching command stays on the terminal until the daemon writes
-    on a pipe ``pid N`` once detached, then ``ready`` (sockets bound, watchers started) or
+    on a pipe ``pid N`` once detached, then ``ready`` (sockets bound, watchers ready) or
     ``failed STATUS REASON``; it prints the reason and exits with STATUS, the status of the
     same failure in the foreground. Before the fork (*terminal*) a failure is printed
     directly. In the foreground the log alone hears of it, as before.
@@ -377,11 +377,29 @@ def notifying_arbiter() -> type[Arbiter]:
 
 def announce_ready(arbiter: Any, report: StartReport,
                    notifier: ServiceNotifier | None) -> None:
-    """circusd is up: tell whoever waits for it (the command that launched ``--daemon``,
-    the service manager). Called once, when the autostart watchers have started."""
+    """Called once the autostart watchers have started: once each of them is also ready,
+    or will not be, circusd is up (:func:`when_ready`)."""
+    arbiter.background(when_ready(arbiter, report, notifier), name="announce-ready")
+
+
+async def when_ready(arbiter: Any, report: StartReport,
+                     notifier: ServiceNotifier | None) -> None:
+    """Wait until every watcher started is ready (its ``ready`` check passed, a
+    ``respawn = false`` one ended with status 0) or will not be (``fatal``, left stopped
+    by its ``depends_on``...), then tell whoever waits for circusd: the command that
+    launched ``--daemon``, the service manager (``READY=1``). What is not ready is
+    logged and named in ``STATUS=``; circusd is up all the same, as it serves commands."""
+    from circus.startorder import of
+
+    problems = await of(arbiter).settle()
+    status = counts(arbiter.numwatchers(), arbiter.numprocesses())
+    if problems:
+        log.warning("circusd is up, but not every watcher is ready: %s",
+                    "; ".join(problems.values()))
+        status += "; not ready: " + "; ".join(problems.values())
     report.ready()
     if notifier is not None:
-        notifier.ready(counts(arbiter.numwatchers(), arbiter.numprocesses()))
+        notifier.ready(status)
 
 
 def main(argv: list[str] | None = None) -> int:

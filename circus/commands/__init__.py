@@ -43,6 +43,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "status": ("status", "Status"),
     "stop": ("stop", "Stop"),
     "tail": ("tail", "Tail"),
+    "wait": ("wait", "Wait"),
 }
 
 

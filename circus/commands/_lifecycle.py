@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from circus.commands.base import MATCH, WAITING, Command, Props, Scope, make_message
+from circus.commands.base import MATCH, WAITING, Command, Flag, Props, Scope, make_message
 from circus.errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 class LifecycleCommand(Command):
-    flags = (WAITING, MATCH)
+    flags: ClassVar[tuple[Flag, ...]] = (WAITING, MATCH)
     waitable = True
 
     def message(self, *args: str, **opts: Any) -> Props:

@@ -26,7 +26,7 @@ from circus.options import WATCHER_OPTIONS
 from circus.util.accounts import group_id, user_id
 
 if TYPE_CHECKING:
-    from circus.types import WatcherAPI
+    from circus.types import ArbiterAPI, WatcherAPI
 
 
 def check_options(options: Mapping[str, Any], watcher: WatcherAPI | None = None) -> dict[str, Any]:
@@ -45,6 +45,19 @@ def check_options(options: Mapping[str, Any], watcher: WatcherAPI | None = None)
         if which in checked or any(k.startswith(which + ".") for k in checked):
             _check_stream(which, merged_stream(which, checked, watcher))
     return checked
+
+
+def check_depends(arbiter: ArbiterAPI, name: str, checked: Mapping[str, Any]) -> None:
+    """A ``depends_on`` among *checked* names watchers that exist, not *name* itself, and
+    makes no cycle with the others' (MessageError naming the key otherwise)."""
+    value = checked.get("depends_on")
+    if not isinstance(value, str) or not value:
+        return
+    from circus import depends
+
+    problem = depends.problem_with(depends.of(arbiter.watchers), name, value)
+    if problem is not None:
+        raise MessageError(f"invalid value for 'depends_on': {problem}")
 
 
 def _reason(exc: OptionError) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from circus.commands._options import check_options
+from circus.commands._options import check_depends, check_options
 from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
-from circus.errors import AlreadyExistsError, ArgumentError, MessageError
+from circus.errors import AlreadyExistsError, ArgumentError, CommandError, MessageError
 from circus.limits import require_target
 from circus.options import WATCHER_OPTIONS
 from circus.util.accounts import user_id
@@ -25,9 +25,10 @@ class AddWatcher(Command):
     ``start`` is true. ``args`` is a list of arguments or a string (split like a shell).
     ``options`` takes any watcher option (``numprocesses``, ``env``, ``rlimit_nofile``,
     ``stdout_stream.class``, ``hooks.after_start`` ...); each is checked before the
-    watcher is created, and a bad one refuses the whole command. With ``start`` and
-    without ``waiting`` the reply is sent once the watcher exists, before its processes
-    have started.
+    watcher is created, and a bad one refuses the whole command (a ``depends_on`` must
+    name watchers that exist). With ``start`` and without ``waiting`` the reply is sent
+    once the watcher exists, before its processes have started; with ``depends_on`` they
+    start once what it names is there, as at circusd's start.
 
     ZMQ Message
     -----------
@@ -88,6 +89,7 @@ class AddWatcher(Command):
         if not isinstance(options, dict):
             raise MessageError("'options' property should be an object")
         checked = check_options(options)
+        check_depends(arbiter, name, checked)
         self._check_owner(arbiter, checked)
         self._check_limits(arbiter, name, checked)
         self.bool_prop(props, "start")
@@ -127,7 +129,14 @@ class AddWatcher(Command):
             )
 
     def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
-        return Scope.of([props["name"]])
+        names = [props["name"]]
+        text = (props.get("options") or {}).get("depends_on")
+        if self.bool_prop(props, "start") and isinstance(text, str) and text.strip():
+            from circus import depends  # what it needs may be started along
+
+            graph = {**depends.of(arbiter.watchers), props["name"]: text}
+            names += depends.dependencies(graph, props["name"])
+        return Scope.of(names)
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         options = check_options(props.get("options") or {})
@@ -143,7 +152,15 @@ class AddWatcher(Command):
         except (ValueError, TypeError, ImportError) as exc:
             raise MessageError(f"cannot create watcher {props['name']!r}: {exc}") from None
         if self.bool_prop(props, "start"):
+            from circus.startorder import of
+
+            # after what it depends on, as any start (circus/startorder.py)
+            start = of(arbiter).start([watcher])
             if self.bool_prop(props, "waiting"):
-                return dict(await watcher.start())  # {"started": [...], "kept": [...]}
-            arbiter.background(watcher.start(), name=f"start-{watcher.name}")
+                run = await start
+                if watcher.name.lower() in run.blocked:
+                    raise CommandError(f"{watcher.name} was added but not started: "
+                                       f"{run.blocked[watcher.name.lower()]}")
+                return dict(run.results[watcher.name.lower()])  # {"started": [...], ...}
+            arbiter.background(start, name=f"start-{watcher.name}")
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from circus.commands._options import check_options, cli_known_key, cli_value
+from circus.commands._options import check_depends, check_options, cli_known_key, cli_value
 from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError, MessageError
 from circus.limits import require_target
@@ -19,18 +19,21 @@ class Set(Command):
     ====================
 
     Changes one or more options of a watcher. Every key and value is checked before
-    anything changes: an unknown key or a wrong type refuses the whole command. Then
-    each key is applied and announced with a ``watcher.<name>.updated`` event.
+    anything changes: an unknown key or a wrong type refuses the whole command, and so
+    does a ``depends_on`` naming a watcher that does not exist, the watcher itself, or
+    making a cycle. Then each key is applied and announced with a
+    ``watcher.<name>.updated`` event.
 
     Options that only matter to circusd take effect at once: ``numprocesses`` (processes
     are started or the oldest stopped; over a ``max_processes`` it is refused, and a spawn
     burst in progress stops at it at once), ``warmup_delay``, ``graceful_timeout``,
     ``stop_signal``, ``stop_children``, ``send_hup``, ``respawn``, ``max_retry``,
-    ``priority``, ``singleton``, ``autostart``, ``hooks.<hook>``, and stream keys when the
-    watcher already has that stream. Options that shape the processes themselves
-    (``cmd``, ``args``, ``env``, ``working_dir``, ``uid``, ``gid``, ``shell``,
-    ``copy_env``, ``rlimit_*``, ``max_age`` ...) are applied with a graceful reload of a
-    running watcher: new processes start with the new values, then the old ones stop.
+    ``priority``, ``singleton``, ``autostart``, ``depends_on`` (it holds back the next
+    start), ``hooks.<hook>``, and stream keys when the watcher already has that stream.
+    Options that shape the processes themselves (``cmd``, ``args``, ``env``,
+    ``working_dir``, ``uid``, ``gid``, ``shell``, ``copy_env``, ``rlimit_*``, ``max_age``
+    ...) are applied with a graceful reload of a running watcher: new processes start
+    with the new values, then the old ones stop.
 
     On the command line values are typed by key: numbers for numeric options, ``true``
     or ``false`` for switches, a name or number for ``stop_signal``, ``K=V,K2=V2`` for
@@ -81,7 +84,7 @@ class Set(Command):
         options = props["options"]
         if not isinstance(options, dict):
             raise MessageError("'options' property should be an object")
-        check_options(options, watcher)
+        check_depends(arbiter, watcher.name, check_options(options, watcher))
         self.bool_prop(props, "waiting")
 
     def scope(self, arbiter: ArbiterAPI, props: Props) -> Scope:
@@ -112,6 +115,7 @@ class Set(Command):
         """``numprocesses`` was set at admission: the other keys, then the processes."""
         watcher = self.watcher(arbiter, props)
         rest = {k: v for k, v in props["options"].items() if k != "numprocesses"}
+        check_depends(arbiter, watcher.name, rest)  # a watcher may have gone meanwhile
         if rest:
             await watcher.set_options(rest)  # typed and checked again against the watcher
         await watcher.set_numprocesses(watcher.numprocesses)
@@ -120,5 +124,7 @@ class Set(Command):
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply | None:
         if props["options"]:  # checked by validate; set_options types them again, against
             # the watcher as it is now (an earlier command may have changed it meanwhile)
-            await self.watcher(arbiter, props).set_options(props["options"])
+            watcher = self.watcher(arbiter, props)
+            check_depends(arbiter, watcher.name, props["options"])
+            await watcher.set_options(props["options"])
         return None

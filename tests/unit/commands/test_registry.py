@@ -11,7 +11,7 @@ from circus.commands.base import Command
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "commands.md"
 
-# Every command of Circus 0.19, plus the seed's listpids and our tail (issue 4).
+# Every command of Circus 0.19, plus the seed's listpids, our tail (issue 4) and wait.
 CIRCUS_019 = {"add", "decr", "dstats", "get", "globaloptions", "incr", "ipython", "kill",
               "list", "listen", "listsockets", "numprocesses", "numwatchers", "options",
               "quit", "reload", "reloadconfig", "restart", "rm", "set", "signal", "start",
@@ -19,7 +19,7 @@ CIRCUS_019 = {"add", "decr", "dstats", "get", "globaloptions", "incr", "ipython"
 
 
 def test_every_circus_command_exists() -> None:
-    assert set(get_commands()) == CIRCUS_019 | {"listpids", "tail"}
+    assert set(get_commands()) == CIRCUS_019 | {"listpids", "tail", "wait"}
     assert len({cls.name for cls in COMMANDS}) == len(COMMANDS)
 
 
