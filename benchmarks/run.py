@@ -487,6 +487,31 @@ def summarize(record: dict[str, Any]) -> str:
     return ", ".join(parts) or "nothing measured"
 
 
+def choose(
+    mode: str, only: list[str] | None, targets: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """The metrics and the targets of a run, from ``--only`` and ``--targets`` (None when
+    not given). Raises ValueError for a choice that cannot be measured."""
+    allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
+    chosen = list(only or allowed)
+    if wrong := [m for m in chosen if m not in allowed]:
+        raise ValueError(
+            f"--only {','.join(wrong)}: not measured in {mode} mode "
+            f"(choose from {', '.join(allowed)})"
+        )
+    if chosen == ["readiness"]:
+        targets = targets or ["ours"]  # the others have nothing to measure here
+    else:
+        targets = targets or (SCALE_TARGETS if mode == "scale" else list(TARGETS))
+    if "readiness" in chosen and "ours" not in targets:
+        if only:
+            raise ValueError("--only readiness measures ours only: add ours to --targets")
+        chosen.remove("readiness")  # the mode's default, with nothing to measure it on
+    if mode == "scale" and "spawn" not in chosen:
+        chosen.insert(0, "spawn")  # the children have to run before anything else
+    return chosen, list(targets)
+
+
 def write_markdown(path: Path, results: dict[str, Any]) -> None:
     """Write the report of *results* into *path*, keeping the sections of the file that
     this run did not measure (:func:`benchmarks.report.update_markdown`)."""
@@ -570,23 +595,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the report here as well")
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
-    only = args.only or list(SCALE_METRICS if mode == "scale" else METRICS[:-1])
-    allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
-    if wrong := [m for m in only if m not in allowed]:
-        parser.error(
-            f"--only {','.join(wrong)}: not measured in {mode} mode "
-            f"(choose from {', '.join(allowed)})"
-        )
-    if only == ["readiness"]:
-        targets = args.targets or ["ours"]  # the others have nothing to measure here
-    else:
-        targets = args.targets or (SCALE_TARGETS if mode == "scale" else list(TARGETS))
-    if "readiness" in only and "ours" not in targets:
-        if args.only:
-            parser.error("--only readiness measures ours only: add ours to --targets")
-        only.remove("readiness")  # the mode's default, with nothing to measure it on
-    if mode == "scale" and "spawn" not in only:
-        only.insert(0, "spawn")  # the children have to run before anything else
+    try:
+        only, targets = choose(mode, args.only, args.targets)
+    except ValueError as exc:
+        parser.error(str(exc))
     limits = raise_soft_limits()
     if mode == "scale":
         try:
