@@ -807,8 +807,11 @@ def render_readiness(results: dict[str, Any]) -> str:
         ratio = ""
         if kind != "connfloor" and floor:
             ratio = f"< {fmt_ratio(bound / floor)}" if bound else fmt_ratio(value / floor)
+        cpu = figures[f"{kind}_cpu"]
+        tick = max((s["cpu"]["tick"] for s in chosen if "cpu" in s), default=0.01)
+        cpu_cell = f"< {fmt_seconds(tick)}" if cpu == 0 else fmt_seconds(cpu)
         out.append(
-            f"| {label} | {cell} | {fmt_seconds(figures[f'{kind}_cpu'])} | "
+            f"| {label} | {cell} | {cpu_cell} | "
             f"{figures[f'{kind}_rate']:,.0f} | {ratio} |"
         )
     if "checks_percent" in figures:
@@ -838,10 +841,16 @@ def render_readiness(results: dict[str, Any]) -> str:
         value = figures["health_percent"]
         verdict = "met" if value < HEALTH_GOAL_PERCENT else "not met"
         out.append("")
-        out.append(
+        text = (
             f"Goal: circusd under {HEALTH_GOAL_PERCENT:g} % of a core with {n:,} processes "
             f"checked every {interval:g} s: **{verdict}** ({fmt_percent(value)})."
         )
+        if floor is not None and floor >= HEALTH_GOAL_PERCENT:
+            text += (
+                f" The floor alone, a plain Python loop making the same connections, takes "
+                f"{fmt_percent(floor)}: more than the goal on this machine."
+            )
+        out.append(text)
     problems = _errors(
         {"sessions": [s for s in results["sessions"] if s["kind"] in READINESS_KINDS]}
     )
@@ -891,12 +900,27 @@ def splice_scale(text: str, section: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the report of a results file; with ``--markdown FILE``, also write it into
+    FILE as the run itself would have (:func:`update_markdown`)."""
     args = sys.argv[1:] if argv is None else argv
+    markdown = None
+    if len(args) == 3 and args[1] == "--markdown":
+        args, markdown = args[:1], args[2]
     if len(args) != 1:
-        print("usage: python -m benchmarks.report RESULTS.json", file=sys.stderr)
+        print("usage: python -m benchmarks.report RESULTS.json [--markdown FILE]",
+              file=sys.stderr)
         return 2
     with open(args[0]) as fh:
-        print(render(json.load(fh)), end="")
+        results = json.load(fh)
+    if markdown is not None:
+        try:
+            with open(markdown) as fh:
+                old = fh.read()
+        except FileNotFoundError:
+            old = ""
+        with open(markdown, "w") as fh:
+            fh.write(update_markdown(old, results))
+    print(render(results), end="")
     return 0
 
 

@@ -3,6 +3,7 @@ run's report is written into the file, and how a run's metrics and targets are c
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def test_the_section_shows_the_cpu_table_the_ratio_and_the_goal() -> None:
             line.startswith("| floor")]
     assert rows[0] == "| ours, `health = tcp:` every 1 s | 2.00 % | 200 ms | 1,000 | ×2 |"
     # no CPU tick in the window: shown as below the resolution, 1 tick in 10 s
-    assert rows[1] == "| ours, no health check | < 0.10 % | 0 µs | 0 | < ×0.1 |"
+    assert rows[1] == "| ours, no health check | < 0.10 % | < 10 ms | 0 | < ×0.1 |"
     assert rows[2] == "| floor: 1,000 connect + close a second | 1.00 % | 100 ms | 1,000 |  |"
     assert "20 µs of CPU per check, ×2 the floor (10 µs per bare connection)" in text
     assert "**not met** (2.00 %)" in text
@@ -151,6 +152,16 @@ def test_the_goal_is_met_below_two_percent() -> None:
         if s["kind"] == "health":
             s["cpu"] = window(1.2, 1000.0)
     assert "**met** (1.20 %)" in report.render_readiness(data)
+
+
+def test_the_section_says_when_the_floor_alone_is_above_the_goal() -> None:
+    data = full_readiness()
+    assert "The floor alone" not in report.render_readiness(data)
+    for s in data["sessions"]:
+        if s["kind"] == "connfloor":
+            s["cpu"] = window(3.0, 1000.0)
+    text = report.render_readiness(data)
+    assert "making the same connections, takes 3.00 %: more than the goal" in text
 
 
 def test_the_section_lists_its_failures_and_restarts() -> None:
@@ -216,6 +227,19 @@ def test_a_run_with_readiness_and_more_writes_both() -> None:
     # the readiness sessions stay out of the main report's tables and failures
     assert "### 8." not in report.render_main(data)
     assert report.render(data) == report.render_main(data) + "\n" + section + "\n"
+
+
+def test_report_writes_a_saved_run_into_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved, target = tmp_path / "run.json", tmp_path / "BENCHMARKS.md"
+    saved.write_text(json.dumps(full_readiness()))
+    target.write_text(f"{MAIN}\n{OLD_READY}\n\n{SCALE}\n")
+    assert report.main([str(saved), "--markdown", str(target)]) == 0
+    section = report.render_readiness(full_readiness()).strip("\n")
+    assert target.read_text() == f"{MAIN}\n{section}\n\n{SCALE}\n"
+    assert capsys.readouterr().out == section + "\n"
+    assert report.main([str(saved), "--markdown"]) == 2
 
 
 def test_splice_section_replaces_appends_or_inserts() -> None:
