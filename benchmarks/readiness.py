@@ -256,6 +256,7 @@ def measure_connect_floor(
     proc = subprocess.Popen(
         [sys.executable, str(CONNECT_FLOOR), str(listener.port), "--rate", str(rate)],
         stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         start_new_session=True,
     )
 
@@ -264,6 +265,14 @@ def measure_connect_floor(
             raise TargetFailed(f"connect_floor.py exited with status {proc.returncode}")
 
     try:
-        return cpu_window(proc.pid, listener, seconds, settle, alive)
+        figures = cpu_window(proc.pid, listener, seconds, settle, alive)
     finally:
         _end(proc)
+        assert proc.stderr is not None
+        said = proc.stderr.read().decode(errors="replace").strip()
+        proc.stderr.close()
+    count = said.split(" ", 1)[0]
+    if not said.endswith(" failed connections") or not count.isdigit():
+        raise TargetFailed(f"connect_floor.py: {said or 'no count of failed connections'}")
+    figures["failed"] = float(count)  # over its whole run, settle time included
+    return figures

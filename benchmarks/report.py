@@ -831,6 +831,13 @@ def render_readiness(results: dict[str, Any]) -> str:
         s["cpu"].get("replaced", 0) for s in results["sessions"]
         if s["kind"] == "health" and "cpu" in s
     )
+    failed = sum(
+        s["cpu"].get("failed", 0) for s in results["sessions"]
+        if s["kind"] == "connfloor" and "cpu" in s
+    )
+    if failed:
+        out.append("")
+        out.append(f"{failed:.0f} of the floor's connections failed (counted, not retried).")
     if replaced:
         out.append("")
         out.append(

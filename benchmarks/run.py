@@ -481,6 +481,7 @@ def summarize(record: dict[str, Any]) -> str:
             f"CPU {cpu['cpu_percent']:.2f}% over {cpu['seconds']:.1f}s, "
             f"{cpu['per_second']:.0f} connections/s"
             + (f", {cpu['replaced']:.0f} replaced" if cpu.get("replaced") else "")
+            + (f", {cpu['failed']:.0f} failed" if cpu.get("failed") else "")
         )
     if "error" in record:
         parts.append(f"ERROR {record['error']}")

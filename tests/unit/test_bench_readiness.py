@@ -170,7 +170,9 @@ def test_the_section_lists_its_failures_and_restarts() -> None:
     data["sessions"].append({"target": "ours", "kind": "ready", "n": 20, "round": 0,
                              "error": "ready: TargetFailed: no ready event"})
     data["sessions"][0]["cpu"]["replaced"] = 3.0
+    next(s for s in data["sessions"] if s["kind"] == "connfloor")["cpu"]["failed"] = 2.0
     text = report.render_readiness(data)
+    assert "2 of the floor's connections failed" in text
     assert "| failed | — | — | — |" in text
     assert "- **ours** (ready N=20): ready: TargetFailed: no ready event" in text
     assert "3 of the checked processes were replaced" in text
