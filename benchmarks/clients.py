@@ -81,6 +81,59 @@ class CircusControl:
         self.context.term()
 
 
+class EventSubscriber:
+    """A SUB socket on a circus daemon's events endpoint (``pubsub_endpoint``).
+
+    :meth:`sync` returns once the daemon has the subscriptions (our ``tail`` with
+    ``sync``, docs/output.md "Following without a gap"), so that no event published from
+    then on is missed. :meth:`receive` stamps each event with CLOCK_MONOTONIC as soon as
+    it is there to read.
+    """
+
+    def __init__(self, endpoint: str, topics: list[str]) -> None:
+        self.endpoint = endpoint
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.SUB)
+        self.socket.linger = 0
+        # connect first: the subscriptions then reach the daemon in the order they are made
+        self.socket.connect(endpoint)
+        for topic in topics:
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+
+    def sync(self, control: CircusControl, watcher: str, timeout: float) -> None:
+        """Wait until the daemon has this socket's subscriptions (ours only).
+
+        Subscribes last to a topic of its own and asks ``tail`` to wait for it: a
+        subscriber's subscriptions arrive in order, so the earlier ones are in effect too.
+        """
+        token = f"sync.{uuid.uuid4().hex}"
+        self.socket.setsockopt(zmq.SUBSCRIBE, token.encode())
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    control.call("tail", name=watcher, lines=0, sync=token)
+                    return
+                except ControlError:  # circusd waited 2 s for it in vain: ask again
+                    if time.monotonic() > deadline:
+                        raise
+        finally:
+            self.socket.setsockopt(zmq.UNSUBSCRIBE, token.encode())
+
+    def receive(self, timeout: float) -> tuple[float, str, dict[str, Any]] | None:
+        """The next event as (CLOCK_MONOTONIC when it could be read, topic, payload), or
+        None if none comes within *timeout* seconds."""
+        if not self.socket.poll(max(int(timeout * 1000), 1)):
+            return None
+        arrived = time.clock_gettime(time.CLOCK_MONOTONIC)
+        topic, body = self.socket.recv_multipart()
+        return arrived, topic.decode(), dict(json.loads(body))
+
+    def close(self) -> None:
+        self.socket.close()
+        self.context.term()
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     """An HTTP connection over a Unix stream socket (supervisord's ``unix_http_server``)."""
 

@@ -2,8 +2,10 @@
 to each anchor (Circus 0.19, supervisord 4.3).
 
 ``python -m benchmarks.report results.json`` prints the report of an earlier run. The report
-of a ``--scale`` run is one section between :data:`SCALE_BEGIN` and :data:`SCALE_END`, which
-:func:`splice_scale` puts in place of the same section of an existing file.
+of a ``--scale`` run is one section between :data:`SCALE_BEGIN` and :data:`SCALE_END`, and
+that of the readiness benchmark one between :data:`READINESS_BEGIN` and
+:data:`READINESS_END`; :func:`update_markdown` writes a run's report into an existing file,
+replacing only the sections the run measured.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ LABELS = {
     "floor": "floor",
 }
 REFERENCES = ("floor", "circus019", "supervisord")
+NOTIFIER_TOPIC = "notifier"  # the readiness benchmark's watcher (benchmarks.targets.NOTIFIER)
 SCALE_BEGIN = "<!-- scale:begin -->"
 SCALE_END = "<!-- scale:end -->"
+READINESS_BEGIN = "<!-- readiness:begin -->"
+READINESS_END = "<!-- readiness:end -->"
 #: What a markdown file holds before its first scale section is written into it.
 SCALE_FILE_HEAD = "# Benchmarks\n"
+#: The kinds of session of the readiness benchmark (reported in its own section only).
+READINESS_KINDS = ("ready", "health", "nohealth", "connfloor", "listener")
 
 Sessions = list[dict[str, Any]]
 
@@ -37,7 +44,8 @@ Our `circusd` side by side with Circus 0.19.0, supervisord 4.3.0 and a *floor*: 
 loop over `os.posix_spawn` with one pidfd per child in an epoll loop (`benchmarks/floor.py`),
 about the best any Python supervisor can do. `make bench` runs the quick set, `make bench-full`
 everything (it rewrites this file but for the N = 10,000 section at its end, which
-`make bench-scale` writes); `python -m benchmarks.run --help` has the options.
+`make bench-scale` writes; `--only readiness` rewrites section 8 alone);
+`python -m benchmarks.run --help` has the options.
 
 Each measurement starts a fresh daemon in its own directory under /tmp (ipc:// endpoints), and
 the targets take turns round-robin, so a busy neighbour on the machine slows all of them alike
@@ -293,10 +301,57 @@ def _errors(results: dict[str, Any]) -> list[str]:
 
 
 def render(results: dict[str, Any]) -> str:
-    """The whole report as markdown (for a scale run, its section)."""
+    """The whole report as markdown (for a scale run, or a run of the readiness benchmark
+    alone, its section)."""
     plan = results["plan"]
     if plan["mode"] == "scale":
         return render_scale(results)
+    if readiness_only(plan):
+        return render_readiness(results)
+    text = render_main(results)
+    if "readiness" in plan["only"]:
+        text += "\n" + render_readiness(results)
+    return text
+
+
+def readiness_only(plan: dict[str, Any]) -> bool:
+    """Whether the run measured the readiness benchmark and nothing else."""
+    return plan["mode"] != "scale" and list(plan["only"]) == ["readiness"]
+
+
+def update_markdown(old: str, results: dict[str, Any]) -> str:
+    """The markdown file *old* with the report of *results* written into it.
+
+    A scale run, or a run of the readiness benchmark alone, replaces its own section (or
+    adds it) and leaves the rest as it was. Any other run rewrites the file: its report,
+    then the readiness section (this run's if it measured it, else the file's), then the
+    file's scale section.
+    """
+    plan = results["plan"]
+    if plan["mode"] == "scale":
+        return splice_scale(old or SCALE_FILE_HEAD, render_scale(results))
+    if readiness_only(plan):
+        return splice_section(
+            old or SCALE_FILE_HEAD,
+            READINESS_BEGIN,
+            READINESS_END,
+            render_readiness(results),
+            before=SCALE_BEGIN,
+        )
+    if "readiness" in plan["only"]:
+        ready = render_readiness(results).strip("\n")
+    else:
+        ready = marked_section(old, READINESS_BEGIN, READINESS_END)
+    text = render_main(results)
+    for kept in (ready, scale_section(old)):
+        if kept:
+            text += "\n" + kept + "\n"
+    return text
+
+
+def render_main(results: dict[str, Any]) -> str:
+    """The report of a quick or full run, but for the readiness section."""
+    plan = results["plan"]
     machine = results["machine"]
     main_n = plan["main_n"]
     ns = plan["ns"]
@@ -453,7 +508,9 @@ def render(results: dict[str, Any]) -> str:
             f"Spawn, idle CPU over {plan['idle_seconds']:g} s, resident memory and stop time "
             "at each N.",
         )
-    problems = _errors(results)
+    problems = _errors(
+        {"sessions": [s for s in results["sessions"] if s["kind"] not in READINESS_KINDS]}
+    )
     if problems:
         section("Failures", problems)
     for note in plan.get("notes", []):
@@ -611,35 +668,266 @@ def render_scale(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+#: The goal for circusd's CPU with health_n processes checked once a second, % of a core.
+HEALTH_GOAL_PERCENT = 2.0
+
+
+def readiness_figures(results: dict[str, Any]) -> dict[str, float]:
+    """The readiness benchmark's figures, by name; a figure that was not measured is left
+    out.
+
+    ``ready_*``: seconds from ``READY=1`` to the event, pooled over every round (``p50``,
+    ``p99``, ``max``, and the ``count`` of samples). For each CPU window kind (``health``,
+    ``nohealth``, ``connfloor``): ``<kind>_percent`` of a core, ``<kind>_cpu`` seconds and
+    ``<kind>_rate`` connections a second, each the median over rounds. Then what the checks
+    alone cost (``checks_percent``: with the check minus without, and ``check_cpu``: CPU
+    seconds per check) and the ratios of ``health`` and of the checks alone to the floor.
+    """
+    figures: dict[str, float] = {}
+    latencies: list[float] = []
+    for s in results["sessions"]:
+        if s["kind"] == "ready" and s.get("ready"):
+            latencies.extend(s["ready"])
+    if latencies:
+        figures["ready_count"] = float(len(latencies))
+        figures["ready_p50"] = percentile(latencies, 50)
+        figures["ready_p99"] = percentile(latencies, 99)
+        figures["ready_max"] = max(latencies)
+    for kind in ("health", "nohealth", "connfloor"):
+        windows = [s["cpu"] for s in results["sessions"] if s["kind"] == kind and "cpu" in s]
+        if windows:
+            figures[f"{kind}_percent"] = statistics.median(w["cpu_percent"] for w in windows)
+            figures[f"{kind}_cpu"] = statistics.median(w["cpu_seconds"] for w in windows)
+            figures[f"{kind}_seconds"] = statistics.median(w["seconds"] for w in windows)
+            figures[f"{kind}_rate"] = statistics.median(w["per_second"] for w in windows)
+    if "health_percent" in figures and "nohealth_percent" in figures:
+        alone = max(figures["health_percent"] - figures["nohealth_percent"], 0.0)
+        figures["checks_percent"] = alone
+        if figures["health_rate"] > 0:
+            figures["check_cpu"] = alone / 100.0 / figures["health_rate"]
+    floor = figures.get("connfloor_percent")
+    if floor and figures["connfloor_rate"] > 0:
+        figures["connection_cpu"] = floor / 100.0 / figures["connfloor_rate"]
+    if floor:
+        if "health_percent" in figures:
+            figures["health_vs_floor"] = figures["health_percent"] / floor
+        if "checks_percent" in figures:
+            figures["checks_vs_floor"] = figures["checks_percent"] / floor
+    return figures
+
+
+def _cpu_resolution(sessions: Sessions) -> float | None:
+    bounds = [100 * s["cpu"]["tick"] / s["cpu"]["seconds"] for s in sessions if "cpu" in s]
+    return max(bounds) if bounds else None
+
+
+def render_readiness(results: dict[str, Any]) -> str:
+    """The readiness section (section 8), markers included."""
+    plan = results["plan"]
+    machine = results["machine"]
+    figures = readiness_figures(results)
+    n = plan.get("health_n", 1000)
+    interval = plan.get("health_interval", 1.0)
+    out: list[str] = [READINESS_BEGIN, "", "### 8. Readiness and health checks", ""]
+    out.append(
+        "Ours only: Circus 0.19 and supervisord have no readiness or health checks (a "
+        "process counts as up once spawned, or once it has run `startsecs`), so there is "
+        "nothing of theirs to set beside these figures. Written by `python -m "
+        "benchmarks.run --full --only readiness`, which replaces only this section; "
+        "`make bench-full` measures it with everything else, and the runs that do not "
+        "measure it keep it."
+    )
+    out.append("")
+    out.append(
+        f"Run on {results['started']} in {results['duration'] / 60:.1f} min, "
+        f"{plan['repeats']} round(s); {machine.get('cpu', '?')}, "
+        f"{machine.get('nproc', '?')} cores, {machine.get('kernel', '?')}, "
+        f"{machine.get('python', '?')}; load {machine.get('load', '?')}"
+        + (f", {machine['load_end']} at the end." if "load_end" in machine else ".")
+        + f" Ours: {results['versions'].get('ours', '?')}."
+    )
+    out.extend(["", "#### From `READY=1` to the `ready` event", ""])
+    out.append(
+        f"A watcher with `ready = notify` runs {plan.get('ready_batch', '?')} copies of "
+        "`benchmarks/notify_worker.py` (every other option at its default). Each waits for "
+        "SIGUSR1 from the runner, then reads CLOCK_MONOTONIC and at once sends `READY=1` "
+        "to `$NOTIFY_SOCKET` with `socket.sendto`. The runner, subscribed to "
+        f"`watcher.{NOTIFIER_TOPIC}.ready` on circusd's events endpoint (a ZeroMQ SUB over "
+        "ipc://), reads the same clock as soon as the event can be read: the figure takes "
+        "in the datagram's way into circusd, circusd finding the process by the sender's "
+        "pid and publishing, and ZeroMQ's delivery. One worker at a time, 20 to 100 ms "
+        "after the previous event; once every worker of a batch has sent, all are killed "
+        "(each after 1 s of life, so no death counts as a failed start) and circusd's "
+        "replacements are the next batch. Percentiles pool every round's samples and "
+        "interpolate between the closest ones."
+    )
+    out.append("")
+    out.append("| samples | p50 | p99 | max |")
+    out.append("|---|---|---|---|")
+    if "ready_count" in figures:
+        out.append(
+            f"| {figures['ready_count']:.0f} | {fmt_seconds(figures['ready_p50'])} | "
+            f"{fmt_seconds(figures['ready_p99'])} | {fmt_seconds(figures['ready_max'])} |"
+        )
+    else:
+        out.append("| failed | — | — | — |")
+    out.extend(["", f"#### circusd's CPU with {n:,} processes checked by `tcp:`", ""])
+    out.append(
+        f"{n:,} `{plan['sleep_cmd']}` children with `health = tcp:127.0.0.1:PORT` and "
+        f"`health_interval = {interval:g}` (every other option at its default), all "
+        "checking one listening process of the runner's (`benchmarks/listener.py`: "
+        "backlog 4096, accepts and closes). circusd's own CPU time (user + system, all "
+        f"threads, from `/proc/PID/stat`) over {plan.get('health_seconds', 0):g} s, "
+        f"{plan.get('health_settle', 0):g} s after all {n:,} run; the same daemon and "
+        "children without `health`; and the floor, `benchmarks/connect_floor.py`: a plain "
+        f"Python loop opening and closing {round(n / interval * 0.1):,} blocking "
+        "connections to the same listener every 0.1 s and nothing else. Checks a second: "
+        "the connections the listener accepted over the window. The three take turns in "
+        "each round; figures are medians over rounds. As % of one core."
+    )
+    out.append("")
+    out.append("| | CPU | CPU time | checks a second | vs floor |")
+    out.append("|---|---|---|---|---|")
+    rows = (
+        ("health", f"ours, `health = tcp:` every {interval:g} s"),
+        ("nohealth", "ours, no health check"),
+        ("connfloor", f"floor: {round(n / interval):,} connect + close a second"),
+    )
+    floor = figures.get("connfloor_percent")
+    for kind, label in rows:
+        chosen = [s for s in results["sessions"] if s["kind"] == kind]
+        if f"{kind}_percent" not in figures:
+            failed = "failed" if any(s.get("error") for s in chosen) else "—"
+            out.append(f"| {label} | {failed} | | | |")
+            continue
+        # CPU time is counted in clock ticks: a window with less than one reads as 0
+        value = figures[f"{kind}_percent"]
+        bound = _cpu_resolution(chosen) if value == 0 else None
+        cell = f"< {fmt_percent(bound)}" if bound is not None else fmt_percent(value)
+        ratio = ""
+        if kind != "connfloor" and floor:
+            ratio = f"< {fmt_ratio(bound / floor)}" if bound else fmt_ratio(value / floor)
+        cpu = figures[f"{kind}_cpu"]
+        tick = max((s["cpu"]["tick"] for s in chosen if "cpu" in s), default=0.01)
+        cpu_cell = f"< {fmt_seconds(tick)}" if cpu == 0 else fmt_seconds(cpu)
+        out.append(
+            f"| {label} | {cell} | {cpu_cell} | "
+            f"{figures[f'{kind}_rate']:,.0f} | {ratio} |"
+        )
+    if "checks_percent" in figures:
+        out.append("")
+        text = (
+            f"The checks alone (with minus without): {fmt_percent(figures['checks_percent'])}"
+            f" of a core"
+        )
+        if "check_cpu" in figures:
+            text += f", {fmt_seconds(figures['check_cpu'])} of CPU per check"
+        if "checks_vs_floor" in figures:
+            text += f", {fmt_ratio(figures['checks_vs_floor'])} the floor"
+        if "connection_cpu" in figures:
+            text += f" ({fmt_seconds(figures['connection_cpu'])} per bare connection)"
+        out.append(text + ".")
+    replaced = sum(
+        s["cpu"].get("replaced", 0) for s in results["sessions"]
+        if s["kind"] == "health" and "cpu" in s
+    )
+    failed = sum(
+        s["cpu"].get("failed", 0) for s in results["sessions"]
+        if s["kind"] == "connfloor" and "cpu" in s
+    )
+    if failed:
+        out.append("")
+        out.append(f"{failed:.0f} of the floor's connections failed (counted, not retried).")
+    if replaced:
+        out.append("")
+        out.append(
+            f"{replaced:.0f} of the checked processes were replaced during the windows "
+            "(failed checks restart a process): the figures include those restarts."
+        )
+    if "health_percent" in figures:
+        value = figures["health_percent"]
+        verdict = "met" if value < HEALTH_GOAL_PERCENT else "not met"
+        out.append("")
+        text = (
+            f"Goal: circusd under {HEALTH_GOAL_PERCENT:g} % of a core with {n:,} processes "
+            f"checked every {interval:g} s: **{verdict}** ({fmt_percent(value)})."
+        )
+        if floor is not None and floor >= HEALTH_GOAL_PERCENT:
+            text += (
+                f" The floor alone, a plain Python loop making the same connections, takes "
+                f"{fmt_percent(floor)}: more than the goal on this machine."
+            )
+        out.append(text)
+    problems = _errors(
+        {"sessions": [s for s in results["sessions"] if s["kind"] in READINESS_KINDS]}
+    )
+    if problems:
+        out.extend(["", "Failures:", "", *problems])
+    out.extend(["", READINESS_END])
+    return "\n".join(out) + "\n"
+
+
 def _fmt_count(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def marked_section(text: str, begin: str, end: str) -> str:
+    """The section of *text* from the marker *begin* to the marker *end*, both included,
+    or "" if it has none."""
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        return ""
+    return text[start : stop + len(end)]
+
+
+def splice_section(
+    text: str, begin: str, end: str, section: str, before: str | None = None
+) -> str:
+    """*text* with its section between *begin* and *end* replaced by *section*; without
+    one, *section* goes in front of the marker *before* if *text* has it, else at the end."""
+    section = section.strip("\n")
+    old = marked_section(text, begin, end)
+    if old:
+        return text.replace(old, section, 1)
+    at = text.find(before) if before else -1
+    if at >= 0:
+        return text[:at] + section + "\n\n" + text[at:]
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
 def scale_section(text: str) -> str:
     """The scale section of a markdown file, markers included, or "" if it has none."""
-    begin = text.find(SCALE_BEGIN)
-    end = text.find(SCALE_END, begin)
-    if begin < 0 or end < 0:
-        return ""
-    return text[begin : end + len(SCALE_END)]
+    return marked_section(text, SCALE_BEGIN, SCALE_END)
 
 
 def splice_scale(text: str, section: str) -> str:
     """*text* with its scale section replaced by *section*, or *section* appended to it."""
-    section = section.strip("\n")
-    old = scale_section(text)
-    if old:
-        return text.replace(old, section, 1)
-    return text.rstrip("\n") + "\n\n" + section + "\n"
+    return splice_section(text, SCALE_BEGIN, SCALE_END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the report of a results file; with ``--markdown FILE``, also write it into
+    FILE as the run itself would have (:func:`update_markdown`)."""
     args = sys.argv[1:] if argv is None else argv
+    markdown = None
+    if len(args) == 3 and args[1] == "--markdown":
+        args, markdown = args[:1], args[2]
     if len(args) != 1:
-        print("usage: python -m benchmarks.report RESULTS.json", file=sys.stderr)
+        print("usage: python -m benchmarks.report RESULTS.json [--markdown FILE]",
+              file=sys.stderr)
         return 2
     with open(args[0]) as fh:
-        print(render(json.load(fh)), end="")
+        results = json.load(fh)
+    if markdown is not None:
+        try:
+            with open(markdown) as fh:
+                old = fh.read()
+        except FileNotFoundError:
+            old = ""
+        with open(markdown, "w") as fh:
+            fh.write(update_markdown(old, results))
+    print(render(results), end="")
     return 0
 
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--quick | --full | --scale]
                              [--targets ours,circus019,supervisord,floor]
-                             [--only spawn,respawn,rtt,idle,stop,stream,scale,fds]
+                             [--only spawn,respawn,rtt,idle,stop,stream,scale,readiness]
                              [--ns N,...] [--repeats K] [--json out.json] [--markdown out.md]
 
 ``--scale`` runs N = 10,000 children (``--ns`` to change it) under one daemon per target and
@@ -10,6 +10,11 @@ round, and measures on that daemon, in this order: spawn, the control round trip
 memory, descriptors, respawn after ``kill -9``, stop. Its report is one section of the markdown
 file, between ``<!-- scale:begin -->`` and ``<!-- scale:end -->``: writing it replaces only that
 section, and the other modes keep it when they rewrite the file.
+
+``--only readiness`` (ours only; part of ``--quick`` and ``--full``) times ``READY=1`` to the
+``ready`` event and measures circusd's CPU with 1,000 processes checked by ``tcp:`` once a
+second. Its report sits between ``<!-- readiness:begin -->`` and ``<!-- readiness:end -->``: a
+run of it alone replaces only that section, and runs that do not measure it keep it.
 
 Targets are alternated round-robin within each measurement (the first target rotates from one
 round to the next), so a noisy neighbour on the machine hits every target alike and the ratios
@@ -37,19 +42,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import envs, measure, procfs, report
+from benchmarks import envs, measure, procfs, readiness, report
 from benchmarks.targets import (
     TARGETS,
     Target,
     TargetFailed,
     Workload,
+    ZmqTarget,
     ensure_bytecode,
     raise_soft_limits,
 )
 
-METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale", "fds")
+METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale", "readiness", "fds")
 SCALE_METRICS = ("spawn", "rtt", "idle", "fds", "respawn", "stop")
-ALIASES = {"throughput": "stream", "roundtrip": "rtt", "round-trip": "rtt"}
+ALIASES = {"throughput": "stream", "roundtrip": "rtt", "round-trip": "rtt", "ready": "readiness"}
 MAIN_N = 1000
 RESPAWN_NS = [100, 1000]  # quick and full modes
 # Circus 0.19 replaces a death only at its next check_delay (5 s), and the next kill waits for
@@ -80,6 +86,12 @@ class Plan:
     respawn_ns: list[int] = field(default_factory=lambda: list(RESPAWN_NS))
     rtt_warmup: int = 5  # untimed calls of each type first
     rtt_least: int = 20  # calls of each type measured even past the budget
+    ready_samples: int = 100  # READY=1 to the ready event, over all rounds
+    ready_batch: int = 20  # workers per daemon, killed and replaced after each batch
+    health_n: int = MAIN_N  # processes checked by tcp:, each every health_interval
+    health_interval: float = 1.0
+    health_seconds: float = 15.0  # each CPU window
+    health_settle: float = 3.0  # after all run: the first checks come one interval late
     sleep_cmd: str = ""
     limits: dict[str, list[int]] = field(default_factory=dict)  # the runner's, (soft, hard)
     notes: list[str] = field(default_factory=list)
@@ -122,6 +134,9 @@ def make_plan(
             rtt_budget=10.0,
             idle_seconds=5.0,
             stream_mib=50,
+            ready_samples=50,
+            health_seconds=10.0,
+            health_settle=2.0,
         )
     elif mode == "scale":
         plan = Plan(
@@ -201,35 +216,45 @@ class Runner:
         print(f"[{time.monotonic() - self.t0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
-    def session(
+    def recorded(
         self, key: str, kind: str, n: int, rnd: int
-    ) -> Iterator[tuple[Target, dict[str, Any], Path]]:
-        """A fresh target in a fresh directory; always shut down and recorded."""
+    ) -> Iterator[tuple[dict[str, Any], Path]]:
+        """A fresh directory and a record of what happens in it; the record is kept (with
+        the error, if any: the run goes on) and the directory removed whatever happens."""
         self.counter += 1
         workdir = self.rundir / f"s{self.counter:03d}"
         workdir.mkdir()
-        target = TARGETS[key]()
         record: dict[str, Any] = {"target": key, "kind": kind, "n": n, "round": rnd}
-        stage = "start"
         began = time.monotonic()
         try:
-            yield target, record, workdir
+            yield record, workdir
         except Exception as exc:  # recorded in the results; the run goes on
-            stage = record.get("_stage", stage)
+            stage = record.get("_stage", "start")
             record["error"] = f"{stage}: {type(exc).__name__}: {exc}"
             if "spawn" not in record and kind in ("sleepers", "scale"):
                 self.broken[key] = record["error"]
         finally:
             record.pop("_stage", None)
-            if kind == "scale" and "limits" not in record and target.proc is not None:
-                record["limits"] = procfs.limits(target.pid)  # what it failed under
-            leftovers = target.shutdown()
-            if leftovers:
-                record["leftovers"] = len(leftovers)
             shutil.rmtree(workdir, ignore_errors=True)
             record["seconds"] = round(time.monotonic() - began, 1)
             self.sessions.append(record)
             self.log(f"{key} {kind} N={n} round {rnd + 1}: {summarize(record)}")
+
+    @contextlib.contextmanager
+    def session(
+        self, key: str, kind: str, n: int, rnd: int
+    ) -> Iterator[tuple[Target, dict[str, Any], Path]]:
+        """A fresh target in a fresh directory; always shut down and recorded."""
+        with self.recorded(key, kind, n, rnd) as (record, workdir):
+            target = TARGETS[key]()
+            try:
+                yield target, record, workdir
+            finally:
+                if kind == "scale" and "limits" not in record and target.proc is not None:
+                    record["limits"] = procfs.limits(target.pid)  # what it failed under
+                leftovers = target.shutdown()
+                if leftovers:
+                    record["leftovers"] = len(leftovers)
 
     def run_sleepers(self, key: str, n: int, rnd: int) -> None:
         plan = self.plan
@@ -312,6 +337,76 @@ class Runner:
             if size != total:
                 raise TargetFailed(f"stream: the file holds {size} bytes, {total} expected")
 
+    def run_ready(self, rnd: int) -> None:
+        """READY=1 to the ready event, on one daemon running a batch of notify workers."""
+        plan = self.plan
+        samples = split(plan.ready_samples, plan.repeats)[rnd]
+        with self.session("ours", "ready", plan.ready_batch, rnd) as (target, record, workdir):
+            assert isinstance(target, ZmqTarget)
+            stamps = workdir / "stamps"
+            stamps.mkdir()
+            record["_stage"] = "spawn"
+            argv = readiness.worker_argv(stamps)
+            target.start(Workload("notify", plan.ready_batch, argv), workdir)
+            measure.wait_running(target, plan.ready_batch, timeout=60.0)
+            record["_stage"] = "connect"
+            target.connect(timeout=60.0)
+            record["_stage"] = "ready"
+            record["ready"] = readiness.measure_ready(
+                target, stamps, samples, plan.ready_batch, self.rng, timeout=30.0
+            )
+
+    def run_health(self, kind: str, listener: readiness.Listener, rnd: int) -> None:
+        """circusd's CPU with health_n sleepers, checked by tcp: (kind "health") or not."""
+        plan = self.plan
+        n = plan.health_n
+        options = {}
+        if kind == "health":
+            options = {
+                "health": f"tcp:127.0.0.1:{listener.port}",
+                "health_interval": f"{plan.health_interval:g}",
+            }
+        with self.session("ours", kind, n, rnd) as (target, record, workdir):
+            record["_stage"] = "spawn"
+            check_pids(n)
+            target.start(Workload("sleepers", n, self.sleep_argv, options=options), workdir)
+            record["_stage"] = "cpu"
+            record["cpu"] = readiness.measure_health_cpu(
+                target, n, listener, plan.health_seconds, plan.health_settle
+            )
+
+    def run_connect_floor(self, listener: readiness.Listener, rnd: int) -> None:
+        plan = self.plan
+        rate = round(plan.health_n / plan.health_interval)
+        with self.recorded("floor", "connfloor", plan.health_n, rnd) as (record, _):
+            record["_stage"] = "cpu"
+            record["cpu"] = readiness.measure_connect_floor(
+                listener, rate, plan.health_seconds, plan.health_settle
+            )
+
+    def run_readiness(self) -> None:
+        """Every round: the ready latency, then the three CPU windows in rotating order,
+        all against one listener of the round's."""
+        for rnd in range(self.plan.repeats):
+            self.run_ready(rnd)
+            try:
+                listener = readiness.Listener()
+            except (OSError, TargetFailed) as exc:
+                error = f"listener: {type(exc).__name__}: {exc}"
+                self.sessions.append(
+                    {"target": "ours", "kind": "listener", "n": 0, "round": rnd, "error": error}
+                )
+                self.log(f"round {rnd + 1}: {error}")
+                continue
+            try:
+                for kind in rotated(list(readiness.CPU_KINDS), rnd):
+                    if kind == "connfloor":
+                        self.run_connect_floor(listener, rnd)
+                    else:
+                        self.run_health(kind, listener, rnd)
+            finally:
+                listener.stop()
+
     def run(self) -> None:
         plan = self.plan
         for n in plan.sleeper_ns():
@@ -334,6 +429,8 @@ class Runner:
                 for key in rotated(plan.targets, rnd):
                     if key not in self.broken:
                         self.run_stream(key, rnd, chunk)
+        if "readiness" in plan.only and "ours" not in self.broken:
+            self.run_readiness()
 
 
 def check_pids(n: int) -> None:
@@ -371,21 +468,56 @@ def summarize(record: dict[str, Any]) -> str:
         parts.append(f"stop answered {stop['reply']:.3f}s, done {stop['done']:.3f}s")
     if "stream" in record:
         parts.append(f"stream {record['stream']['mb_per_s']:.1f}MB/s")
+    if record.get("ready"):
+        samples = record["ready"]
+        parts.append(
+            f"READY=1 to event: median {statistics.median(samples) * 1e6:.0f}µs "
+            f"p99 {report.percentile(samples, 99) * 1e6:.0f}µs "
+            f"max {max(samples) * 1e6:.0f}µs ({len(samples)} samples)"
+        )
+    if "cpu" in record:
+        cpu = record["cpu"]
+        parts.append(
+            f"CPU {cpu['cpu_percent']:.2f}% over {cpu['seconds']:.1f}s, "
+            f"{cpu['per_second']:.0f} connections/s"
+            + (f", {cpu['replaced']:.0f} replaced" if cpu.get("replaced") else "")
+            + (f", {cpu['failed']:.0f} failed" if cpu.get("failed") else "")
+        )
     if "error" in record:
         parts.append(f"ERROR {record['error']}")
     return ", ".join(parts) or "nothing measured"
 
 
-def write_markdown(path: Path, markdown: str, scale: bool) -> None:
-    """Write the report to *path*: the scale section in place of the file's own, or the other
-    modes' report followed by the scale section the file already had."""
-    old = path.read_text() if path.exists() else ""
-    if scale:
-        text = report.splice_scale(old or report.SCALE_FILE_HEAD, markdown)
+def choose(
+    mode: str, only: list[str] | None, targets: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """The metrics and the targets of a run, from ``--only`` and ``--targets`` (None when
+    not given). Raises ValueError for a choice that cannot be measured."""
+    allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
+    chosen = list(only or allowed)
+    if wrong := [m for m in chosen if m not in allowed]:
+        raise ValueError(
+            f"--only {','.join(wrong)}: not measured in {mode} mode "
+            f"(choose from {', '.join(allowed)})"
+        )
+    if chosen == ["readiness"]:
+        targets = targets or ["ours"]  # the others have nothing to measure here
     else:
-        kept = report.scale_section(old)
-        text = markdown + ("\n" + kept + "\n" if kept else "")
-    path.write_text(text)
+        targets = targets or (SCALE_TARGETS if mode == "scale" else list(TARGETS))
+    if "readiness" in chosen and "ours" not in targets:
+        if only:
+            raise ValueError("--only readiness measures ours only: add ours to --targets")
+        chosen.remove("readiness")  # the mode's default, with nothing to measure it on
+    if mode == "scale" and "spawn" not in chosen:
+        chosen.insert(0, "spawn")  # the children have to run before anything else
+    return chosen, list(targets)
+
+
+def write_markdown(path: Path, results: dict[str, Any]) -> None:
+    """Write the report of *results* into *path*, keeping the sections of the file that
+    this run did not measure (:func:`benchmarks.report.update_markdown`)."""
+    old = path.read_text() if path.exists() else ""
+    path.write_text(report.update_markdown(old, results))
 
 
 def positive(value: str) -> int:
@@ -450,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         type=lambda v: parse_list(v, METRICS, ALIASES),
         help=f"default: all of {', '.join(m for m in METRICS if m != 'fds')}; "
-        f"--scale: {', '.join(SCALE_METRICS)}",
+        f"--scale: {', '.join(SCALE_METRICS)}. readiness measures ours only",
     )
     parser.add_argument("--repeats", type=positive, help="rounds (quick: 1, full: 3, scale: 1)")
     parser.add_argument(
@@ -464,16 +596,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the report here as well")
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
-    targets = args.targets or (SCALE_TARGETS if mode == "scale" else list(TARGETS))
-    only = args.only or list(SCALE_METRICS if mode == "scale" else METRICS[:-1])
-    allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
-    if wrong := [m for m in only if m not in allowed]:
-        parser.error(
-            f"--only {','.join(wrong)}: not measured in {mode} mode "
-            f"(choose from {', '.join(allowed)})"
-        )
-    if mode == "scale" and "spawn" not in only:
-        only.insert(0, "spawn")  # the children have to run before anything else
+    try:
+        only, targets = choose(mode, args.only, args.targets)
+    except ValueError as exc:
+        parser.error(str(exc))
     limits = raise_soft_limits()
     if mode == "scale":
         try:
@@ -553,10 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
-    markdown = report.render(results)
     if args.markdown:
-        write_markdown(args.markdown, markdown, scale=plan.mode == "scale")
-    print(markdown, end="")
+        write_markdown(args.markdown, results)
+    print(report.render(results), end="")
     return 130 if interrupted else 0
 
 

@@ -31,6 +31,8 @@ OURS_CIRCUSD = Path(os.environ.get("BENCH_OURS_CIRCUSD", ROOT / ".venv" / "bin" 
 FLOOR_SCRIPT = Path(__file__).resolve().parent / "floor.py"
 WATCHER = "sleepers"
 WRITER = "writer"
+NOTIFIER = "notifier"
+WATCHER_NAMES = {"sleepers": WATCHER, "writer": WRITER, "notify": NOTIFIER}
 QUIT_TIMEOUT = 30.0
 
 
@@ -44,23 +46,26 @@ class Workload:
 
     ``sleepers``: *numprocesses* copies of *argv*, replaced when they die.
     ``writer``: one copy of *argv*, not replaced, whose standard output goes to *output*.
+    ``notify``: *numprocesses* copies of *argv* under ``ready = notify`` (circus only).
+    *options*: more lines for a circus watcher's section (``health``...), in this order.
     """
 
     kind: str
     numprocesses: int
     argv: list[str]
     output: Path | None = None
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return WATCHER if self.kind == "sleepers" else WRITER
+        return WATCHER_NAMES[self.kind]
 
     @property
     def command_line(self) -> str:
         return " ".join(self.argv)
 
     def matcher(self) -> Callable[[list[bytes]], bool]:
-        return procfs.argv_matcher(self.argv[0], self.argv[1:])
+        return procfs.argv_matcher(os.path.basename(self.argv[0]), self.argv[1:])
 
 
 @dataclass
@@ -278,6 +283,9 @@ def _circus_ini(workload: Workload, workdir: Path) -> str:
             "stdout_stream.class = FileStream",
             f"stdout_stream.filename = {workload.output}",
         ]
+    if workload.kind == "notify":
+        lines.append("ready = notify")
+    lines += [f"{key} = {value}" for key, value in workload.options.items()]
     return "\n".join(lines) + "\n"
 
 
