@@ -6,8 +6,6 @@ related watchers, ``circusctl wait`` and ``start --wait``, and circusd's READY=1
 from __future__ import annotations
 
 import json
-import shlex
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,22 +16,11 @@ import pytest
 import zmq
 
 from circus.kernel import CLOCK_TICKS, read_stat
-from tests.conftest import PYTHON, pid_alive, python_cmd, wait_until
+from tests.conftest import pid_alive, python_cmd, wait_until
 from tests.e2e.conftest import Daemon
+from tests.e2e.ready_support import free_port, worker
 from tests.e2e.test_circusd_notify import Manager, is_ready
 from tests.e2e.test_daemon_mode import Launcher
-
-WORKER = Path(__file__).resolve().parents[1] / "fixtures" / "ready_worker.py"
-
-
-def worker(*args: str) -> str:
-    return " ".join(shlex.quote(a) for a in (PYTHON, str(WORKER), *args))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def needs_port(port: int) -> str:

@@ -14,20 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON, pid_alive, proc_environ, wait_until
+from tests.conftest import pid_alive, proc_environ, wait_until
 from tests.e2e.conftest import CIRCUSD, Daemon, wait_event
-
-WORKER = Path(__file__).resolve().parents[1] / "fixtures" / "ready_worker.py"
-
-
-def worker(*args: str) -> str:
-    return " ".join(shlex.quote(a) for a in (PYTHON, str(WORKER), *args))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.e2e.ready_support import free_port, worker
 
 
 def details(d: Daemon, name: str) -> dict[str, Any]:
