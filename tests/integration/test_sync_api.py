@@ -154,7 +154,9 @@ def test_the_seeds_get_arbiter_examples(example: str, count: int, myprogram: str
         try:
             while time.monotonic() < deadline:
                 arbiter = namespace.get("arbiter")
-                if arbiter is not None and running(pids.of(arbiter)) and \
+                # numprocesses() is the target: wait for that many to run, not the first
+                current = pids.of(arbiter) if arbiter is not None else []
+                if arbiter is not None and len(current) == count and running(current) and \
                         arbiter.numprocesses() == count:
                     return
                 time.sleep(0.01)
