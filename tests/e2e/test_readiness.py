@@ -227,7 +227,8 @@ def test_a_failing_health_check_restarts_the_process(circusd: Callable[..., Daem
     wait_until(lambda: d.pids("h") and d.pids("h") != [pid], what="a replacement",
                timeout=10)
     assert not pid_alive(pid)
-    assert details(d, "h")["restarts"] == 1
+    wait_until(lambda: details(d, "h")["restarts"] == 1, what="one restart counted",
+               timeout=5)
 
 
 def test_the_watchdog_replaces_a_silent_process(circusd: Callable[..., Daemon]) -> None:
