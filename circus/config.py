@@ -304,6 +304,14 @@ class _Builder:
         multicast = result["multicast_endpoint"]
         if multicast is not None:
             self.check_multicast(multicast)
+        from circus.peers import parse_accounts
+
+        for key in ("allow_users", "allow_groups"):
+            try:
+                parse_accounts(*((result[key], None) if key == "allow_users"
+                                 else (None, result[key])))
+            except ValueError as exc:
+                raise self.error(str(exc), section, key) from None
         from circus.endpoints import check_local
 
         for key in ("endpoint", "pubsub_endpoint", "stats_endpoint"):

@@ -1,0 +1,494 @@
+"""Who is on the other end: the local user of every connection to circusd's endpoints.
+
+On an ``ipc://`` or loopback ``tcp://`` endpoint, circusd serves root and its own user (and
+those ``[circus] allow_users`` / ``allow_groups`` and ``endpoint_owner`` name); any other
+local account is refused (docs/deployment.md, "Securing circusd").
+
+How a connection's user is known
+--------------------------------
+ZeroMQ hides connections, but two of its features reach them. A *socket monitor* reports
+each accepted connection with its descriptor (``ACCEPTED``) and each lost one
+(``DISCONNECTED``); a received message carries the descriptor it came from (``SRCFD``).
+From a descriptor, the kernel tells the peer's uid: ``SO_PEERCRED`` for a unix socket; for
+TCP, the owner of the client's own socket, found by its address in the socket table
+(``sock_diag``, an exact lookup of about 20 µs; ``/proc/net/tcp{,6}`` when netlink is not
+available, a scan that takes milliseconds on a busy host). A descriptor is always read
+through a duplicate, checked to be a connection of this endpoint, so that what is learnt
+and what is done (a shutdown) concern the same kernel socket.
+
+Descriptor numbers are reused, which is what makes this delicate. libzmq orders things so
+that: a connection's ``ACCEPTED`` event is queued before any of its messages; every
+message of a connection is in the socket's queue before its descriptor is closed, and the
+``DISCONNECTED`` event comes before that close; a receive that finds the socket empty has
+taken every message queued before it. So :class:`Connections` keeps, for each descriptor,
+the users of the connections it has held whose messages may still be unread (a
+*generation* each), and after each receive it reads the monitor again. A message is given
+the user all those candidate generations agree on; when they differ (a descriptor reused
+while a message of its previous connection waited) the message is refused as ambiguous.
+Once the socket has been found empty after an ``ACCEPTED``, the older generations of that
+descriptor are forgotten. The user of a generation is read when its ``ACCEPTED`` event is
+handled; if its ``DISCONNECTED`` follows before that read is confirmed, it stays unknown.
+
+The events socket (XPUB) receives no command to attribute: :class:`Subscribers` looks up
+each accepted connection and shuts a refused one down (on the duplicate, so it cannot hit
+another socket), before any event is published. A ZAP handler (:class:`ZapGate`) holds
+every new subscriber's handshake until that check ran, so that no connection can subscribe
+and receive an event in between.
+
+This relies on libzmq running the context with one I/O thread (pyzmq's default and
+circusd's): with more, a message could in principle overtake its ``ACCEPTED`` event, and
+would then be refused as coming from an unknown connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import socket
+import struct
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import zmq
+
+from circus.endpoints import readable, socket_fd
+from circus.peercred import Local, connection, credentials, holds
+from circus.util.accounts import user_id
+
+log = logging.getLogger(__name__)
+
+
+class Tier(StrEnum):
+    """What an admitted peer may do. Every admitted peer is ``admin`` for now; the
+    ``reader`` and ``operator`` tiers will map users to fewer commands."""
+
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The sender of a request, as the controller sees it.
+
+    ``tier`` None means refused, and ``why`` says why; for an admitted peer ``why`` names
+    the rule that let it in (``root``, ``allow_users``, ``plugin:NAME``, …).
+    """
+
+    uid: int | None
+    pid: int | None
+    tier: Tier | None
+    why: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.tier is not None
+
+    def describe(self) -> str:
+        """``uid 65534 (nobody)``, or ``an unknown user``."""
+        return "an unknown user" if self.uid is None else describe_uid(self.uid)
+
+
+UNKNOWN = Peer(None, None, None, "circusd could not find which local user owns the connection")
+AMBIGUOUS = Peer(None, None, None,
+                 "circusd could not tell which connection sent the request (its descriptor "
+                 "was reused meanwhile); send it again")
+
+
+def describe_uid(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+# -- the rule ------------------------------------------------------------------------------
+
+def _words(text: str | None) -> list[str]:
+    return (text or "").replace(",", " ").split()
+
+
+def parse_accounts(users: str | None, groups: str | None) -> tuple[set[int], set[int]]:
+    """The uids of *users* and the gids of *groups* (``allow_users``, ``allow_groups``).
+
+    Each is a list of names or numbers, separated by commas or spaces; a word ``@name``
+    names a group in either list.
+
+    Raises:
+        ValueError: naming the user or group that does not exist.
+    """
+    uids: set[int] = set()
+    gids: set[int] = set()
+    for word in _words(users):
+        if word.startswith("@"):
+            gids.add(_gid(word[1:]))
+        elif word.isdigit():
+            uids.add(int(word))
+        else:
+            try:
+                uids.add(pwd.getpwnam(word).pw_uid)
+            except KeyError:
+                raise ValueError(f"no user named {word!r}") from None
+    for word in _words(groups):
+        gids.add(_gid(word.removeprefix("@")))
+    return uids, gids
+
+
+def _gid(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    if not name:
+        raise ValueError("'@' must be followed by a group name or number")
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError(f"no group named {name!r}") from None
+
+
+class Access:
+    """Which local users an endpoint serves, and as what (module docstring).
+
+    Args:
+        own_uid: circusd's effective uid.
+        owner: ``endpoint_owner``, whose user may connect to the ``ipc://`` files.
+        users: ``allow_users``.
+        groups: ``allow_groups``.
+        internal: the processes circusd started for itself (plugins): pid -> watcher name.
+    """
+
+    def __init__(self, own_uid: int, owner: str | int | None = None, users: str | None = None,
+                 groups: str | None = None,
+                 internal: Callable[[], Mapping[int, str]] | None = None) -> None:
+        self.own_uid = own_uid
+        self.owner_uid = None if owner is None or owner == "" else user_id(owner)
+        self.uids, self.gids = parse_accounts(users, groups)
+        self._internal = internal
+        self._groups: dict[int, set[int]] = {}  # uid -> its groups, looked up once
+
+    def classify(self, uid: int | None, pid: int | None = None, inode: int | None = None
+                 ) -> Peer:
+        """The :class:`Peer` of a connection whose client runs as *uid*.
+
+        *pid* (a unix socket's peer) or *inode* (a TCP client socket) identify the client
+        process, which may be one circusd started for a plugin.
+        """
+        if uid is None:
+            return UNKNOWN
+        why = self._rule(uid)
+        if why is None:
+            why = self._started_here(pid, inode)
+        return Peer(uid, pid, None if why is None else Tier.ADMIN, why or "not allowed")
+
+    def _rule(self, uid: int) -> str | None:
+        if uid == 0:
+            return "root"
+        if uid == self.own_uid:
+            return "circusd's own user"
+        if uid == self.owner_uid:
+            return "endpoint_owner"
+        if uid in self.uids:
+            return "allow_users"
+        if self.gids:
+            common = self._groups_of(uid) & self.gids
+            if common:
+                return f"allow_groups ({', '.join(_group_name(g) for g in sorted(common))})"
+        return None
+
+    def _groups_of(self, uid: int) -> set[int]:
+        groups = self._groups.get(uid)
+        if groups is None:
+            try:
+                entry = pwd.getpwuid(uid)
+                groups = set(os.getgrouplist(entry.pw_name, entry.pw_gid))
+            except (KeyError, OSError):
+                groups = set()
+            self._groups[uid] = groups
+        return groups
+
+    def _started_here(self, pid: int | None, inode: int | None) -> str | None:
+        """The watcher name if the client is a process circusd runs for a plugin."""
+        internal = self._internal() if self._internal is not None else {}
+        if not internal:
+            return None
+        if pid is not None:
+            return internal.get(pid)
+        if inode is not None:
+            target = f"socket:[{inode}]"
+            for candidate, name in internal.items():
+                if holds(candidate, target):
+                    return name
+        return None
+
+    def refusal(self, peer: Peer, endpoint: str) -> str:
+        """The reason a refused request is answered with: it names the rule."""
+        if peer.uid is None:
+            return f"refused: {peer.why}"
+        served = "root"
+        if self.own_uid != 0:
+            served += f", its own user ({describe_uid(self.own_uid)})"
+        return (f"refused: {peer.describe()} may not use {endpoint}: circusd serves {served} "
+                f"and the users named by [circus] allow_users or allow_groups (see "
+                f"'Securing circusd' in docs/deployment.md)")
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return "@" + grp.getgrgid(gid).gr_name
+    except KeyError:
+        return f"@{gid}"
+
+
+# -- following a ZeroMQ socket's connections ----------------------------------------------
+
+ACCEPTED = zmq.EVENT_ACCEPTED
+GONE = zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+HANDSHAKE = zmq.EVENT_HANDSHAKE_SUCCEEDED
+_EVENT = struct.Struct("=HI")
+_monitors = 0
+
+
+def monitor(sock: zmq.Socket[Any], context: zmq.Context[Any], extra: int = 0
+            ) -> zmq.Socket[Any]:
+    """A PAIR socket receiving *sock*'s ``ACCEPTED`` and ``DISCONNECTED`` events (and
+    *extra* ones). Call it before *sock* binds. Its queue has no limit: libzmq would
+    otherwise stall its I/O thread on a full monitor, and an event must never be lost."""
+    global _monitors
+    _monitors += 1
+    address = f"inproc://circus-peers-{os.getpid()}-{_monitors}"
+    sock.monitor(address, ACCEPTED | GONE | extra)
+    pair: zmq.Socket[Any] = zmq.Context.shadow(context.underlying).socket(zmq.PAIR)
+    pair.linger = 0
+    pair.rcvhwm = 0
+    pair.connect(address)
+    return pair
+
+
+def read_events(pair: zmq.Socket[Any]) -> list[tuple[int, int]]:
+    """Every (event, descriptor) queued on a monitor *pair* now."""
+    events: list[tuple[int, int]] = []
+    # ZMQ_EVENTS processes libzmq's pending commands: whatever was queued is seen
+    while readable(pair):
+        try:
+            frames = pair.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        if frames and len(frames[0]) >= _EVENT.size:
+            events.append(_EVENT.unpack_from(frames[0]))
+    return events
+
+
+class _Gen:
+    """One connection a descriptor held: its peer, once known."""
+
+    __slots__ = ("peer", "handshakes", "open")
+
+    def __init__(self, handshakes: int) -> None:
+        self.peer = UNKNOWN
+        self.handshakes = handshakes  # handshakes completed (any connection) at its accept
+        self.open = True
+
+
+class Connections:
+    """The peer of each message of a ROUTER socket (module docstring: generations).
+
+    Args:
+        sock: the ROUTER, not yet bound.
+        context: its context (the monitor's PAIR is made in it).
+        access: the rule.
+    """
+
+    def __init__(self, sock: zmq.Socket[Any], context: zmq.Context[Any], access: Access) -> None:
+        self._pair = monitor(sock, context, HANDSHAKE)
+        self.access = access
+        self.local: Local | None = None  # set once bound: bound_address()
+        self._gens: dict[int, list[_Gen]] = {}
+        self._fresh: set[int] = set()  # descriptors that may have several generations
+        self._handshakes = 0
+
+    @property
+    def fd(self) -> int:
+        """A descriptor the loop can watch for new events (edge-triggered)."""
+        return socket_fd(self._pair)
+
+    def poll(self) -> None:
+        """Apply the monitor's events; read the user of each new connection."""
+        checking: dict[int, _Gen] = {}
+        while True:
+            pending: dict[int, _Gen] = {}
+            for event, fd in read_events(self._pair):
+                if event & HANDSHAKE:
+                    self._handshakes += 1
+                elif event & ACCEPTED:
+                    gen = _Gen(self._handshakes)
+                    self._gens.setdefault(fd, []).append(gen)
+                    self._fresh.add(fd)
+                    pending[fd] = gen
+                else:
+                    self._gone(fd, pending, checking)
+            checking.clear()  # no DISCONNECTED followed their reading: confirmed
+            if not pending:
+                return
+            for fd, gen in pending.items():
+                gen.peer = self._resolve(fd)
+                checking[fd] = gen
+
+    def _gone(self, fd: int, pending: dict[int, _Gen], checking: dict[int, _Gen]) -> None:
+        pending.pop(fd, None)  # closed before its user was read: it stays unknown
+        read = checking.pop(fd, None)
+        if read is not None:  # closed before the reading was confirmed: it may be another's
+            read.peer = UNKNOWN
+        gens = self._gens.get(fd)
+        if gens and gens[-1].open:
+            gens[-1].open = False
+            if gens[-1].handshakes == self._handshakes:
+                # no handshake at all between its accept and its end: it never had a pipe
+                # to the socket, so no message of it can be queued (a port probe)
+                gens.pop()
+
+    def _resolve(self, fd: int) -> Peer:
+        with connection(fd, self.local) as sock:
+            if sock is None:
+                return UNKNOWN
+            uid, pid, inode = credentials(sock)
+        return self.access.classify(uid, pid, inode)
+
+    def peer_of(self, fd: int) -> Peer:
+        """The peer of a message just received from descriptor *fd*."""
+        self.poll()
+        gens = self._gens.get(fd)
+        if not gens:
+            return UNKNOWN
+        peer = gens[-1].peer
+        for gen in gens[:-1]:  # older connections whose messages may still be queued
+            if (gen.peer.uid, gen.peer.tier) != (peer.uid, peer.tier):
+                return AMBIGUOUS
+        return peer
+
+    def idle(self, sock: zmq.Socket[Any]) -> bool:
+        """True if *sock* holds nothing to read. Then no message of an older generation
+        can still be queued: each descriptor keeps only its last."""
+        self.poll()
+        if readable(sock):
+            return False
+        for fd in self._fresh:
+            gens = self._gens.get(fd)
+            if gens:
+                del gens[:-1]
+        self._fresh.clear()
+        return True
+
+    def close(self) -> None:
+        self._pair.close(linger=0)
+
+
+class Subscribers:
+    """Keeps refused peers off an XPUB: each new connection is looked up, and a refused
+    one is shut down (module docstring). :meth:`enforce` runs before every publish and
+    from the ZAP gate, before a handshake completes."""
+
+    def __init__(self, sock: zmq.Socket[Any], context: zmq.Context[Any], access: Access,
+                 endpoint: str) -> None:
+        self._pair = monitor(sock, context)
+        self.access = access
+        self.endpoint = endpoint
+        self.local: Local | None = None
+        self.refused = 0  # connections shut down
+
+    def enforce(self) -> None:
+        for event, fd in read_events(self._pair):
+            if event & ACCEPTED:
+                self._check(fd)
+
+    def _check(self, fd: int) -> None:
+        with connection(fd, self.local) as sock:
+            if sock is None:
+                return  # gone, and its number reused by something else: nothing to do
+            uid, pid, inode = credentials(sock)
+            peer = self.access.classify(uid, pid, inode)
+            if peer.allowed:
+                return
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.refused += 1
+        if THROTTLE.allow(("events", peer.uid)):
+            log.warning("events: refused a subscriber, %s, on %s: %s", peer.describe(),
+                        self.endpoint, peer.why)
+
+    def close(self) -> None:
+        self._pair.close(linger=0)
+
+
+# -- the ZAP gate --------------------------------------------------------------------------
+
+ZAP_ADDRESS = "inproc://zeromq.zap.01"
+EVENTS_DOMAIN = b"circus-events"
+
+
+class ZapGate:
+    """The ZAP handler of circusd's context: answers a handshake on the events socket only
+    after :meth:`Subscribers.enforce` has looked at every connection accepted so far.
+
+    Raises:
+        zmq.ZMQError: another ZAP handler is bound in this context (EADDRINUSE).
+    """
+
+    def __init__(self, context: zmq.Context[Any], check: Callable[[], None]) -> None:
+        self._sock: zmq.Socket[Any] = zmq.Context.shadow(context.underlying).socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self.check = check  # what must run before a handshake is let through
+        try:
+            self._sock.bind(ZAP_ADDRESS)
+        except zmq.ZMQError:
+            self._sock.close(linger=0)
+            raise
+
+    @property
+    def fd(self) -> int:
+        return socket_fd(self._sock)
+
+    def serve(self) -> None:
+        """Answer every queued request (a loop reader callback; the FD is edge-triggered)."""
+        while not self._sock.closed and readable(self._sock):
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # [routing id, "", version, request id, domain, address, identity, mechanism, …]
+            if len(frames) < 8 or frames[1] != b"":
+                continue
+            if frames[4] == EVENTS_DOMAIN:
+                self.check()
+                status, text = b"200", b"OK"
+            else:
+                status, text = b"400", b"unknown domain"
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.send_multipart(
+                    [frames[0], b"", b"1.0", frames[3], status, text, b"", b""], zmq.NOBLOCK)
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+
+class Throttle:
+    """At most one log line per key every *interval* seconds (a refused user retrying in a
+    loop must not flood circusd's log)."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[Any, float] = {}
+
+    def allow(self, key: Any) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            return False
+        if len(self._last) > 1024:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+THROTTLE = Throttle()
