@@ -38,7 +38,7 @@ from circus.commands.base import Command, Props, Reply, Scope, error_reply, ok_r
 from circus.endpoints import bind, readable, socket_fd
 from circus.errors import CommandError, ConfigError, Errno, OptionError
 from circus.peercred import bound_address
-from circus.peers import THROTTLE, Access, Connections, Peer
+from circus.peers import CONTROL_DOMAIN, THROTTLE, Access, Connections, Peer, ZapGate
 from circus.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -115,7 +115,9 @@ class Controller:
     command runs in a task of its own.
 
     With *access*, each request's sender is looked up and only admitted peers are served;
-    without, everyone who reaches the endpoint is (non-loopback TCP, inproc://).
+    without, everyone who reaches the endpoint is (non-loopback TCP, inproc://). *gate*,
+    the ZAP handler of *context*, comes with *access*: each new connection's handshake
+    waits there until the requests queued before it have been read (circus/peers.py).
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class Controller:
         endpoint: str,
         owner: str | None = None,
         access: Access | None = None,
+        gate: ZapGate | None = None,
     ) -> None:
         self.arbiter = arbiter
         self.endpoint = endpoint
@@ -137,7 +140,13 @@ class Controller:
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
         # the monitor must exist before the first connection can be accepted
         self._access = access
-        self._peers = Connections(self._socket, context, access) if access else None
+        self._peers: Connections | None = None
+        if access is not None:
+            if gate is None:
+                raise ValueError("a controller that checks its peers needs the ZAP gate")
+            self._peers = Connections(self._socket, context, access)
+            self._socket.setsockopt(zmq.ZAP_DOMAIN, CONTROL_DOMAIN)
+            gate.handlers[CONTROL_DOMAIN] = self._handshake
         try:
             bind(self._socket, endpoint, owner=owner)
         except BaseException:
@@ -153,10 +162,6 @@ class Controller:
         self._loop = asyncio.get_running_loop()
         self._fd = socket_fd(self._socket)
         self._loop.add_reader(self._fd, self._on_readable)
-        if self._peers is not None:
-            # connections are followed as they come and go, not only when a request
-            # arrives: a descriptor's older generations are then forgotten sooner
-            self._loop.add_reader(self._peers.fd, self._on_readable)
         self._on_readable()  # anything that arrived before the reader was in place
 
     def _on_readable(self) -> None:
@@ -183,6 +188,14 @@ class Controller:
                 log.warning("controller: receive failed: %s", exc)
                 return
             self._receive(frames, peer)
+
+    def _handshake(self) -> None:
+        """A new connection's handshake waits on this (the ZAP gate): first every request
+        already queued is read, with the peers known so far."""
+        if self._peers is None or self._owner.closed:
+            return
+        self._on_readable()
+        self._peers.letting_through()
 
     def _receive(self, frames: list[bytes], peer: Peer | None = None) -> None:
         identity = frames[0]
@@ -378,8 +391,6 @@ class Controller:
         """Stop taking requests; let those in flight answer (at most *drain* s)."""
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            if self._peers is not None:
-                self._loop.remove_reader(self._peers.fd)
             self._fd = -1
         await self._requests.join(timeout=drain)
         await self._requests.close(timeout=1.0)

@@ -6,38 +6,37 @@ local account is refused (docs/deployment.md, "Securing circusd").
 
 How a connection's user is known
 --------------------------------
-ZeroMQ hides connections, but two of its features reach them. A *socket monitor* reports
+ZeroMQ hides connections, but three of its features reach them. A *socket monitor* reports
 each accepted connection with its descriptor (``ACCEPTED``) and each lost one
-(``DISCONNECTED``); a received message carries the descriptor it came from (``SRCFD``).
-From a descriptor, the kernel tells the peer's uid: ``SO_PEERCRED`` for a unix socket; for
-TCP, the owner of the client's own socket, found by its address in the socket table
-(``sock_diag``, an exact lookup of about 20 µs; ``/proc/net/tcp{,6}`` when netlink is not
-available, a scan that takes milliseconds on a busy host). A descriptor is always read
-through a duplicate, checked to be a connection of this endpoint, so that what is learnt
-and what is done (a shutdown) concern the same kernel socket.
+(``DISCONNECTED``); a received message carries the descriptor it came from (``SRCFD``); and
+a ZAP handler (:class:`ZapGate`, the one of circusd's context) holds each new connection's
+handshake, before any message of it can be received, until it answers. From a descriptor
+the kernel tells the peer's uid (circus/peercred.py: ``SO_PEERCRED`` for a unix socket, the
+owner of the client's socket for TCP). A descriptor is always read through a duplicate,
+checked to be a connection of this endpoint, so that what is learnt and what is done (a
+shutdown) concern the same kernel socket.
 
 Descriptor numbers are reused, which is what makes this delicate. libzmq orders things so
-that: a connection's ``ACCEPTED`` event is queued before any of its messages; every
-message of a connection is in the socket's queue before its descriptor is closed, and the
+that: a connection's ``ACCEPTED`` event is queued before its handshake reaches the ZAP
+handler; every message of a connection is queued before its descriptor is closed, and its
 ``DISCONNECTED`` event comes before that close; a receive that finds the socket empty has
 taken every message queued before it. So :class:`Connections` keeps, for each descriptor,
-the users of the connections it has held whose messages may still be unread (a
-*generation* each), and after each receive it reads the monitor again. A message is given
-the user all those candidate generations agree on; when they differ (a descriptor reused
-while a message of its previous connection waited) the message is refused as ambiguous.
-Once the socket has been found empty after an ``ACCEPTED``, the older generations of that
-descriptor are forgotten. The user of a generation is read when its ``ACCEPTED`` event is
-handled; if its ``DISCONNECTED`` follows before that read is confirmed, it stays unknown.
+the connections it has held whose messages may still be unread (a *generation* each, with
+its peer, read when its ``ACCEPTED`` is handled; if its ``DISCONNECTED`` follows before
+that reading is confirmed, it stays unknown). Before the ZAP handler lets a handshake
+through, the controller reads the monitor and every queued request, and once the socket is
+empty each descriptor keeps only its newest generation. A generation first seen after the
+last handshake let through cannot have sent anything yet. A message is given the peer of
+the generations of its descriptor that may have sent it; if those disagree, it is refused
+as ambiguous (it would take an older connection's request that stayed queued across a
+handshake on the same descriptor).
 
 The events socket (XPUB) receives no command to attribute: :class:`Subscribers` looks up
-each accepted connection and shuts a refused one down (on the duplicate, so it cannot hit
-another socket), before any event is published. A ZAP handler (:class:`ZapGate`) holds
-every new subscriber's handshake until that check ran, so that no connection can subscribe
-and receive an event in between.
+each accepted connection and shuts a refused one down before any event is published and
+before the ZAP handler lets its handshake through, so it never subscribes.
 
-This relies on libzmq running the context with one I/O thread (pyzmq's default and
-circusd's): with more, a message could in principle overtake its ``ACCEPTED`` event, and
-would then be refused as coming from an unknown connection.
+This relies on libzmq running the context with one I/O thread (circusd's, and pyzmq's
+default): the frontend refuses a context with more.
 """
 
 from __future__ import annotations
@@ -246,20 +245,18 @@ def _group_name(gid: int) -> str:
 
 ACCEPTED = zmq.EVENT_ACCEPTED
 GONE = zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-HANDSHAKE = zmq.EVENT_HANDSHAKE_SUCCEEDED
 _EVENT = struct.Struct("=HI")
 _monitors = 0
 
 
-def monitor(sock: zmq.Socket[Any], context: zmq.Context[Any], extra: int = 0
-            ) -> zmq.Socket[Any]:
-    """A PAIR socket receiving *sock*'s ``ACCEPTED`` and ``DISCONNECTED`` events (and
-    *extra* ones). Call it before *sock* binds. Its queue has no limit: libzmq would
-    otherwise stall its I/O thread on a full monitor, and an event must never be lost."""
+def monitor(sock: zmq.Socket[Any], context: zmq.Context[Any]) -> zmq.Socket[Any]:
+    """A PAIR socket receiving *sock*'s ``ACCEPTED`` and ``DISCONNECTED`` events. Call it
+    before *sock* binds. Its queue has no limit: libzmq would otherwise stall its I/O
+    thread on a full monitor, and an event must never be lost."""
     global _monitors
     _monitors += 1
     address = f"inproc://circus-peers-{os.getpid()}-{_monitors}"
-    sock.monitor(address, ACCEPTED | GONE | extra)
+    sock.monitor(address, ACCEPTED | GONE)
     pair: zmq.Socket[Any] = zmq.Context.shadow(context.underlying).socket(zmq.PAIR)
     pair.linger = 0
     pair.rcvhwm = 0
@@ -284,35 +281,30 @@ def read_events(pair: zmq.Socket[Any]) -> list[tuple[int, int]]:
 class _Gen:
     """One connection a descriptor held: its peer, once known."""
 
-    __slots__ = ("peer", "handshakes", "open")
+    __slots__ = ("peer", "seen")
 
-    def __init__(self, handshakes: int) -> None:
+    def __init__(self, seen: int) -> None:
         self.peer = UNKNOWN
-        self.handshakes = handshakes  # handshakes completed (any connection) at its accept
-        self.open = True
+        self.seen = seen  # handshakes let through before its ACCEPTED was handled
 
 
 class Connections:
     """The peer of each message of a ROUTER socket (module docstring: generations).
 
     Args:
-        sock: the ROUTER, not yet bound.
+        sock: the ROUTER, not yet bound; its ZAP domain must lead to a :class:`ZapGate`
+            that calls the controller, then :meth:`letting_through`, for each handshake.
         context: its context (the monitor's PAIR is made in it).
         access: the rule.
     """
 
     def __init__(self, sock: zmq.Socket[Any], context: zmq.Context[Any], access: Access) -> None:
-        self._pair = monitor(sock, context, HANDSHAKE)
+        self._pair = monitor(sock, context)
         self.access = access
-        self.local: Local | None = None  # set once bound: bound_address()
+        self.local: Local | None = None  # set once bound: peercred.bound_address()
         self._gens: dict[int, list[_Gen]] = {}
-        self._fresh: set[int] = set()  # descriptors that may have several generations
+        self._fresh: set[int] = set()  # descriptors that may hold several generations
         self._handshakes = 0
-
-    @property
-    def fd(self) -> int:
-        """A descriptor the loop can watch for new events (edge-triggered)."""
-        return socket_fd(self._pair)
 
     def poll(self) -> None:
         """Apply the monitor's events; read the user of each new connection."""
@@ -320,34 +312,22 @@ class Connections:
         while True:
             pending: dict[int, _Gen] = {}
             for event, fd in read_events(self._pair):
-                if event & HANDSHAKE:
-                    self._handshakes += 1
-                elif event & ACCEPTED:
+                if event & ACCEPTED:
                     gen = _Gen(self._handshakes)
                     self._gens.setdefault(fd, []).append(gen)
                     self._fresh.add(fd)
                     pending[fd] = gen
                 else:
-                    self._gone(fd, pending, checking)
+                    pending.pop(fd, None)  # closed before its user was read: unknown
+                    read = checking.pop(fd, None)
+                    if read is not None:  # closed before the reading was confirmed
+                        read.peer = UNKNOWN
             checking.clear()  # no DISCONNECTED followed their reading: confirmed
             if not pending:
                 return
             for fd, gen in pending.items():
                 gen.peer = self._resolve(fd)
                 checking[fd] = gen
-
-    def _gone(self, fd: int, pending: dict[int, _Gen], checking: dict[int, _Gen]) -> None:
-        pending.pop(fd, None)  # closed before its user was read: it stays unknown
-        read = checking.pop(fd, None)
-        if read is not None:  # closed before the reading was confirmed: it may be another's
-            read.peer = UNKNOWN
-        gens = self._gens.get(fd)
-        if gens and gens[-1].open:
-            gens[-1].open = False
-            if gens[-1].handshakes == self._handshakes:
-                # no handshake at all between its accept and its end: it never had a pipe
-                # to the socket, so no message of it can be queued (a port probe)
-                gens.pop()
 
     def _resolve(self, fd: int) -> Peer:
         with connection(fd, self.local) as sock:
@@ -358,19 +338,21 @@ class Connections:
 
     def peer_of(self, fd: int) -> Peer:
         """The peer of a message just received from descriptor *fd*."""
-        self.poll()
         gens = self._gens.get(fd)
         if not gens:
             return UNKNOWN
-        peer = gens[-1].peer
-        for gen in gens[:-1]:  # older connections whose messages may still be queued
+        senders = [g for g in gens if g.seen < self._handshakes]
+        if not senders:
+            return UNKNOWN
+        peer = senders[-1].peer
+        for gen in senders[:-1]:  # older connections whose messages may still be queued
             if (gen.peer.uid, gen.peer.tier) != (peer.uid, peer.tier):
                 return AMBIGUOUS
         return peer
 
     def idle(self, sock: zmq.Socket[Any]) -> bool:
         """True if *sock* holds nothing to read. Then no message of an older generation
-        can still be queued: each descriptor keeps only its last."""
+        can still be queued: each descriptor keeps only its newest."""
         self.poll()
         if readable(sock):
             return False
@@ -381,6 +363,10 @@ class Connections:
         self._fresh.clear()
         return True
 
+    def letting_through(self) -> None:
+        """A handshake is about to be let through (after :meth:`idle` returned True)."""
+        self._handshakes += 1
+
     def close(self) -> None:
         self._pair.close(linger=0)
 
@@ -388,7 +374,7 @@ class Connections:
 class Subscribers:
     """Keeps refused peers off an XPUB: each new connection is looked up, and a refused
     one is shut down (module docstring). :meth:`enforce` runs before every publish and
-    from the ZAP gate, before a handshake completes."""
+    as the ZAP handler of the events domain, before a handshake is let through."""
 
     def __init__(self, sock: zmq.Socket[Any], context: zmq.Context[Any], access: Access,
                  endpoint: str) -> None:
@@ -425,26 +411,30 @@ class Subscribers:
 # -- the ZAP gate --------------------------------------------------------------------------
 
 ZAP_ADDRESS = "inproc://zeromq.zap.01"
+CONTROL_DOMAIN = b"circus-control"
 EVENTS_DOMAIN = b"circus-events"
 
 
 class ZapGate:
-    """The ZAP handler of circusd's context: answers a handshake on the events socket only
-    after :meth:`Subscribers.enforce` has looked at every connection accepted so far.
+    """The ZAP handler of circusd's context (ZeroMQ allows one per context): a handshake on
+    a socket whose ZAP domain is in :attr:`handlers` is let through once that handler has
+    run. Authentication by key (CURVE) would be one more domain here.
 
     Raises:
-        zmq.ZMQError: another ZAP handler is bound in this context (EADDRINUSE).
+        OSError: another ZAP handler is bound in this context.
     """
 
-    def __init__(self, context: zmq.Context[Any], check: Callable[[], None]) -> None:
+    def __init__(self, context: zmq.Context[Any]) -> None:
         self._sock: zmq.Socket[Any] = zmq.Context.shadow(context.underlying).socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self.check = check  # what must run before a handshake is let through
+        self.handlers: dict[bytes, Callable[[], None]] = {}
         try:
             self._sock.bind(ZAP_ADDRESS)
-        except zmq.ZMQError:
+        except zmq.ZMQError as exc:
             self._sock.close(linger=0)
-            raise
+            raise OSError(exc.errno, f"another ZAP handler is bound at {ZAP_ADDRESS} in "
+                          "circusd's ZeroMQ context; circusd needs its own to learn who "
+                          "connects to its endpoints") from exc
 
     @property
     def fd(self) -> int:
@@ -460,8 +450,9 @@ class ZapGate:
             # [routing id, "", version, request id, domain, address, identity, mechanism, …]
             if len(frames) < 8 or frames[1] != b"":
                 continue
-            if frames[4] == EVENTS_DOMAIN:
-                self.check()
+            handler = self.handlers.get(frames[4])
+            if handler is not None:
+                handler()
                 status, text = b"200", b"OK"
             else:
                 status, text = b"400", b"unknown domain"

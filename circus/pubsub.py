@@ -10,7 +10,7 @@ produce, so they are produced only while someone subscribes to them explicitly.
 
 On an ``ipc://`` or loopback endpoint, a subscriber whose user is refused (circus/peers.py)
 is disconnected before any event is published, so it receives nothing; its handshake waits
-for that check (:class:`circus.peers.ZapGate`).
+for that check (:class:`circus.peers.ZapGate`), so it never subscribes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import zmq
 
 from circus.endpoints import bind, readable, socket_fd
 from circus.peercred import bound_address
-from circus.peers import EVENTS_DOMAIN, Access, Subscribers
+from circus.peers import EVENTS_DOMAIN, Access, Subscribers, ZapGate
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class EventPublisher:
     """Owns the XPUB socket bound on ``pubsub_endpoint``.
 
     With *access*, only the subscribers it admits stay connected (see the module
-    docstring); *gated* says that a ZAP handler in *context* holds their handshakes.
+    docstring); *gate*, the ZAP handler of *context*, holds their handshakes meanwhile.
     """
 
     def __init__(
@@ -45,7 +45,7 @@ class EventPublisher:
         owner: str | None = None,
         on_subscriptions: Callable[[], None] | None = None,
         access: Access | None = None,
-        gated: bool = False,
+        gate: ZapGate | None = None,
     ) -> None:
         self.endpoint = endpoint
         # The context may be an asyncio one; publishing happens from plain callbacks, so
@@ -55,9 +55,11 @@ class EventPublisher:
         self._socket: zmq.Socket[Any] = zmq.Socket.shadow(self._owner.underlying)
         self.guard: Subscribers | None = None
         if access is not None:  # before binding: no connection may come unseen
+            if gate is None:
+                raise ValueError("a publisher that checks its peers needs the ZAP gate")
             self.guard = Subscribers(self._socket, context, access, endpoint)
-            if gated:
-                self._socket.setsockopt(zmq.ZAP_DOMAIN, EVENTS_DOMAIN)
+            self._socket.setsockopt(zmq.ZAP_DOMAIN, EVENTS_DOMAIN)
+            gate.handlers[EVENTS_DOMAIN] = self.guard.enforce
         try:
             bind(self._socket, endpoint, owner=owner)
         except BaseException:

@@ -17,6 +17,7 @@ serve everyone who reaches them, as before.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -63,25 +64,22 @@ class Frontend:
         """
         self._loop = asyncio.get_running_loop()
         access = self.access(owner)
+        ctl_access = access if _local_only(endpoint) else None
         pub_access = access if _local_only(pubsub_endpoint) else None
-        if pub_access is not None:
-            self._zap = self._open_gate()
+        if ctl_access is not None or pub_access is not None:
+            self._open_gate()
         try:
             publisher = EventPublisher(self._context, pubsub_endpoint, owner=owner,
                                        on_subscriptions=self._on_subscriptions,
-                                       access=pub_access, gated=self._zap is not None)
+                                       access=pub_access, gate=self._zap)
         except BaseException:
             self._close_gate()
             raise
-        if self._zap is not None:
-            guard = publisher.guard
-            assert guard is not None
-            self._zap.check = guard.enforce
         # ZeroMQ leaves ipc:// socket files behind: those bound here are removed at close
         pub_file = socket_file(pubsub_endpoint)
         try:
             controller = Controller(self.arbiter, self._context, endpoint, owner=owner,
-                                    access=access if _local_only(endpoint) else None)
+                                    access=ctl_access, gate=self._zap)
         except BaseException:
             publisher.close()
             self._close_gate()
@@ -106,16 +104,16 @@ class Frontend:
         return {pid: w.name for w in self.arbiter.watchers if is_plugin_watcher(w.name)
                 for pid in w.pids}
 
-    def _open_gate(self) -> ZapGate | None:
+    def _open_gate(self) -> None:
+        """Bind the context's ZAP handler and serve it from the loop."""
         assert self._loop is not None
-        try:
-            gate = ZapGate(self._context, check=lambda: None)
-        except zmq.ZMQError as exc:  # a library user's own ZAP handler in this context
-            log.warning("events: cannot hold handshakes until a subscriber's user is known "
-                        "(%s); subscribers are checked before each event instead", exc)
-            return None
+        threads = self._context.get(zmq.IO_THREADS)
+        if threads != 1:  # the order of a connection's events is only known with one
+            raise OSError(errno.EINVAL, f"circusd's ZeroMQ context has {threads} I/O threads; "
+                          "telling who connects to ipc:// and loopback endpoints needs 1")
+        gate = ZapGate(self._context)
         self._loop.add_reader(gate.fd, gate.serve)
-        return gate
+        self._zap = gate
 
     def _close_gate(self) -> None:
         if self._zap is not None:
