@@ -177,11 +177,12 @@ class Controller:
                 else:
                     if peers.idle(self._socket):
                         return
-                    first = self._socket.recv(zmq.NOBLOCK, copy=False)
-                    frames = [first.bytes]
-                    while self._socket.rcvmore:
-                        frames.append(self._socket.recv(zmq.NOBLOCK))
-                    peer = peers.peer_of(_source_fd(first))
+                    frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+                    peer = peers.peer_of(_source_fd(frame))
+                    frames = [frame.bytes]
+                    while frame.more:  # (faster than the socket's RCVMORE)
+                        frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+                        frames.append(frame.bytes)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
