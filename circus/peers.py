@@ -180,7 +180,7 @@ class Access:
         why = self._rule(uid)
         if why is None:
             why = self._started_here(pid, inode)
-        return Peer(uid, pid, None if why is None else Tier.ADMIN, why or "not allowed")
+        return Peer(uid, pid, None if why is None else Tier.ADMIN, why or "not an allowed user")
 
     def _rule(self, uid: int) -> str | None:
         if uid == 0:

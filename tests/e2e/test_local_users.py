@@ -35,8 +35,8 @@ def _nobody() -> pwd.struct_passwd | None:
 
 NOBODY = _nobody()
 SETPRIV = shutil.which("setpriv")
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None or SETPRIV is None,
-                                reason="needs root, a 'nobody' account and setpriv")
+as_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None or SETPRIV is None,
+                             reason="needs root, a 'nobody' account and setpriv")
 
 TICKER = python_cmd("import itertools, time; [(print('tick', flush=True), time.sleep(0.1)) "
                     "for _ in itertools.count()]")
@@ -213,6 +213,7 @@ def refused_everything(d: Daemon, replies: list[Any]) -> None:
     assert cmd["options"]["cmd"] == TICKER
 
 
+@as_root
 def test_loopback_tcp_serves_root_and_refuses_nobody(tcp_circusd: Callable[..., Daemon],
                                                      nobody: Nobody, shared_dir: Path) -> None:
     """The issue's scenario: nobody can neither command circusd on tcp://127.0.0.1 nor
@@ -232,13 +233,15 @@ def test_loopback_tcp_serves_root_and_refuses_nobody(tcp_circusd: Callable[..., 
     wait_event(sub, lambda topic, _: topic == "watcher.out.spawn")
     wait_event(sub, lambda topic, _: topic == "output.out.stdout")
     assert d.ctl("add", "other", "sleep 60", "--start").returncode == 0
-    assert d.ctl("status").stdout.split() == ["other:", "active", "out:", "active"]
+    wait_until(lambda: d.ctl("status").stdout.split() == ["other:", "active", "out:", "active"],
+               what="both watchers active")
     assert spy.poll() is None, spy.stderr
     assert lines(seen) == []  # not one event, not one line of output
     assert d.ctl("quit", "--waiting").returncode == 0
     assert d.proc.wait(timeout=30) == 0
 
 
+@as_root
 def test_allow_users_lets_nobody_in(tcp_circusd: Callable[..., Daemon], nobody: Nobody,
                                     shared_dir: Path) -> None:
     d = tcp_circusd(f"[watcher:out]\ncmd = {TICKER}\n", circus_extra="allow_users = nobody")
@@ -258,6 +261,7 @@ def test_allow_users_lets_nobody_in(tcp_circusd: Callable[..., Daemon], nobody: 
     wait_until(lambda: "output.out.stdout" in lines(seen), what="nobody to get the output")
 
 
+@as_root
 def test_ipc_refuses_nobody_even_with_a_world_writable_socket(
         circusd: Callable[..., Daemon], nobody: Nobody, shared_dir: Path) -> None:
     """The socket files are 0600; made writable by all on purpose, the uid rule still
@@ -299,6 +303,7 @@ class Recorder(CircusPlugin):
 '''
 
 
+@as_root
 def test_a_plugin_run_as_nobody_keeps_working(tcp_circusd: Callable[..., Daemon],
                                               nobody: Nobody, short_tmp: Path,
                                               shared_dir: Path) -> None:
@@ -328,11 +333,18 @@ def test_a_plugin_run_as_nobody_keeps_working(tcp_circusd: Callable[..., Daemon]
     assert "refused" not in d.log_text()
 
 
-def test_an_unknown_user_in_allow_users_refuses_the_file(short_tmp: Path) -> None:
+@pytest.mark.parametrize(("line", "error"), [
+    ("allow_users = root, no-such-user-here", "allow_users: no user named 'no-such-user-here'"),
+    ("allow_users = @no-such-group-here", "allow_users: no group named 'no-such-group-here'"),
+    ("allow_groups = no-such-group-here", "allow_groups: no group named 'no-such-group-here'"),
+    ("endpoint_owner = no-such-user-here",
+     "endpoint_owner: no user named 'no-such-user-here'"),
+])
+def test_an_unknown_account_refuses_the_file(short_tmp: Path, line: str, error: str) -> None:
     ini = short_tmp / "circus.ini"
-    ini.write_text(f"[circus]\nendpoint = ipc://{short_tmp}/c\nallow_users = root, "
-                   "no-such-user-here\n\n[watcher:w]\ncmd = sleep 60\n")
+    ini.write_text(f"[circus]\nendpoint = ipc://{short_tmp}/c\n{line}\n\n"
+                   "[watcher:w]\ncmd = sleep 60\n")
     res = subprocess.run([*CIRCUSD, str(ini)], capture_output=True, text=True, timeout=60,
                          cwd=short_tmp, env=dict(os.environ, XDG_RUNTIME_DIR=str(short_tmp)))
     assert res.returncode == 78, res
-    assert f"{ini}:3: [circus] allow_users: no user named 'no-such-user-here'" in res.stderr
+    assert res.stderr.strip() == f"circusd: {ini}:3: [circus] {error}"

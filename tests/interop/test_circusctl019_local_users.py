@@ -10,11 +10,12 @@ from pathlib import Path
 
 from tests.conftest import wait_until
 from tests.e2e.conftest import Daemon
-from tests.e2e.test_local_users import NOBODY, Nobody
+from tests.e2e.test_local_users import NOBODY, Nobody, as_root
 from tests.e2e.test_local_users import nobody as nobody  # noqa: F401  (a fixture)
-from tests.e2e.test_local_users import pytestmark as pytestmark  # noqa: F401  (skip unless root)
 from tests.e2e.test_local_users import tcp_circusd as tcp_circusd  # noqa: F401  (a fixture)
 from tests.interop.conftest import ctl019
+
+pytestmark = as_root
 
 
 def test_circusctl019_run_by_root_works_as_before(tcp_circusd: Callable[..., Daemon],
