@@ -57,10 +57,13 @@ class Frontend:
         self._zap: ZapGate | None = None
 
     def open(self, endpoint: str, pubsub_endpoint: str, owner: str | None) -> None:
-        """Bind both sockets and start reading them. Raises OSError/ZMQError, binding nothing.
+        """Bind both sockets and start reading them; on failure nothing stays bound.
 
-        ValueError: ``endpoint_owner``, ``allow_users`` or ``allow_groups`` names an
-        account that does not exist.
+        Raises:
+            OSError, zmq.ZMQError: an endpoint cannot be bound; another ZAP handler in the
+                context.
+            ValueError: ``endpoint_owner``, ``allow_users`` or ``allow_groups`` names an
+                account that does not exist.
         """
         self._loop = asyncio.get_running_loop()
         access = self.access(owner)
