@@ -304,6 +304,19 @@ class _Builder:
         multicast = result["multicast_endpoint"]
         if multicast is not None:
             self.check_multicast(multicast)
+        from circus.peers import parse_accounts
+        from circus.util.accounts import user_id
+
+        for key in ("allow_users", "allow_groups", "endpoint_owner"):
+            try:  # who may connect is known before anything starts
+                if key == "endpoint_owner":
+                    if result[key]:
+                        user_id(result[key])
+                else:
+                    parse_accounts(*((result[key], None) if key == "allow_users"
+                                     else (None, result[key])))
+            except ValueError as exc:
+                raise self.error(str(exc), section, key) from None
         from circus.endpoints import check_local
 
         for key in ("endpoint", "pubsub_endpoint", "stats_endpoint"):

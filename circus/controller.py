@@ -15,11 +15,16 @@ commands on different watchers run side by side. Read-only commands are not queu
 Framing (PROTOCOL.md §2, §13): a DEALER sends ``[body]`` and the ROUTER sees
 ``[identity, body]``; a REQ socket adds an empty delimiter, ``[identity, b"", body]``. Both
 are answered, in the shape they came in. A message of more frames gets an error reply.
+
+Peers: on an ``ipc://`` or loopback endpoint every request is given the :class:`Peer` that
+sent it (circus/peers.py); a refused one gets an error reply naming the rule (a cast, no
+reply), and nothing of it is parsed beyond its ``id`` and ``command``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,6 +37,8 @@ from circus.commands import get_commands
 from circus.commands.base import Command, Props, Reply, Scope, error_reply, ok_reply
 from circus.endpoints import bind, readable, socket_fd
 from circus.errors import CommandError, ConfigError, Errno, OptionError
+from circus.peercred import bound_address
+from circus.peers import CONTROL_DOMAIN, THROTTLE, Access, Connections, Peer, ZapGate
 from circus.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -106,6 +113,11 @@ class Controller:
     to a command that only reads state (``status``, ``list``, …) is parsed, answered and
     replied to within that callback, so its round trip costs no task at all. Any other
     command runs in a task of its own.
+
+    With *access*, each request's sender is looked up and only admitted peers are served;
+    without, everyone who reaches the endpoint is (non-loopback TCP, inproc://). *gate*,
+    the ZAP handler of *context*, comes with *access*: each new connection's handshake
+    waits there until the requests queued before it have been read (circus/peers.py).
     """
 
     def __init__(
@@ -114,6 +126,8 @@ class Controller:
         context: zmq.asyncio.Context,
         endpoint: str,
         owner: str | None = None,
+        access: Access | None = None,
+        gate: ZapGate | None = None,
     ) -> None:
         self.arbiter = arbiter
         self.endpoint = endpoint
@@ -124,7 +138,22 @@ class Controller:
         self._owner.linger = 0
         self._socket: zmq.Socket[Any] = zmq.Socket.shadow(self._owner.underlying)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
-        bind(self._socket, endpoint, owner=owner)
+        # the monitor must exist before the first connection can be accepted
+        self._access = access
+        self._peers: Connections | None = None
+        if access is not None:
+            if gate is None:
+                raise ValueError("a controller that checks its peers needs the ZAP gate")
+            self._peers = Connections(self._socket, context, access)
+            self._socket.setsockopt(zmq.ZAP_DOMAIN, CONTROL_DOMAIN)
+            gate.handlers[CONTROL_DOMAIN] = self._handshake
+        try:
+            bind(self._socket, endpoint, owner=owner)
+        except BaseException:
+            self.close_now()
+            raise
+        if self._peers is not None:
+            self._peers.local = bound_address(self._socket)
         self._requests = TaskOwner("controller")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
@@ -137,25 +166,47 @@ class Controller:
 
     def _on_readable(self) -> None:
         # ZeroMQ's FD is edge-triggered: read until the socket says there is nothing left.
+        peers = self._peers
         while not self._owner.closed:
+            peer: Peer | None = None
             try:
-                if not readable(self._socket):
-                    return
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                if peers is None:
+                    if not readable(self._socket):
+                        return
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                else:
+                    if peers.idle(self._socket):
+                        return
+                    frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+                    peer = peers.peer_of(_source_fd(frame))
+                    frames = [frame.bytes]
+                    while frame.more:  # (faster than the socket's RCVMORE)
+                        frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+                        frames.append(frame.bytes)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
                 log.warning("controller: receive failed: %s", exc)
                 return
-            self._receive(frames)
+            self._receive(frames, peer)
 
-    def _receive(self, frames: list[bytes]) -> None:
+    def _handshake(self) -> None:
+        """A new connection's handshake waits on this (the ZAP gate): first every request
+        already queued is read, with the peers known so far."""
+        if self._peers is None or self._owner.closed:
+            return
+        self._on_readable()
+        self._peers.letting_through()
+
+    def _receive(self, frames: list[bytes], peer: Peer | None = None) -> None:
         identity = frames[0]
         # [identity, b""] is an empty request from a DEALER, not a REQ's delimiter
         delimiter = len(frames) >= 3 and frames[1] == b""
         body = frames[2:] if delimiter else frames[1:]
         outcome: Reply | _Pending | None
-        if len(body) == 1:
+        if peer is not None and not peer.allowed:
+            outcome = self._refuse(body, peer)
+        elif len(body) == 1:
             outcome = self._prepare(body[0])
         else:
             log.warning("controller: refused a message of %d frames", len(frames))
@@ -184,6 +235,25 @@ class Controller:
             log.debug("controller: could not reply: %s", exc)
         if self._loop is not None and readable(self._socket):
             self._loop.call_soon(self._on_readable)  # input that came while we sent
+
+    def _refuse(self, body: list[bytes], peer: Peer) -> Reply | None:
+        """The reply to a refused peer's request (None for a cast): the rule, and the
+        request's ``id`` so that the client matches it. Logged, at most every 10 s a user."""
+        msg: Any = None
+        if len(body) == 1 and len(body[0]) <= MAX_MESSAGE:
+            with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+                msg = json.loads(body[0])
+        if not isinstance(msg, dict):
+            msg = {}
+        command = msg.get("command")
+        if THROTTLE.allow((self.endpoint, peer.uid)):
+            log.warning("refused %s from %s on %s: %s",
+                        _short(command) if command is not None else "a request",
+                        peer.describe(), self.endpoint, peer.why)
+        if msg.get("msg_type") == "cast":
+            return None
+        reason = peer.why if self._access is None else self._access.refusal(peer, self.endpoint)
+        return error_reply(reason, Errno.COMMAND_ERROR, msg.get("id"))
 
     async def dispatch(self, raw: bytes) -> Reply | None:
         """Run one request and build its reply (None for a cast). Never raises Exception."""
@@ -325,7 +395,21 @@ class Controller:
             self._fd = -1
         await self._requests.join(timeout=drain)
         await self._requests.close(timeout=1.0)
+        self.close_now()
+
+    def close_now(self) -> None:
+        """Close the socket (and its monitor) without waiting for anything."""
+        if self._peers is not None:
+            self._peers.close()
         self._owner.close(linger=0)
+
+
+def _source_fd(frame: zmq.Frame) -> int:
+    """The descriptor of the connection *frame* came from; -1 when libzmq cannot tell."""
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except zmq.ZMQError:
+        return -1
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -399,7 +399,14 @@ CIRCUS_OPTIONS: dict[str, Option] = {
              "Most processes all watchers may run together (the sum of their numprocesses); "
              "unset: derived from RLIMIT_NPROC and kernel.pid_max (see deployment.md).",
              minimum=1),
-        _opt("endpoint_owner", None, "optstr", "User that owns ipc:// endpoint files."),
+        _opt("endpoint_owner", None, "optstr",
+             "User that owns ipc:// endpoint files (and may control circusd)."),
+        _opt("allow_users", None, "optstr",
+             "Users (names or uids, or @group) who may control circusd and read its events "
+             "on ipc:// and loopback endpoints, besides root and circusd's own user."),
+        _opt("allow_groups", None, "optstr",
+             "Groups (names or gids) whose members may control circusd and read its events, "
+             "as allow_users."),
         _opt("allow_unauthenticated_remote", False, "bool",
              "Allow TCP endpoints that other hosts can reach (anyone who reaches them "
              "controls circusd)."),

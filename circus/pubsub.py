@@ -7,6 +7,10 @@ slow one past its high-water mark, ZeroMQ drops the message.
 The socket is an XPUB, so circusd learns which topics are subscribed. Output topics
 (``output.<name>.<stdout|stderr>``, used by ``circusctl tail -f``) are expensive to
 produce, so they are produced only while someone subscribes to them explicitly.
+
+On an ``ipc://`` or loopback endpoint, a subscriber whose user is refused (circus/peers.py)
+is disconnected before any event is published, so it receives nothing; its handshake waits
+for that check (:class:`circus.peers.ZapGate`), so it never subscribes.
 """
 
 from __future__ import annotations
@@ -21,12 +25,18 @@ from typing import Any
 import zmq
 
 from circus.endpoints import bind, readable, socket_fd
+from circus.peercred import bound_address
+from circus.peers import EVENTS_DOMAIN, Access, Subscribers, ZapGate
 
 log = logging.getLogger(__name__)
 
 
 class EventPublisher:
-    """Owns the XPUB socket bound on ``pubsub_endpoint``."""
+    """Owns the XPUB socket bound on ``pubsub_endpoint``.
+
+    With *access*, only the subscribers it admits stay connected (see the module
+    docstring); *gate*, the ZAP handler of *context*, holds their handshakes meanwhile.
+    """
 
     def __init__(
         self,
@@ -34,6 +44,8 @@ class EventPublisher:
         endpoint: str,
         owner: str | None = None,
         on_subscriptions: Callable[[], None] | None = None,
+        access: Access | None = None,
+        gate: ZapGate | None = None,
     ) -> None:
         self.endpoint = endpoint
         # The context may be an asyncio one; publishing happens from plain callbacks, so
@@ -41,7 +53,20 @@ class EventPublisher:
         self._owner: zmq.Socket[Any] = context.socket(zmq.XPUB)
         self._owner.linger = 0
         self._socket: zmq.Socket[Any] = zmq.Socket.shadow(self._owner.underlying)
-        bind(self._socket, endpoint, owner=owner)
+        self.guard: Subscribers | None = None
+        if access is not None:  # before binding: no connection may come unseen
+            if gate is None:
+                raise ValueError("a publisher that checks its peers needs the ZAP gate")
+            self.guard = Subscribers(self._socket, context, access, endpoint)
+            self._socket.setsockopt(zmq.ZAP_DOMAIN, EVENTS_DOMAIN)
+            gate.handlers[EVENTS_DOMAIN] = self.guard.enforce
+        try:
+            bind(self._socket, endpoint, owner=owner)
+        except BaseException:
+            self.close()
+            raise
+        if self.guard is not None:
+            self.guard.local = bound_address(self._socket)
         self.subscriptions: set[bytes] = set()
         self.generation = 0  # bumped whenever the subscriptions change
         self._on_subscriptions = on_subscriptions
@@ -56,6 +81,8 @@ class EventPublisher:
         """Take in (un)subscriptions; ZeroMQ passes only the first and last of each topic."""
         changed = False
         arrived: list[bytes] = []
+        if self.guard is not None and not self._owner.closed:
+            self.guard.enforce()
         while not self._owner.closed and readable(self._socket):
             try:
                 msg = self._socket.recv(zmq.NOBLOCK)
@@ -120,10 +147,14 @@ class EventPublisher:
             self.read_subscriptions()
         if not self.subscriptions:
             return  # nobody subscribes: no encoding (a mass stop publishes thousands)
+        if self.guard is not None:
+            self.guard.enforce()  # a refused connection is shut before anything is sent
         with contextlib.suppress(zmq.Again):  # no room for a slow subscriber: dropped
             self._socket.send_multipart(
                 [topic.encode(), json.dumps(payload).encode()], flags=zmq.NOBLOCK
             )
 
     def close(self) -> None:
+        if self.guard is not None:
+            self.guard.close()
         self._owner.close(linger=0)
