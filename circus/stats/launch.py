@@ -7,14 +7,27 @@ Its process inherits the ``[socket:]`` sockets (``use_sockets``), at the descrip
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from typing import Any
+
+import circus
 
 DEFAULT_STATSPOINT = "tcp://127.0.0.1:5557"
 NAME = "circusd-stats"
 RUNNER_MODULE = "circus.cli.stats"
 GRACEFUL_TIMEOUT = 5.0
+
+
+def python_path() -> str:
+    """The ``PYTHONPATH`` that makes the process import the ``circus`` circusd runs: its
+    directory first. (``copy_path`` would put circusd's working directory there too, where
+    the process record's ``circus/`` directory may be found first, as a namespace package.)
+    """
+    here = os.path.dirname(os.path.dirname(os.path.abspath(circus.__file__)))
+    rest = os.environ.get("PYTHONPATH")
+    return here + (os.pathsep + rest if rest else "")
 
 
 def wanted(statsd: bool, stats_endpoint: str | None) -> bool:
@@ -28,6 +41,7 @@ def stats_watcher_conf(endpoint: str, pubsub_endpoint: str, stats_endpoint: str 
         "name": NAME,
         "cmd": shlex.quote(sys.executable),
         "args": [
+            "-P",  # not the working directory first on sys.path: a "circus" there would win
             "-m", RUNNER_MODULE,
             "--endpoint", endpoint,
             "--pubsub", pubsub_endpoint,
@@ -39,7 +53,7 @@ def stats_watcher_conf(endpoint: str, pubsub_endpoint: str, stats_endpoint: str 
         "numprocesses": 1,
         "use_sockets": True,
         "copy_env": True,
-        "copy_path": True,
+        "env": {"PYTHONPATH": python_path()},
         "graceful_timeout": GRACEFUL_TIMEOUT,
     }
 
