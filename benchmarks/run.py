@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import envs, measure, procfs, report
+from benchmarks import envs, measure, procfs, report, stats
 from benchmarks.targets import (
     TARGETS,
     Target,
@@ -47,7 +47,9 @@ from benchmarks.targets import (
     raise_soft_limits,
 )
 
-METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale", "fds")
+METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale", "stats", "fds")
+#: What a quick or full run measures unless --only says: stats runs only when asked for.
+DEFAULT_METRICS = tuple(m for m in METRICS if m not in ("stats", "fds"))
 SCALE_METRICS = ("spawn", "rtt", "idle", "fds", "respawn", "stop")
 ALIASES = {"throughput": "stream", "roundtrip": "rtt", "round-trip": "rtt"}
 MAIN_N = 1000
@@ -77,6 +79,8 @@ class Plan:
     idle_seconds: float
     stream_mib: int
     main_n: int = MAIN_N
+    stats_n: int = stats.N
+    stats_seconds: float = stats.SECONDS
     respawn_ns: list[int] = field(default_factory=lambda: list(RESPAWN_NS))
     rtt_warmup: int = 5  # untimed calls of each type first
     rtt_least: int = 20  # calls of each type measured even past the budget
@@ -299,6 +303,16 @@ class Runner:
                     fds["stopped"] = measure.count_fds(target)
                     record["fds"] = fds
 
+    def run_stats(self, key: str, n: int, rnd: int) -> None:
+        """circusd-stats' CPU and memory, and circusd's CPU, with *n* sleepers (stats.py)."""
+        with self.session(key, "stats", n, rnd) as (target, record, workdir):
+            record["_stage"] = "spawn"
+            target.start(Workload("sleepers", n, self.sleep_argv, stats=True), workdir)
+            record["spawn"] = measure.measure_spawn(target, n, timeout=30 + 0.05 * n)
+            record["_stage"] = "stats"
+            record["stats"] = stats.measure_stats(target, f"ipc://{workdir}/stats", n,
+                                                  self.plan.stats_seconds)
+
     def run_stream(self, key: str, rnd: int, chunk: Path) -> None:
         total = self.plan.stream_mib * CHUNK
         with self.session(key, "stream", 1, rnd) as (target, record, workdir):
@@ -334,6 +348,11 @@ class Runner:
                 for key in rotated(plan.targets, rnd):
                     if key not in self.broken:
                         self.run_stream(key, rnd, chunk)
+        if "stats" in plan.only:
+            for rnd in range(plan.repeats):
+                for key in rotated([t for t in plan.targets if t in stats.STATS_TARGETS], rnd):
+                    if key not in self.broken:
+                        self.run_stats(key, plan.stats_n, rnd)
 
 
 def check_pids(n: int) -> None:
@@ -371,20 +390,27 @@ def summarize(record: dict[str, Any]) -> str:
         parts.append(f"stop answered {stop['reply']:.3f}s, done {stop['done']:.3f}s")
     if "stream" in record:
         parts.append(f"stream {record['stream']['mb_per_s']:.1f}MB/s")
+    if "stats" in record:
+        st = record["stats"]
+        parts.append(f"circusd-stats {st['stats_cpu_percent']:.2f}% "
+                     f"{st['stats_rss_bytes'] / 2**20:.1f}MiB, circusd "
+                     f"{st['daemon_cpu_percent']:.2f}%, {st['pids_in_aggregate']} pids")
     if "error" in record:
         parts.append(f"ERROR {record['error']}")
     return ", ".join(parts) or "nothing measured"
 
 
-def write_markdown(path: Path, markdown: str, scale: bool) -> None:
-    """Write the report to *path*: the scale section in place of the file's own, or the other
-    modes' report followed by the scale section the file already had."""
+def write_markdown(path: Path, markdown: str, scale: bool, stats_only: bool = False) -> None:
+    """Write the report to *path*: the scale (or stats) section in place of the file's own,
+    or the other modes' report followed by the scale and stats sections the file had."""
     old = path.read_text() if path.exists() else ""
     if scale:
         text = report.splice_scale(old or report.SCALE_FILE_HEAD, markdown)
+    elif stats_only:
+        text = stats.splice(old or report.SCALE_FILE_HEAD, markdown)
     else:
-        kept = report.scale_section(old)
-        text = markdown + ("\n" + kept + "\n" if kept else "")
+        kept = [s for s in (report.scale_section(old), stats.section(old)) if s]
+        text = markdown + "".join("\n" + k + "\n" for k in kept)
     path.write_text(text)
 
 
@@ -449,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         type=lambda v: parse_list(v, METRICS, ALIASES),
-        help=f"default: all of {', '.join(m for m in METRICS if m != 'fds')}; "
+        help=f"default: all of {', '.join(DEFAULT_METRICS)} (stats: only when named); "
         f"--scale: {', '.join(SCALE_METRICS)}",
     )
     parser.add_argument("--repeats", type=positive, help="rounds (quick: 1, full: 3, scale: 1)")
@@ -465,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
     targets = args.targets or (SCALE_TARGETS if mode == "scale" else list(TARGETS))
-    only = args.only or list(SCALE_METRICS if mode == "scale" else METRICS[:-1])
+    only = args.only or list(SCALE_METRICS if mode == "scale" else DEFAULT_METRICS)
+    if only == ["stats"] and not args.targets:
+        targets = list(stats.STATS_TARGETS)
     allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
     if wrong := [m for m in only if m not in allowed]:
         parser.error(
@@ -483,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_bytecode()
 
     plan = make_plan(mode, targets, only, args.repeats, args.ns)
+    stats_only = only == ["stats"]
+    if stats_only and args.ns:
+        plan.stats_n = max(args.ns)
     plan.limits = {name: list(pair) for name, pair in limits.items()}
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     started = datetime.datetime.now(datetime.UTC)
@@ -553,9 +584,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
-    markdown = report.render(results)
+    if stats_only:
+        markdown = stats.render(results, {k: TARGETS[k].label for k in TARGETS})
+    else:
+        markdown = report.render(results)
     if args.markdown:
-        write_markdown(args.markdown, markdown, scale=plan.mode == "scale")
+        write_markdown(args.markdown, markdown, scale=plan.mode == "scale",
+                       stats_only=stats_only)
     print(markdown, end="")
     return 130 if interrupted else 0
 

@@ -50,6 +50,7 @@ class Workload:
     numprocesses: int
     argv: list[str]
     output: Path | None = None
+    stats: bool = False  # circus targets: run circusd-stats (statsd = true)
 
     @property
     def name(self) -> str:
@@ -266,6 +267,8 @@ def _circus_ini(workload: Workload, workdir: Path) -> str:
         f"endpoint = ipc://{workdir}/ctl",
         f"pubsub_endpoint = ipc://{workdir}/pub",
         "multicast_endpoint =",
+        *(["statsd = true", f"stats_endpoint = ipc://{workdir}/stats"] if workload.stats
+          else []),
         "",
         f"[watcher:{workload.name}]",
         f"cmd = {workload.command_line}",
