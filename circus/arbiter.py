@@ -157,11 +157,14 @@ class Arbiter:
 
     def _plugin_watcher_confs(self, plugins: Sequence[Mapping[str, Any]]
                               ) -> list[dict[str, Any]]:
-        """The singleton watchers that run *plugins* (see circus/plugins/launch.py)."""
+        """The singleton watchers that run *plugins* (see circus/plugins/launch.py), and
+        circusd-stats when wanted (circus/stats/launch.py)."""
         from circus.plugins.launch import plugin_watcher_confs
+        from circus.stats.launch import stats_watcher_confs
 
         return plugin_watcher_confs(plugins, self.endpoint, self.pubsub_endpoint,
-                                    self.check_delay, self.debug)
+                                    self.check_delay, self.debug) + stats_watcher_confs(
+            self.statsd, self.endpoint, self.pubsub_endpoint, self.stats_endpoint, self.debug)
 
     # -- watchers ---------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from circus.reaper import ORIGIN_VAR
 from circus.spawn import Pipes, SpawnSpec, build_argv, start_child, start_child_soon
 from circus.states import PROCESS_TRANSITIONS, ProcessState, check_transition
 from circus.syncapi import dual, offline_when
-from circus.util.convert import human_bytes, signal_name
+from circus.util.convert import cpu_time_text, human_bytes, signal_name
 from circus.util.imports import lazy_import
 
 log = logging.getLogger(__name__)
@@ -545,11 +545,6 @@ def describe_exit(code: int | None) -> str:
     return f"status {code}"
 
 
-def _cpu_time(seconds: float) -> str:
-    minutes, sec = divmod(seconds, 60)
-    return f"{int(minutes)}:{sec:05.2f}"
-
-
 def process_info(proc: psutil.Process, *, with_children: bool = True) -> dict[str, Any]:
     """The ``<procinfo>`` mapping of PROTOCOL.md §5 for one psutil process."""
     info: dict[str, Any] = {"pid": proc.pid}
@@ -559,7 +554,7 @@ def process_info(proc: psutil.Process, *, with_children: bool = True) -> dict[st
             ("mem", lambda: round(proc.memory_percent(), 3)),
             ("mem_info1", lambda: human_bytes(proc.memory_info().rss)),
             ("mem_info2", lambda: human_bytes(proc.memory_info().vms)),
-            ("ctime", lambda: _cpu_time(sum(proc.cpu_times()[:2]))),
+            ("ctime", lambda: cpu_time_text(sum(proc.cpu_times()[:2]))),
             ("username", proc.username),
             ("nice", proc.nice),
             ("cmdline", lambda: os.path.basename((proc.cmdline() or [proc.name()])[0])),

@@ -127,6 +127,12 @@ def human_bytes(n: float) -> str:
     return f"{n:.2f}T"
 
 
+def cpu_time_text(seconds: float) -> str:
+    """CPU time as ``M:SS.hh`` (``0:03.25``), as Circus shows ``ctime``."""
+    minutes, sec = divmod(seconds, 60)
+    return f"{int(minutes)}:{sec:05.2f}"
+
+
 def to_family(value: object) -> int:
     """A socket address family: ``AF_INET``, ``af_inet6``, ``unix`` or a number."""
     return _socket_constant(value, "AF_", ("AF_INET", "AF_INET6", "AF_UNIX"), "address family")

@@ -201,12 +201,46 @@ def check_circus_plugin(installed: Installed, started: list[Started], tmp: Path)
     finally:
         udp.close()
 
+def check_circusd_stats(installed: Installed, started: list[Started], tmp: Path) -> None:
+    """The installed circusd-stats, run by hand against the installed circusd, publishes
+    the figures of the watcher's process on its stats endpoint."""
+    daemon = Circusd(installed, started, tmp)
+    [pid] = wait_until(daemon.pids, what="circusd to start the watcher's process", timeout=20)
+    statspoint = f"ipc://{tmp}/stats"
+    log = tmp / "stats.log"
+    stats = installed.popen("circusd-stats", "--endpoint", daemon.endpoint, "--pubsub",
+                            daemon.pubsub, "--statspoint", statspoint, "--interval", "0.2",
+                            log=log)
+    started.append(Started(stats, log))
+    ctx: zmq.Context[Any] = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    try:
+        sub.setsockopt(zmq.SUBSCRIBE, f"stat.sleeper.{pid}".encode())
+        sub.connect(statspoint)
+
+        def published() -> dict[str, Any] | None:
+            if stats.poll() is not None:
+                pytest.fail(f"circusd-stats exited with {stats.returncode}:\n"
+                            f"{log.read_text(errors='replace')}")
+            if not sub.poll(200):
+                return None
+            return dict(json.loads(sub.recv_multipart()[1]))
+
+        info = wait_until(published, what="circusd-stats to publish", timeout=30, interval=0)
+        assert info["pid"] == pid and info["cmdline"].startswith("python"), info
+        stats.send_signal(signal.SIGTERM)
+        assert stats.wait(timeout=30) == 0, log.read_text(errors="replace")
+    finally:
+        sub.close()
+
 
 # One entry per console script: what it takes for that command to count as working.
 CHECKS: dict[str, Callable[[Installed, list[Started], Path], None]] = {
     "circusd": check_circusd,
     "circusctl": check_circusctl,
     "circus-plugin": check_circus_plugin,
+    "circusd-stats": check_circusd_stats,
 }
 
 

@@ -1,0 +1,105 @@
+"""circusd-stats: publish the figures of every process a circusd runs.
+
+::
+
+    circusd-stats [--endpoint E] [--pubsub P] [--statspoint S] [--interval SECONDS]
+                  [--log-level L] [--log-output O]
+
+It asks circusd (``--endpoint``) once for its watchers, pids and sockets, then follows its
+events (``--pubsub``), and every ``--interval`` seconds (default 1) publishes on
+``--statspoint`` (default ``tcp://127.0.0.1:5557``) what Circus 0.19's circusd-stats
+publishes (docs/stats.md). circusd runs it as the watcher ``circusd-stats`` when ``[circus]
+statsd = true`` or ``stats_endpoint`` is set. SIGTERM, SIGINT and SIGQUIT stop it.
+
+Exit status: 0 after a stop; 1 when the stats endpoint cannot be bound; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import sys
+
+from circus import __version__
+from circus.client import DEFAULT_ENDPOINT, DEFAULT_ENDPOINT_SUB
+from circus.stats.launch import DEFAULT_STATSPOINT
+
+log = logging.getLogger("circus.stats")
+
+LOG_FORMAT = "%(asctime)s circusd-stats[%(process)d] [%(levelname)s] %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def interval(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {value!r}")
+    return seconds
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="circusd-stats",
+                                description="Runs the stats aggregator for Circus.")
+    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT,
+                   help=f"circusd's control endpoint (default {DEFAULT_ENDPOINT})")
+    p.add_argument("--pubsub", default=DEFAULT_ENDPOINT_SUB,
+                   help=f"circusd's event endpoint (default {DEFAULT_ENDPOINT_SUB})")
+    p.add_argument("--statspoint", default=DEFAULT_STATSPOINT,
+                   help=f"the endpoint to publish on (default {DEFAULT_STATSPOINT})")
+    p.add_argument("--interval", type=interval, default=1.0,
+                   help="seconds between two publications (default 1)")
+    p.add_argument("--log-level", dest="loglevel", type=str.lower, default="info",
+                   choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--log-output", dest="logoutput", default="-",
+                   help="'-' (stdout), 'stderr', a file, or syslog://host:port?facility")
+    p.add_argument("--ssh", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop when the process that started this one exits (circusd)")
+    p.add_argument("--version", action="version", version=__version__)
+    return p
+
+
+def configure_logging(level: str, output: str) -> None:
+    from circus.logs import configure
+
+    configure(level, output)
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.handlers.SysLogHandler):
+            handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.ssh:
+        print("circusd-stats: --ssh is not supported (use an ssh tunnel)", file=sys.stderr)
+        return 2
+    try:
+        configure_logging(args.loglevel, args.logoutput)
+    except (ValueError, OSError) as exc:
+        print(f"circusd-stats: --log-output: {exc}", file=sys.stderr)
+        return 2
+    from circus.stats.streamer import StatsStreamer, install_signal_handlers
+
+    streamer = StatsStreamer(args.endpoint, args.pubsub, args.statspoint, args.interval)
+    install_signal_handlers(streamer)
+    if args.exit_with_parent:
+        from circus.cli.plugin import exit_with_parent
+
+        exit_with_parent()
+    try:
+        streamer.run()
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        streamer.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
