@@ -49,26 +49,35 @@ class TimedOut(CallError):
 
 def endpoint_reachable(endpoint: str) -> bool:
     """A cheap check that something listens on *endpoint* (ipc file or TCP port)."""
+    return _connect(endpoint, 1.0) is None
+
+
+def _connect(endpoint: str, timeout: float) -> OSError | None:
+    """Connect to *endpoint* (``ipc://`` path or abstract ``@name``, or ``tcp://``) and
+    hang up: None if that worked (or the transport is not one of these), else the error."""
     if endpoint.startswith("ipc://"):
         path = endpoint[6:]
-        if not os.path.exists(path):
-            return False
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-        finally:
-            probe.close()
-        return True
-    if endpoint.startswith("tcp://"):
+        family, address = socket.AF_UNIX, "\0" + path[1:] if path.startswith("@") else path
+    elif endpoint.startswith("tcp://"):
         url = urlparse(endpoint)
         try:
-            with socket.create_connection((url.hostname or "127.0.0.1", url.port or 0), 1.0):
-                return True
-        except (OSError, ValueError):
-            return False
-    return True
+            with socket.create_connection((url.hostname or "127.0.0.1", url.port or 0),
+                                          timeout):
+                return None
+        except OSError as exc:
+            return exc
+        except ValueError as exc:  # a port out of range
+            return OSError(str(exc))
+    else:
+        return None
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.connect(address)
+    except OSError as exc:
+        return exc
+    finally:
+        probe.close()
+    return None
 
 
 ENDPOINT_FORMS = "tcp://HOST:PORT or ipc://PATH"
@@ -134,31 +143,23 @@ def refusal(endpoint: str, timeout: float = 1.0) -> str | None:
                 return f"cannot reach {path}: {exc.strerror or exc}"
             if not stat.S_ISSOCK(mode):
                 return f"{path} is not a socket"
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(address)
-        except ConnectionRefusedError:
+        problem = _connect(endpoint, timeout)
+        if isinstance(problem, ConnectionRefusedError):
             if address != path:
                 return f"nothing listens on {path}"
             return f"nothing listens on {path} (a socket file left by a daemon that is gone?)"
-        except PermissionError:
+        if isinstance(problem, PermissionError):
             return f"no permission to connect to {path}"
-        except OSError as exc:
-            return f"cannot connect to {path}: {exc.strerror or exc}"
-        finally:
-            probe.close()
+        if problem is not None:
+            return f"cannot connect to {path}: {problem.strerror or problem}"
         return None
     if endpoint.startswith("tcp://"):
-        url = urlparse(endpoint)
-        try:
-            with socket.create_connection((url.hostname or "", url.port or 0), timeout):
-                return None
-        except ConnectionRefusedError:
+        problem = _connect(endpoint, timeout)
+        if isinstance(problem, ConnectionRefusedError):
             return "nothing listens there"
-        except socket.gaierror as exc:
-            return f"unknown host {url.hostname!r} ({exc.strerror})"
-        except (OSError, ValueError):
-            return None
+        if isinstance(problem, socket.gaierror):
+            return f"unknown host {urlparse(endpoint).hostname!r} ({problem.strerror})"
+        return None  # connected, or a slow or odd network: proves nothing
     return None
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 from urllib.parse import urlparse
 
-LOG_FORMAT = "%(asctime)s circus[%(process)d] [%(levelname)s] %(message)s"
+LOG_FORMAT = "%(asctime)s {program}[%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -38,8 +38,10 @@ def _handler(output: str) -> logging.Handler:
     return logging.handlers.WatchedFileHandler(output)
 
 
-def configure(level: str = "info", output: str = "-", config_file: str | None = None) -> None:
-    """Set up the root logger for circusd.
+def configure(level: str = "info", output: str = "-", config_file: str | None = None,
+              program: str = "circus") -> None:
+    """Set up the root logger for circusd (or another of circus's programs: *program*
+    names it in each line).
 
     Raises:
         ValueError: an unknown level, facility or logger-config file type.
@@ -55,7 +57,7 @@ def configure(level: str = "info", output: str = "-", config_file: str | None = 
         root.removeHandler(old)
     handler = _handler(output)
     if not isinstance(handler, logging.handlers.SysLogHandler):
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT.format(program=program), DATE_FORMAT))
     root.addHandler(handler)
     root.setLevel(level.upper())
 

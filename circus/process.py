@@ -208,8 +208,7 @@ class Process:
         """The loop it was started in: where a call from plain code runs (syncapi.py)."""
         return self._loop
 
-    @dual
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Start the child from circusd's spawning thread (see :mod:`circus.spawn`): the
         event loop runs on meanwhile. Raises as :meth:`spawn`."""
         made = asyncio.ensure_future(start_child_soon(self.spec))
@@ -221,6 +220,11 @@ class Process:
                 self._started(*await made)
             raise
         self._started(*result)
+
+    # circusd's own code awaits the plain coroutines (_start, _wait, _stop): a spawn or a
+    # stop of thousands of processes pays nothing for syncapi's dispatch. Library callers
+    # get the dual forms.
+    start = dual(_start)
 
     def _started(self, pid: int, popen: subprocess.Popen[bytes] | None, pipes: Pipes) -> None:
         self.pid, self._popen, self._pipes = pid, popen, pipes
@@ -344,9 +348,7 @@ class Process:
     def exited(self) -> bool:
         return self.returncode is not None
 
-    @dual
-    @offline_when(_loopless)
-    async def wait(self) -> int:
+    async def _wait(self) -> int:
         """Wait for the child to exit; return its exit status (or minus the signal)."""
         if self.returncode is not None:
             return self.returncode
@@ -357,6 +359,8 @@ class Process:
             assert self.returncode is not None
             return self.returncode
         return await asyncio.shield(self._exited)
+
+    wait = dual(offline_when(_loopless)(_wait))
 
     def send_signal(self, sig: int) -> None:
         """Send *sig* to the process; nothing if it has already been collected."""
@@ -378,9 +382,7 @@ class Process:
     def group_alive(self) -> bool:
         return self.kill_group(0)
 
-    @dual
-    @offline_when(_loopless)
-    async def stop(
+    async def _stop(
         self,
         sig: int = signal.SIGTERM,
         graceful_timeout: float = 30.0,
@@ -417,7 +419,7 @@ class Process:
                             notify(child, sig)
             try:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
-                    await self.wait()
+                    await self._wait()
             except TimeoutError:
                 log.warning(
                     "%s: pid %d ignored %s for %.1fs, sending SIGKILL",
@@ -426,10 +428,12 @@ class Process:
                 if self.kill_group(signal.SIGKILL) and notify is not None:
                     notify(self.pid, signal.SIGKILL)
                 self.send_signal(signal.SIGKILL)
-                await self.wait()
+                await self._wait()
         await self._reap_group(sig, deadline)
         assert self.returncode is not None
         return self.returncode
+
+    stop = dual(offline_when(_loopless)(_stop))
 
     async def _reap_group(self, sig: int, deadline: float) -> None:
         """Stop what the process left behind in its process group."""

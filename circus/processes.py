@@ -299,7 +299,7 @@ class ProcessSet(OptionStore):
         send = True
         if "before_signal" in self.hooks and not process.exited:
             send = bool(await self.call_hook("before_signal", pid=process.pid, signum=sig))
-        code = await process.stop(sig, timeout, stop_children=self.stop_children,
+        code = await process._stop(sig, timeout, stop_children=self.stop_children,
                                   notify=self._notify_kill, send=send)
         if orphans:  # what it left behind goes with it (circus/reaper.py)
             await REAPER.stop_orphans(_claim((process,)), sig, timeout)

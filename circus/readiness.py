@@ -48,7 +48,6 @@ class Waiter:
         self.poller: Any = None  # a probes.Poller: readiness, then liveness
         self.matchers: dict[str, Any] = {}  # log:REGEX, one per stream
         self.fd_note: Any = None  # fd:N
-        self.failures = 0  # health check failures in a row
 
     def cancel(self) -> None:
         if self.timer is not None:
@@ -80,11 +79,11 @@ class Readiness:
         text = str(self.owner.ready or "spawned")
         return text.split(":", 1)[0]
 
-    def spec_for(self, process: Process) -> Any:
-        """The ``ready`` spec with this process's templates filled in."""
+    def spec_for(self, wid: int) -> Any:
+        """The ``ready`` spec with worker *wid*'s templates filled in."""
         from circus import probes
 
-        return probes.parse_ready(self.owner.spawner.fill(self.owner.ready, process.wid))
+        return probes.parse_ready(self.owner.spawner.fill(self.owner.ready, wid))
 
     def health_spec_for(self, process: Process) -> Any:
         from circus import probes
@@ -101,11 +100,11 @@ class Readiness:
 
         return probes.FdNotification()
 
-    def shape(self, spec: SpawnSpec, fd_note: Any) -> SpawnSpec:
+    def shape(self, spec: SpawnSpec, fd_note: Any, wid: int) -> SpawnSpec:
         """The spawn spec with what the check needs: ``$NOTIFY_SOCKET`` (and the
         watchdog's ``WATCHDOG_USEC``), or the ``fd:N`` pipe as descriptor N."""
         kind = self.kind
-        if kind == "notify" or (self.owner.watchdog_sec > 0 and kind == "notify"):
+        if kind == "notify":
             address = self.owner.notify_address()
             env = dict(spec.env)
             if address:
@@ -115,11 +114,8 @@ class Readiness:
             return dataclasses.replace(spec, env=env)
         if fd_note is not None:
             return dataclasses.replace(spec, ready_fd=(fd_note.write_fd,
-                                                       self.spec_for_fd()))
+                                                       self.spec_for(wid).fd))
         return spec
-
-    def spec_for_fd(self) -> int:
-        return int(str(self.owner.ready).split(":", 1)[1])
 
     def watch(self, process: Process, fd_note: Any = None) -> None:
         """A process was adopted: start waiting for it to be ready."""
@@ -134,7 +130,7 @@ class Readiness:
         if kind == "log":
             from circus import probes
 
-            pattern = self.spec_for(process).pattern
+            pattern = self.spec_for(process.wid).pattern
             waiter.matchers = {name: probes.LogMatcher(pattern)
                                for name in ("stdout", "stderr")}
         elif kind == "fd" and fd_note is not None:
@@ -147,7 +143,7 @@ class Readiness:
                     self._became_ready(process)
 
             waiter.poller = self._poller(
-                self.spec_for(process), self.owner.ready_interval,
+                self.spec_for(process.wid), self.owner.ready_interval,
                 min(max(self.owner.ready_interval, 1.0), 10.0), until_pass=True,
                 on_result=result)
 

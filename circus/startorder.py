@@ -58,6 +58,8 @@ class Changes:
         self._waiters: dict[str | None, set[asyncio.Event]] = {}
 
     def notify(self, key: str | None = None) -> None:
+        if not self._waiters:
+            return  # nobody waits: every spawn's ready change comes here, keep it cheap
         woken = (self._waiters.get(key, set()) | self._waiters.get(None, set())
                  if key is not None else set().union(*self._waiters.values()))
         for event in woken:

@@ -146,8 +146,7 @@ class Watcher(Keeper):
 
     # -- spawning -------------------------------------------------------------------------
 
-    @dual
-    async def spawn_process(self) -> Process:
+    async def _spawn_process(self) -> Process:
         """Start one process now (no hooks); raise OSError/ValueError if it cannot start."""
         wid = self._wids.take()
         process: Process | None = None
@@ -159,10 +158,10 @@ class Watcher(Keeper):
         fd_note = self.readiness.prepare_spawn()  # ready = fd:N: the pipe it writes on
         try:
             with plan as sockets:
-                spec = self.readiness.shape(self.spawn_spec(wid, sockets), fd_note)
+                spec = self.readiness.shape(self.spawn_spec(wid, sockets), fd_note, wid)
                 process = Process(wid, spec, name=self.name, on_output=self._output_feed(),
                                   on_exit=self._on_exit, spawn=False)
-                await process.start()
+                await process._start()
         finally:
             # a child that was made is known even when the spawn was cancelled meanwhile
             if process is not None and process.pid:
@@ -173,6 +172,9 @@ class Watcher(Keeper):
                 if fd_note is not None:
                     fd_note.close()
         return process
+
+    # the keeper awaits the plain coroutine; the seed's library callers get the dual form
+    spawn_process = dual(_spawn_process)
 
     def _output_feed(self) -> Callable[[Any, str, bytes], None]:
         if self.readiness.kind != "log":
@@ -208,7 +210,7 @@ class Watcher(Keeper):
             if not verdict:
                 raise _HookRefused("before_spawn")
         try:
-            process = await self.spawn_process()
+            process = await self._spawn_process()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             if isinstance(exc, OSError) and descriptors.is_resource_error(exc):
                 self.resource_backoff(exc)  # not the command's fault: never stops it

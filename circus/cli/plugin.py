@@ -32,8 +32,6 @@ from circus.client import DEFAULT_ENDPOINT, DEFAULT_ENDPOINT_SUB
 
 log = logging.getLogger("circus.plugins")
 
-LOG_FORMAT = "%(asctime)s circus-plugin[%(process)d] [%(levelname)s] %(message)s"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 PR_SET_PDEATHSIG = 1
 
 
@@ -78,10 +76,7 @@ def parser() -> argparse.ArgumentParser:
 def configure_logging(level: str, output: str) -> None:
     from circus.logs import configure
 
-    configure(level, output)
-    for handler in logging.getLogger().handlers:
-        if not isinstance(handler, logging.handlers.SysLogHandler):
-            handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+    configure(level, output, program="circus-plugin")
 
 
 def exit_with_parent() -> None:

@@ -27,8 +27,6 @@ from circus.stats.launch import DEFAULT_STATSPOINT
 
 log = logging.getLogger("circus.stats")
 
-LOG_FORMAT = "%(asctime)s circusd-stats[%(process)d] [%(levelname)s] %(message)s"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def interval(value: str) -> float:
@@ -66,10 +64,7 @@ def parser() -> argparse.ArgumentParser:
 def configure_logging(level: str, output: str) -> None:
     from circus.logs import configure
 
-    configure(level, output)
-    for handler in logging.getLogger().handlers:
-        if not isinstance(handler, logging.handlers.SysLogHandler):
-            handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+    configure(level, output, program="circusd-stats")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,17 +159,12 @@ def duration(seconds: Any) -> str:
 def describe_last_exit(last: Any) -> str:
     if not isinstance(last, Mapping):
         return "-"
+    from circus.health import LastExit
+
     when = last.get("time")
     ago = f" ({duration(time.time() - when)} ago)" if isinstance(when, int | float) else ""
-    if last.get("signal") is not None:
-        import signal
-
-        try:
-            name = signal.Signals(last["signal"]).name
-        except ValueError:
-            name = f"signal {last['signal']}"
-        return name + ago
-    return f"exit {last.get('code')}{ago}"
+    return LastExit(last.get("code"), last.get("signal"), 0.0, last.get("reason")
+                    ).describe() + ago
 
 
 def _health_cell(detail: Mapping[str, Any]) -> str:
