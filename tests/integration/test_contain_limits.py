@@ -59,14 +59,14 @@ def _cmd(command: str, **props: Any) -> dict[str, Any]:
 def _record_spawns(watcher: Watcher) -> list[tuple[int, float]]:
     """Every process *watcher* spawns from now on, with the moment (monotonic)."""
     seen: list[tuple[int, float]] = []
-    spawn = watcher.spawn_process
+    spawn = watcher._spawn_process  # what the keeper awaits (spawn_process is its dual form)
 
     async def recording() -> Process:
         process = await spawn()
         seen.append((process.pid, time.monotonic()))
         return process
 
-    watcher.spawn_process = recording  # type: ignore[method-assign]
+    watcher._spawn_process = recording  # type: ignore[method-assign]
     return seen
 
 
