@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.asyncio
 
-from circus import depends, reaper
+from circus import depends, descriptors, keys, reaper, spawnserver
 from circus.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -133,6 +133,7 @@ class Arbiter:
         self.sockets = CircusSockets(sockets or [])  # bound by open(), closed by close()
         self._on_demand = OnDemand(self.sockets, self.background)
         self._notify: NotifyHub | None = None  # $NOTIFY_SOCKET of ready = notify workers
+        self._spawn_server: spawnserver.SpawnServer | None = None  # makes the workers
         self.config_file = config_file
         self.state = RunState(config_file, options)  # takes process_record, state_file
         self.options = options
@@ -351,7 +352,9 @@ class Arbiter:
             if watcher is None:
                 built[key] = watcher_from_config(conf)
                 continue
-            diff = config_changes(watcher, conf)
+            flat = keys.flatten(conf)
+            flat.pop("name", None)
+            diff = keys.diff(watcher, flat)
             if diff:
                 try:  # a value the watcher refuses refuses the whole file
                     changes[key] = watcher.check_options(diff)
@@ -457,6 +460,7 @@ class Arbiter:
             raise
         self._on_demand.open(lambda: self.watchers)
         reaper.REAPER.install(self.subreaper)
+        self._spawn_server = spawnserver.start(descriptors.started_soft_nofile)
         await self.start_watchers(autostart_only=True)
 
     async def close(self) -> None:
@@ -474,6 +478,8 @@ class Arbiter:
                 await watcher.close()
             await reaper.stop_all_orphans()
         finally:
+            server, self._spawn_server = self._spawn_server, None
+            await spawnserver.stop(server)
             reaper.REAPER.uninstall()
             if self._stopped is not None:
                 self._stopped.set()
@@ -588,11 +594,3 @@ def watcher_from_config(conf: Mapping[str, Any]) -> Watcher:
     cmd = options.pop("cmd", "")
     return Watcher(name, cmd, **options)
 
-
-def config_changes(watcher: Watcher, conf: Mapping[str, Any]) -> dict[str, Any]:
-    """The changes that make the running *watcher* match its mapping in the config file."""
-    from circus.keys import diff, flatten
-
-    flat = flatten(conf)
-    flat.pop("name", None)
-    return diff(watcher, flat)

@@ -17,13 +17,14 @@ left alone hides those behind it. That case is short-lived (the hook's own ``wai
 follows at once) and rare: the loop looks again after :data:`RETRY`, and once it has
 waited :data:`SCAN_AFTER` it looks at each child by its pid instead.
 
-Spawning happens in a thread of its own (see :mod:`circus.spawn`), so a child may die
-before its pid is registered. The spawning thread holds :meth:`Children.spawning` from
-before the child exists until its pid is registered. A zombie that is not registered
-while a spawn is in flight may be that spawn's child; it is counted an orphan only when
-it cannot be: it is not the leader of its own session (spawned children are), or it
-started before the spawn began (its start time in ``/proc/<pid>/stat``). Otherwise it is
-left until the spawn ends, which looks again.
+Spawning happens in a thread of its own or in the spawn server (see :mod:`circus.spawn`
+and :mod:`circus.spawnserver`), so a child may die before its pid is registered. Each
+spawn is *in flight* (:meth:`Children.begin_spawn`) from before the child exists until
+its pid is registered. A zombie that is not registered while a spawn is in flight may be
+that spawn's child; it is counted an orphan only when it cannot be: it is not the leader
+of its own session (spawned children are), or it started before the oldest spawn in
+flight began (its start time in ``/proc/<pid>/stat``). Otherwise it is left until a spawn
+ends, which looks again.
 
 Where no signal handler can be installed (an event loop in a thread other than the main
 one), each worker gets a pidfd registered with its loop instead, one descriptor each.
@@ -79,7 +80,8 @@ class Children:
     _retry: asyncio.TimerHandle | None = None
     _blocked_since: float | None = None
     _spawn_lock: threading.Lock = field(default_factory=threading.Lock)
-    _spawn_since: int = 0  # boot ticks when the spawn in flight began
+    _flights: dict[int, int] = field(default_factory=dict)  # spawns in flight: boot ticks
+    _serial: int = 0
     _deferred: bool = False  # a zombie waits for the spawn in flight to end
 
     # -- listening ------------------------------------------------------------------------
@@ -138,18 +140,33 @@ class Children:
     def spawning(self) -> Iterator[Callable[[int], None]]:
         """Held (by any thread) while a child is made; yields the function that
         registers its pid, to be called before the block ends."""
+        token = self.begin_spawn()
+        try:
+            yield self.register
+        finally:
+            self.end_spawn(token)
+
+    def begin_spawn(self) -> int:
+        """A spawn is in flight from now until :meth:`end_spawn` with the token returned
+        (spawns made by the spawn server overlap: several can be in flight)."""
         with self._spawn_lock:
-            self._spawn_since = boot_ticks()
-            try:
-                yield self._register
-            finally:
-                deferred, self._deferred = self._deferred, False
+            self._serial += 1
+            self._flights[self._serial] = boot_ticks()
+            return self._serial
+
+    def end_spawn(self, token: int) -> None:
+        """The spawn *token* began is over: its pid, if any, was registered."""
+        with self._spawn_lock:
+            self._flights.pop(token, None)
+            deferred, self._deferred = self._deferred, False
         loop = self._loop
         if deferred and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.reap)
 
-    def _register(self, pid: int) -> None:
+    def register(self, pid: int) -> None:
+        """*pid* was just spawned (by a spawn in flight); its callback comes later."""
         self.known.setdefault(pid, PENDING)
+
 
     def track(self, pid: int, on_status: StatusCallback | None) -> None:
         """*pid* is a worker: its status goes to *on_status* (on the loop thread), or,
@@ -245,13 +262,12 @@ class Children:
             return True  # no /proc entry to judge by: collect it
         if stat.session == self.own_session:
             return False  # circusd's own code started it and waits for it
-        if self._spawn_lock.acquire(blocking=False):
-            try:  # no spawn in flight: every spawned pid is registered
-                return pid not in self.known
-            finally:
-                self._spawn_lock.release()
-        if stat.session != pid or stat.start < self._spawn_since:
-            return True  # cannot be the child of the spawn in flight
+        with self._spawn_lock:
+            since = min(self._flights.values(), default=None)
+        if since is None:  # no spawn in flight: every spawned pid is registered
+            return pid not in self.known
+        if stat.session != pid or stat.start < since:
+            return True  # cannot be the child of a spawn in flight
         self._deferred = True  # the spawn's end looks again
         return False
 

@@ -31,6 +31,9 @@ log = logging.getLogger("circus.watcher")
 # commands (a new target, a stop) and deaths are handled while a large watcher starts.
 SPAWN_BATCH = 32
 SPAWN_SLICE = 0.005
+# Spawns of one watcher in flight at once when the spawn server makes them (they are made
+# side by side; a stop waits for at most this many to land)
+SPAWN_WIDTH = 16
 
 
 class Keeper(ProcessSet):

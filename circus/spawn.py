@@ -22,14 +22,13 @@ import heapq
 import os
 import pwd
 import resource
-import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from circus import descriptors
+from circus import descriptors, spawnserver
 from circus.cgroup import joiner
 from circus.children import CHILDREN
 from circus.kernel import native_spawn_available, pdeathsig_setter, posix_spawn
@@ -37,12 +36,13 @@ from circus.options import WATCHER_OPTIONS, rlimit_resource
 from circus.reaper import ORIGIN_VAR, new_origin
 from circus.util.accounts import group_id
 from circus.util.command import (
+    apply_virtualenv,
+    build_argv,
     explain,
     find_program,
     forget_programs,
     not_found,
     search_path,
-    split_words,
 )
 
 __all__ = ["SpawnOptions", "SpawnSpec", "Spawner", "WorkerIds", "build_argv", "start_child"]
@@ -284,14 +284,9 @@ def _spawn_dup2_keeps_fd() -> bool:
 SPAWN_KEEPS_FDS = _spawn_dup2_keeps_fd()
 
 
-def start_child(spec: SpawnSpec) -> tuple[int, subprocess.Popen[bytes] | None, Pipes]:
-    """Start the child *spec* describes, in a new session and process group.
-
-    Returns its pid, the ``Popen`` object if it went through Popen, and the read ends of
-    its piped streams, ``{fd: ("stdout" or "stderr", file)}``, non-blocking. Raises
-    OSError (missing program, bad directory, …) or ValueError (empty command, no such
-    user).
-    """
+def _program(spec: SpawnSpec) -> tuple[list[str], str, str, str]:
+    """``(argv, program, what, name)``: what to run, the file exec runs, and the option
+    and value that named it (for errors). Raises OSError when there is no such program."""
     argv = build_argv(spec.cmd, spec.args, shell=spec.shell, shell_args=spec.shell_args)
     # with shell = true, argv[0] is /bin/sh; `executable` applies to plain commands only
     what, name = ("executable", spec.executable) if spec.executable and not spec.shell \
@@ -300,6 +295,24 @@ def start_child(spec: SpawnSpec) -> tuple[int, subprocess.Popen[bytes] | None, P
     program = find_program(name, path, spec.working_dir)
     if program is None:
         raise not_found(what, name, path)
+    return argv, program, what, name
+
+
+def _explained(exc: OSError, spec: SpawnSpec, program: str, what: str, name: str) -> OSError:
+    if exc.errno == errno.ENOENT:
+        forget_programs()  # the program may have moved
+    return explain(exc, what=what, name=name, program=program, working_dir=spec.working_dir)
+
+
+def start_child(spec: SpawnSpec) -> tuple[int, subprocess.Popen[bytes] | None, Pipes]:
+    """Start the child *spec* describes, in a new session and process group.
+
+    Returns its pid, the ``Popen`` object if it went through Popen, and the read ends of
+    its piped streams, ``{fd: ("stdout" or "stderr", file)}``, non-blocking. Raises
+    OSError (missing program, bad directory, …) or ValueError (empty command, no such
+    user).
+    """
+    argv, program, what, name = _program(spec)
     popen: subprocess.Popen[bytes] | None = None
     try:
         if _needs_popen(spec):
@@ -308,10 +321,7 @@ def start_child(spec: SpawnSpec) -> tuple[int, subprocess.Popen[bytes] | None, P
         else:
             pid, pipes = _spawn_posix(spec, argv, program)
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            forget_programs()  # the program may have moved
-        raise explain(exc, what=what, name=name, program=program,
-                      working_dir=spec.working_dir) from None
+        raise _explained(exc, spec, program, what, name) from None
     soft = descriptors.started_soft_nofile
     if soft is not None and "nofile" not in spec.rlimits:
         # circusd raised its own soft limit: the child gets the one circusd was given, so
@@ -328,12 +338,18 @@ _spawn_thread: concurrent.futures.ThreadPoolExecutor | None = None
 
 async def start_child_soon(spec: SpawnSpec
                            ) -> tuple[int, subprocess.Popen[bytes] | None, Pipes]:
-    """:func:`start_child` in circusd's spawning thread, leaving the event loop free.
+    """:func:`start_child`, leaving the event loop free: by the spawn server
+    (:mod:`circus.spawnserver`) when one runs and *spec* takes the posix_spawn path, else
+    in circusd's spawning thread.
 
     glibc's posix_spawn returns once the child has exec'd, which under load can take tens
     of milliseconds; made in the loop's thread, no death would be collected and no
     command answered meanwhile. One thread, so spawns stay in the order they were asked.
     """
+    server = spawnserver.current()
+    if server is not None and not _needs_popen(spec):
+        with contextlib.suppress(spawnserver.Unavailable):
+            return await _spawn_served(server, spec)
     global _spawn_thread
     if _spawn_thread is None:
         _spawn_thread = concurrent.futures.ThreadPoolExecutor(
@@ -342,8 +358,24 @@ async def start_child_soon(spec: SpawnSpec
     return await loop.run_in_executor(_spawn_thread, start_child, spec)
 
 
-def _spawn_posix(spec: SpawnSpec, argv: list[str], path: str) -> tuple[int, Pipes]:
-    """The fast path: one posix_spawn (vfork + exec in glibc), as cheap as it gets."""
+async def _spawn_served(server: spawnserver.SpawnServer, spec: SpawnSpec
+                        ) -> tuple[int, subprocess.Popen[bytes] | None, Pipes]:
+    argv, program, what, name = _program(spec)
+    actions, pipes = _posix_actions(spec)
+    try:
+        pid = await server.spawn(program, argv, dict(spec.env), actions)
+    except OSError as exc:
+        _close_pipes(pipes)
+        raise _explained(exc, spec, program, what, name) from None
+    except BaseException:
+        _close_pipes(pipes)
+        raise
+    return pid, None, _read_ends(pipes)
+
+
+def _posix_actions(spec: SpawnSpec) -> tuple[list[tuple[Any, ...]], list[tuple[str, int, int]]]:
+    """The file actions of the posix_spawn path, and the pipes ``(name, read end, write
+    end)`` made for them."""
     actions: list[tuple[Any, ...]] = []
     if spec.stdin_fd is not None:
         actions.append((os.POSIX_SPAWN_DUP2, spec.stdin_fd, 0))
@@ -353,7 +385,7 @@ def _spawn_posix(spec: SpawnSpec, argv: list[str], path: str) -> tuple[int, Pipe
         actions.append((os.POSIX_SPAWN_DUP2, fd, fd))
     if spec.ready_fd is not None:
         actions.append((os.POSIX_SPAWN_DUP2, *spec.ready_fd))
-    pipes: list[tuple[str, int, int]] = []  # (name, read end, write end)
+    pipes: list[tuple[str, int, int]] = []
     for fd, name, close, pipe in (
         (1, "stdout", spec.close_child_stdout, spec.pipe_stdout),
         (2, "stderr", spec.close_child_stderr, spec.pipe_stderr),
@@ -366,6 +398,29 @@ def _spawn_posix(spec: SpawnSpec, argv: list[str], path: str) -> tuple[int, Pipe
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             pipes.append((name, read_end, write_end))
             actions.append((os.POSIX_SPAWN_DUP2, write_end, fd))
+    return actions, pipes
+
+
+def _close_pipes(pipes: list[tuple[str, int, int]]) -> None:
+    for _, read_end, write_end in pipes:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _read_ends(pipes: list[tuple[str, int, int]]) -> Pipes:
+    """Once the child holds the write ends: ours closed, the read ends non-blocking."""
+    result: Pipes = {}
+    for name, read_end, write_end in pipes:
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        # kept open for the life of the process; closed by Process._close_pipe
+        result[read_end] = (name, open(read_end, "rb", buffering=0))  # noqa: SIM115
+    return result
+
+
+def _spawn_posix(spec: SpawnSpec, argv: list[str], path: str) -> tuple[int, Pipes]:
+    """The fast path: one posix_spawn (vfork + exec in glibc), as cheap as it gets."""
+    actions, pipes = _posix_actions(spec)
     try:
         with CHILDREN.spawning() as register:
             if native_spawn_available():  # lets go of the interpreter lock
@@ -375,17 +430,9 @@ def _spawn_posix(spec: SpawnSpec, argv: list[str], path: str) -> tuple[int, Pipe
                                      setsid=True)
             register(pid)
     except BaseException:
-        for _, read_end, write_end in pipes:
-            os.close(read_end)
-            os.close(write_end)
+        _close_pipes(pipes)
         raise
-    result: Pipes = {}
-    for name, read_end, write_end in pipes:
-        os.close(write_end)
-        os.set_blocking(read_end, False)
-        # kept open for the life of the process; closed by Process._close_pipe
-        result[read_end] = (name, open(read_end, "rb", buffering=0))  # noqa: SIM115
-    return pid, result
+    return pid, _read_ends(pipes)
 
 def _spawn_popen(spec: SpawnSpec, argv: list[str], program: str
                  ) -> tuple[subprocess.Popen[bytes], Pipes]:
@@ -541,49 +588,3 @@ def _rlimit_setter(rlimits: Mapping[str, int | None]) -> Callable[[], None]:
                 resource.setrlimit(res, (hard, hard))
 
     return apply
-
-
-def build_argv(
-    cmd: str,
-    args: str | Sequence[str] | None,
-    *,
-    shell: bool = False,
-    shell_args: str | None = None,
-) -> list[str]:
-    """The argv to execute for *cmd* and *args* (already substituted)."""
-    extra = (split_words(args, "args") if isinstance(args, str)
-             else [str(a) for a in args or ()])
-    if shell:
-        line = " ".join([cmd, *(shlex.quote(a) for a in extra)]) if extra else cmd
-        argv = ["/bin/sh", "-c", line]
-        if shell_args:
-            argv.extend(split_words(shell_args, "shell_args"))
-        return argv
-    argv = split_words(cmd, "cmd") + extra
-    if not argv:
-        raise ValueError("the command is empty")
-    return argv
-
-
-def apply_virtualenv(env: dict[str, str], venv: str, py_ver: str | None) -> None:
-    """Put *venv*'s bin/ first on PATH and its site-packages on PYTHONPATH."""
-    version = py_ver or f"{sys.version_info.major}.{sys.version_info.minor}"
-    site = os.path.join(venv, "lib", f"python{version}", "site-packages")
-    env["VIRTUAL_ENV"] = venv
-    env["PATH"] = os.pathsep.join(
-        [os.path.join(venv, "bin"), *filter(None, [env.get("PATH", os.defpath)])]
-    )
-    paths = [site]
-    if os.path.isdir(site):
-        for entry in sorted(os.listdir(site)):
-            if entry.endswith(".pth"):
-                with contextlib.suppress(OSError), open(os.path.join(site, entry)) as fh:
-                    for line in fh:
-                        line = line.strip()
-                        if line and not line.startswith(("#", "import ")):
-                            path = os.path.join(site, line)
-                            if os.path.isdir(path):
-                                paths.append(path)
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)

@@ -14,7 +14,8 @@ it (``.lock``) is held by the running circusd; the kernel releases it when circu
 even by SIGKILL, so a second circusd on the same configuration is refused at once.
 
 Writes are atomic (a temporary file renamed over the record) and batched: a spawn or an
-exit only schedules a write :data:`FLUSH_DELAY` later, so a burst of a thousand spawns
+exit only schedules a write :data:`FLUSH_DELAY` later (or :data:`WRITE_SHARE` times what the
+last write took, whichever is longer), so a burst of a thousand spawns
 costs a handful of writes. The processes spawned since the last write are not lost if
 circusd is killed in between: every process circusd starts carries the
 ``CIRCUS_ORIGIN`` mark of circus/reaper.py, whose *run* part is ``<config id>-<circusd
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_DELAY = 0.1  # seconds between a spawn or exit and the write of the record
+# ... or more: this many times what the last write took, so that writing the record of
+# 10,000 processes takes at most 2 % of the loop while they start or die
+WRITE_SHARE = 50
 KILL_WAIT = 5.0  # seconds to wait for a process to go after SIGKILL
 
 
@@ -248,6 +252,7 @@ class ProcessRecord:
         self._timer: asyncio.TimerHandle | None = None
         self._watchers: Callable[[], list[Watcher]] = list
         self._rows: dict[int, tuple[object, str]] = {}  # pid -> (its process, its entry)
+        self._cost = 0.0  # seconds the last write took
         self.released: list[dict[str, int]] = []  # rm --nostop: let go, not to be stopped
 
     def run_id(self) -> str:
@@ -307,7 +312,8 @@ class ProcessRecord:
         """A process was spawned or exited: write the record soon."""
         if self._timer is None and self._lock_fd is not None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(FLUSH_DELAY, self.write)
+            self._timer = loop.call_later(max(FLUSH_DELAY, WRITE_SHARE * self._cost),
+                                          self.write)
 
     def release(self, pids: Iterable[int]) -> None:
         for pid in pids:
@@ -321,6 +327,7 @@ class ProcessRecord:
         written: a record of a thousand processes costs a join, not a JSON encoding of a
         thousand objects on the event loop at every spawn or exit."""
         self._timer = None
+        began = time.perf_counter()
         rows: dict[int, tuple[object, str]] = {}
         for watcher in self._watchers():
             for pid, process in watcher.processes.items():
@@ -342,6 +349,7 @@ class ProcessRecord:
             write_atomic(self.path, text)
         except OSError as exc:
             log.error("cannot write the process record %s: %s", self.path, exc)
+        self._cost = time.perf_counter() - began
 
     def close(self) -> None:
         """circusd stops: the record goes (unless processes were let go), the lock too."""

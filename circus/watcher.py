@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from circus import descriptors
+from circus import descriptors, spawnserver
 from circus.errors import OptionError
 from circus.hooks import Skip
-from circus.keeper import SPAWN_BATCH, SPAWN_SLICE, Keeper
+from circus.keeper import SPAWN_BATCH, SPAWN_SLICE, SPAWN_WIDTH, Keeper
 from circus.limits import require_target
 from circus.process import Process
 from circus.processes import Publish
@@ -244,15 +244,24 @@ class Watcher(Keeper):
         self._spawn_retry = loop.call_later(delay, self._spawn_retry_due)
 
     async def _spawn_missing(self) -> list[int]:
-        """Spawn until numprocesses run; return the new pids."""
+        """Spawn until numprocesses run; return the new pids. A process that dies
+        meanwhile is the keeper's to replace (after its backoff), not this pass's."""
         started: list[int] = []
         count, next_yield = 0, time.monotonic() + SPAWN_SLICE
+        todo = self.numprocesses - len(self.processes)
         while self.state in (WatcherState.ACTIVE, WatcherState.STARTING):
-            missing = self.numprocesses - len(self.processes)
+            missing = min(self.numprocesses - len(self.processes), todo - len(started))
             if missing <= 0 or self._halts:
                 break
-            process = await self._spawn_guarded()
-            if process is None:
+            width = min(missing, self._spawn_width())
+            if width == 1:
+                made = [await self._spawn_guarded()]
+            else:  # the spawn server makes them side by side
+                made = list(await asyncio.gather(
+                    *(self._spawn_guarded() for _ in range(width))))
+            new = [process.pid for process in made if process is not None]
+            started.extend(new)
+            if len(new) < len(made):
                 if self._is_stopped() or self._spawn_retry is not None:
                     break
                 if self.vitals.exhausted(self.max_retry):
@@ -260,14 +269,21 @@ class Watcher(Keeper):
                     break
                 await self._backoff()  # a stop cuts it short
                 continue
-            started.append(process.pid)
-            count += 1
+            count += width
             if self.warmup_delay > 0 and missing > 1:
                 await asyncio.sleep(self.warmup_delay)
-            elif count % SPAWN_BATCH == 0 or time.monotonic() >= next_yield:
+            elif count >= SPAWN_BATCH or time.monotonic() >= next_yield:
                 await asyncio.sleep(0)
-                next_yield = time.monotonic() + SPAWN_SLICE
+                count, next_yield = 0, time.monotonic() + SPAWN_SLICE
         return started
+
+    def _spawn_width(self) -> int:
+        """How many spawns may be in flight at once: one at a time when hooks or
+        ``warmup_delay`` pace them, or without a spawn server."""
+        if (self.warmup_delay > 0 or "before_spawn" in self.hooks
+                or "after_spawn" in self.hooks or spawnserver.current() is None):
+            return 1
+        return SPAWN_WIDTH
 
     # -- stopping processes ---------------------------------------------------------------
 

@@ -18,16 +18,20 @@ the worker id and socket descriptors are numbers, any other placeholder may hold
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import re
 import shlex
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "SpawnError",
+    "apply_virtualenv",
+    "build_argv",
     "explain",
     "find_program",
     "has_placeholder",
@@ -219,3 +223,49 @@ def explain(exc: OSError, *, what: str, name: str, program: str,
     else:
         return exc
     return _error(code, f"{what} {name!r}: {reason}")
+
+
+def build_argv(
+    cmd: str,
+    args: str | Sequence[str] | None,
+    *,
+    shell: bool = False,
+    shell_args: str | None = None,
+) -> list[str]:
+    """The argv to execute for *cmd* and *args* (already substituted)."""
+    extra = (split_words(args, "args") if isinstance(args, str)
+             else [str(a) for a in args or ()])
+    if shell:
+        line = " ".join([cmd, *(shlex.quote(a) for a in extra)]) if extra else cmd
+        argv = ["/bin/sh", "-c", line]
+        if shell_args:
+            argv.extend(split_words(shell_args, "shell_args"))
+        return argv
+    argv = split_words(cmd, "cmd") + extra
+    if not argv:
+        raise ValueError("the command is empty")
+    return argv
+
+
+def apply_virtualenv(env: dict[str, str], venv: str, py_ver: str | None) -> None:
+    """Put *venv*'s bin/ first on PATH and its site-packages on PYTHONPATH."""
+    version = py_ver or f"{sys.version_info.major}.{sys.version_info.minor}"
+    site = os.path.join(venv, "lib", f"python{version}", "site-packages")
+    env["VIRTUAL_ENV"] = venv
+    env["PATH"] = os.pathsep.join(
+        [os.path.join(venv, "bin"), *filter(None, [env.get("PATH", os.defpath)])]
+    )
+    paths = [site]
+    if os.path.isdir(site):
+        for entry in sorted(os.listdir(site)):
+            if entry.endswith(".pth"):
+                with contextlib.suppress(OSError), open(os.path.join(site, entry)) as fh:
+                    for line in fh:
+                        line = line.strip()
+                        if line and not line.startswith(("#", "import ")):
+                            path = os.path.join(site, line)
+                            if os.path.isdir(path):
+                                paths.append(path)
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)

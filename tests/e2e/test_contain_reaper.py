@@ -66,6 +66,18 @@ def wait_grandchildren(piddir: Path, count: int, exclude: set[int] = frozenset()
 
 
 def children(pid: int) -> list[int]:
+    """circusd's children but its spawn server (circus/spawnd.py), which is no worker."""
+    return [p for p in all_children(pid) if b"spawnd" not in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def all_children(pid: int) -> list[int]:
     result: list[int] = []
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -428,6 +440,7 @@ def test_pid1_essential_watcher_killed_by_a_signal(pid1: Callable[[str], Pid1]) 
     p = pid1(f"[watcher:main]\ncmd = {PYTHON} -c 'import time; time.sleep(60)'\n"
              f"essential = true\nrespawn = false\n")
     p.wait_ready()
-    (worker,) = children(p.circusd)
+    # the spawn server's batch hands the worker to circusd as it exits: wait for that
+    (worker,) = wait_until(lambda: children(p.circusd), what="the worker", timeout=10)
     os.kill(worker, signal.SIGKILL)
     assert p.proc.wait(timeout=30) == 128 + signal.SIGKILL
