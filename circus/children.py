@@ -235,6 +235,19 @@ class Children:
                 self._blocked(info.si_pid)
                 return
 
+    def collect(self, pid: int) -> None:
+        """*pid* has most likely exited (its output pipes reached their end): collect it
+        now, by its pid. ``waitid(P_ALL)`` walks every child of circusd to find one that
+        exited, so that a mass stop of N processes would cost N walks of N children."""
+        if not (self.listening and pid in self.known):
+            return
+        try:  # not ours yet (a spawn server's batch still holds it): its SIGCHLD will come
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return
+        except ChildProcessError:
+            return
+        self._take(pid)
+
     def _take(self, pid: int) -> bool:
         """Collect *pid* if it is ours to; False if it must be left as it is."""
         if pid not in self.known:

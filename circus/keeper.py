@@ -115,6 +115,38 @@ class Keeper(ProcessSet):
         finally:
             self.vitals.waiting(0)
 
+    def _may_spawn(self, todo: int, started: list[int], flying: int) -> bool:
+        """One more spawn of this pass is wanted (the target is read again each time: a
+        new target or a stop ends a burst at once)."""
+        return (self.state in (WatcherState.ACTIVE, WatcherState.STARTING)
+                and not self._halts
+                and min(self.numprocesses - len(self.processes), todo - len(started)) > flying)
+
+    async def _spawn_window(self, started: list[int], todo: int, width: int) -> bool:
+        """Spawns with up to *width* in flight until none is wanted; after a failure, none
+        is asked for and the ones in flight land. True if one failed."""
+        failed = False
+        flying: set[asyncio.Future[Process | None]] = set()
+        try:
+            while True:
+                while (not failed and len(flying) < width
+                       and self._may_spawn(todo, started, len(flying))):
+                    flying.add(asyncio.ensure_future(self._spawn_guarded()))
+                if not flying:
+                    return failed
+                done, flying = await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    process = task.result()
+                    if process is None:
+                        failed = True
+                    else:
+                        started.append(process.pid)
+        finally:
+            for task in flying:
+                task.cancel()
+            if flying:
+                await asyncio.gather(*flying, return_exceptions=True)
+
     async def _give_up(self) -> None:
         """max_retry failed starts in a row: stop everything, health ``fatal`` (lock held)."""
         reason = self.vitals.gave_up()

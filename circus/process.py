@@ -285,6 +285,8 @@ class Process:
             data = b""
         if not data:
             self._close_pipe(fd)
+            if not self._pipes and self.returncode is None and self._loop is not None:
+                CHILDREN.collect(self.pid)  # it has most likely exited: by its pid
             return
         if self.on_output is not None:
             self.on_output(self, name, data)
@@ -429,13 +431,17 @@ class Process:
                     notify(self.pid, signal.SIGKILL)
                 self.send_signal(signal.SIGKILL)
                 await self._wait()
-        await self._reap_group(sig, deadline)
+        await self.reap_group(sig, deadline)
         assert self.returncode is not None
         return self.returncode
 
     stop = dual(offline_when(_loopless)(_stop))
 
-    async def _reap_group(self, sig: int, deadline: float) -> None:
+    def exit_future(self) -> asyncio.Future[int] | None:
+        """Done once the exit status is collected; None outside an event loop."""
+        return self._exited
+
+    async def reap_group(self, sig: int, deadline: float) -> None:
         """Stop what the process left behind in its process group."""
         if not self.group_alive():
             return

@@ -26,6 +26,7 @@ from circus.process import Process
 from circus.reaper import REAPER, Claim
 from circus.spawn import Spawner, SpawnSpec
 from circus.streams.router import OutputRouter
+from circus.util.convert import signal_name
 from circus.watcher_options import OptionStore
 
 if TYPE_CHECKING:
@@ -313,14 +314,47 @@ class ProcessSet(OptionStore):
         procs = list(processes)
         for process in procs:
             process.mark_stopping()  # no respawn for these, whatever order deaths come in
-        await asyncio.gather(*(self.stop_process(p, sig, graceful_timeout, orphans=False)
-                               for p in procs))
+        if (len(procs) > 1 and not self.stop_children and "before_signal" not in self.hooks
+                and "after_signal" not in self.hooks
+                and all(p.exit_future() is not None for p in procs)):
+            await self._stop_together(procs, sig, graceful_timeout)
+        else:
+            await asyncio.gather(*(self.stop_process(p, sig, graceful_timeout, orphans=False)
+                                   for p in procs))
         # what they left behind goes with them: one pass over circusd's children for the
         # whole batch, not one per process (n processes would cost n passes of n children)
         await REAPER.stop_orphans(
             _claim(procs), self.stop_signal if sig is None else sig,
             self.graceful_timeout if graceful_timeout is None else graceful_timeout)
         return [p.pid for p in procs]
+
+    async def _stop_together(self, procs: list[Process], sig: int | None,
+                             graceful_timeout: float | None) -> None:
+        """What :meth:`stop_process` does for each, with one timer for all: the signals
+        in one go, one wait for every exit, SIGKILL for those still running at the
+        deadline, then what each left in its group (no task nor timer per process:
+        10,000 processes stop in a fraction of the time)."""
+        sig = self.stop_signal if sig is None else sig
+        timeout = self.graceful_timeout if graceful_timeout is None else graceful_timeout
+        deadline = time.monotonic() + max(timeout, 0.0)
+        for process in procs:
+            if process.returncode is None:
+                process.send_signal(sig)
+                self._notify_kill(process.pid, sig)
+        exits = [f for f in (p.exit_future() for p in procs) if f is not None and not f.done()]
+        if exits:
+            await asyncio.wait(exits, timeout=max(timeout, 0.0))
+        late = [p for p in procs if p.returncode is None]
+        for process in late:
+            log.warning("%s: pid %d ignored %s for %.1fs, sending SIGKILL", self.name,
+                        process.pid, signal_name(sig), timeout)
+            if process.kill_group(signal.SIGKILL):
+                self._notify_kill(process.pid, signal.SIGKILL)
+            process.send_signal(signal.SIGKILL)
+        for process in late:
+            await process._wait()
+        for process in procs:
+            await process.reap_group(sig, deadline)
 
     async def stop_leftovers(self, keep_running: bool = False) -> list[int]:
         """Stop the orphans of the watcher's earlier processes; with *keep_running*, not

@@ -14,7 +14,9 @@ How a worker is made (see :mod:`circus.spawnserver` for circusd's side)
 circusd sends one message per process on a ``SOCK_SEQPACKET`` socket pair: the program,
 argv, environment and file actions, with the descriptors they refer to (the write ends
 of the output pipes, shared sockets, ...) attached as ``SCM_RIGHTS``. This process
-reads every request that is queued, then forks a short-lived *batch* process that:
+reads every request that is queued, then forks a short-lived *batch* process (up to
+:data:`MAX_RUNNING` at once, so that a batch's workers are made while the previous
+batch's are still starting) that:
 
 1. moves the received descriptors above every descriptor number the actions target;
 2. gives itself back the soft ``RLIMIT_NOFILE`` circusd was started with (the workers
@@ -47,6 +49,7 @@ import fcntl
 import os
 import pickle
 import resource
+import select
 import signal
 import socket
 import sys
@@ -57,6 +60,7 @@ from typing import Any
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 250  # the kernel takes at most 253 descriptors per message
 MAX_BATCH = 64  # requests one batch process makes
+MAX_RUNNING = 2  # batch processes at once
 DONE = -1  # the request id of the message that ends a batch
 RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
                       if hasattr(signal, name))
@@ -152,20 +156,35 @@ def run_batch(sock: socket.socket, batch: list[tuple[Request, list[int]]], soft:
 
 
 def serve(sock: socket.socket, soft: int) -> None:
+    # SIGCHLD (a batch process ended) wakes the select() through this pipe
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, _ignore)
+    running: dict[int, list[int]] = {}  # batch process -> the request ids it makes
     while True:
-        first = receive(sock, block=True)
-        if first is None:
+        _reap(sock, running, block=len(running) >= MAX_RUNNING)
+        if len(running) >= MAX_RUNNING:
             continue
-        batch = [first]
+        readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        if wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wake_r, 512):
+                    pass
+        if sock.fileno() not in readable:
+            continue
+        batch: list[tuple[Request, list[int]]] = []
         while len(batch) < MAX_BATCH:
             more = receive(sock, block=False)
             if more is None:
                 break
             batch.append(more)
+        if not batch:
+            continue
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                signal.set_wakeup_fd(-1)
                 run_batch(sock, batch, soft)
             except BaseException:  # noqa: BLE001 - the batch process must exit, whatever
                 code = 1
@@ -173,9 +192,20 @@ def serve(sock: socket.socket, soft: int) -> None:
         for _, fds in batch:
             for fd in fds:
                 os.close(fd)
-        os.waitpid(pid, 0)
-        # after the batch's own replies: whatever it left unanswered fails in circusd
-        sock.send(pickle.dumps((DONE, [request[0] for request, _ in batch], "", 0)))
+        running[pid] = [request[0] for request, _ in batch]
+
+
+def _reap(sock: socket.socket, running: dict[int, list[int]], *, block: bool) -> None:
+    """Collect the batch processes that ended; after their own replies, a message naming
+    their requests (whatever a failed batch left unanswered then fails in circusd)."""
+    while running:
+        pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return
+        rids = running.pop(pid, None)
+        if rids is not None:
+            sock.send(pickle.dumps((DONE, rids, "", 0)))
+        block = False
 
 
 def main(argv: list[str] | None = None) -> int:

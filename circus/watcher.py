@@ -247,21 +247,20 @@ class Watcher(Keeper):
         """Spawn until numprocesses run; return the new pids. A process that dies
         meanwhile is the keeper's to replace (after its backoff), not this pass's."""
         started: list[int] = []
-        count, next_yield = 0, time.monotonic() + SPAWN_SLICE
         todo = self.numprocesses - len(self.processes)
-        while self.state in (WatcherState.ACTIVE, WatcherState.STARTING):
-            missing = min(self.numprocesses - len(self.processes), todo - len(started))
-            if missing <= 0 or self._halts:
+        count, next_yield = 0, time.monotonic() + SPAWN_SLICE
+        while True:
+            width = self._spawn_width()
+            if width > 1:  # the spawn server makes them side by side
+                failed = await self._spawn_window(started, todo, width)
+            elif self._may_spawn(todo, started, 0):
+                process = await self._spawn_guarded()
+                failed = process is None
+                if process is not None:
+                    started.append(process.pid)
+            else:
                 break
-            width = min(missing, self._spawn_width())
-            if width == 1:
-                made = [await self._spawn_guarded()]
-            else:  # the spawn server makes them side by side
-                made = list(await asyncio.gather(
-                    *(self._spawn_guarded() for _ in range(width))))
-            new = [process.pid for process in made if process is not None]
-            started.extend(new)
-            if len(new) < len(made):
+            if failed:
                 if self._is_stopped() or self._spawn_retry is not None:
                     break
                 if self.vitals.exhausted(self.max_retry):
@@ -269,8 +268,10 @@ class Watcher(Keeper):
                     break
                 await self._backoff()  # a stop cuts it short
                 continue
-            count += width
-            if self.warmup_delay > 0 and missing > 1:
+            if width > 1:
+                break  # the window ran until nothing was missing, or a halt
+            count += 1
+            if self.warmup_delay > 0 and self._may_spawn(todo, started, 0):
                 await asyncio.sleep(self.warmup_delay)
             elif count >= SPAWN_BATCH or time.monotonic() >= next_yield:
                 await asyncio.sleep(0)
