@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from circus.commands.base import Command, Props, Reply, make_message
 from circus.errors import CallError, MessageError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     import zmq
@@ -51,6 +52,7 @@ class Listen(Command):
     """
 
     name = "listen"
+    tier = Tier.READER
     usage = "listen [<topic> ...]"
 
     def message(self, *args: str, **opts: Any) -> Props:
