@@ -405,3 +405,40 @@ def secure(sock: zmq.Socket[Any], keys: ClientKeys | None = None,
     keys = keys or client_keys(curve_key, server_key)
     if keys is not None:
         keys.apply(sock)
+
+
+class _RingProvider:
+    """``zmq.auth``'s credentials callback over a :class:`KeyRing`."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        self.ring.refresh()
+        return self.ring.lookup(key) is not None
+
+
+def stats_server(context: zmq.Context[Any], sock: zmq.Socket[Any],
+                 environ: Mapping[str, str] | None = None) -> Any:
+    """circusd-stats' side: when circusd passed its ``curve_*`` options
+    (``CIRCUS_CURVE_SERVER``), make *sock* (not yet bound) a CURVE server over the same
+    keys, checked by ``zmq.auth``'s thread authenticator (circusd-stats has no event loop).
+    Returns the running authenticator (``stop()`` it), or None without CURVE.
+
+    Raises:
+        ValueError: a key that cannot be used.
+    """
+    text = (os.environ if environ is None else environ).get(STATS_ENV)
+    if not text:
+        return None
+    options = json.loads(text)
+    keys = ServerKeys.load(options)
+    if keys is None:
+        return None
+    from zmq.auth.thread import ThreadAuthenticator
+
+    auth = ThreadAuthenticator(context)
+    auth.start()
+    auth.configure_curve_callback(CURVE_DOMAIN.decode(), _RingProvider(keys.ring))
+    keys.serve(sock)
+    return auth
