@@ -323,15 +323,16 @@ class ClientKeys:
         sock.curve_serverkey = self.server
 
 
-def config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "circus"
 
 
-def default_paths() -> tuple[Path, Path]:
+def default_paths(environ: Mapping[str, str] | None = None) -> tuple[Path, Path]:
     """The per-user default key pair and server key: ``$XDG_CONFIG_HOME/circus/
     client.key_secret`` and ``server.key``."""
-    base = config_dir()
+    base = config_dir(environ)
     return base / "client.key_secret", base / "server.key"
 
 
@@ -361,7 +362,7 @@ def cli_keys(curve_key: str | None, server_key: str | None,
     curve_key = curve_key or env.get("CIRCUSCTL_CURVE_KEY") or None
     server_key = server_key or env.get("CIRCUSCTL_SERVER_KEY") or None
     if not curve_key and not server_key:
-        own, server = default_paths()
+        own, server = default_paths(env)
         if own.is_file() and server.is_file():
             curve_key, server_key = str(own), str(server)
     return client_keys(curve_key, server_key)
