@@ -32,9 +32,8 @@ audit_log = logging.getLogger("circus.audit")
 RUNS_AS = frozenset({
     "cmd", "args", "uid", "gid", "env", "shell", "shell_args", "working_dir", "hooks",
     "stdout_stream", "stderr_stream", "virtualenv", "copy_env", "copy_path", "executable",
-    "use_sockets", "rlimit_core",
+    "use_sockets", "umask",
 })
-_HOOK_PREFIX = "hooks."
 
 
 def tier_of(peer: Peer | None) -> Tier:
@@ -73,7 +72,8 @@ def _owner_refusal(cmd: Command, props: Props, arbiter: ArbiterAPI) -> str | Non
     if cmd.name == "set":
         options = props.get("options")
         keys = set(options) if isinstance(options, dict) else set()
-        touched = sorted(k for k in keys if k in RUNS_AS or k.startswith(_HOOK_PREFIX))
+        # a family's member (hooks.after_start, stdout_stream.filename, env.X) counts too
+        touched = sorted(k for k in keys if str(k).split(".")[0] in RUNS_AS)
         if not touched:
             return None
         name = props.get("name")

@@ -53,6 +53,7 @@ MAX_MESSAGE = 1024 * 1024  # bytes; a larger request gets an error reply, unpars
 # ZeroMQ drops the connection of a peer sending more than this in one frame, so a hostile
 # client cannot make circusd buffer gigabytes before MAX_MESSAGE is even checked.
 MAX_FRAME = 64 * MAX_MESSAGE
+KEYS_MAX_AGE = 1.0  # s: how old the key directories' listing may be when a request comes
 STALE_KEY = Peer(None, None, None, "the key this connection was admitted with is no longer "
                  "in circusd's key directories", key="(removed)")
 
@@ -212,14 +213,14 @@ class Controller:
 
     def _key_peer(self, frame: zmq.Frame) -> Peer:
         """The peer of a message on a CURVE socket: the key its handshake was admitted
-        with (the ZAP reply's User-Id), looked up again now, so a key removed from its
-        directory stops working for connections that are already open."""
+        with (the ZAP reply's User-Id), looked up again, so a key removed from its
+        directory stops working within a second for connections already open."""
         assert self._ring is not None
         try:
             public = str(frame.get("User-Id")).encode()
         except zmq.ZMQError:
             return STALE_KEY
-        self._ring.refresh()
+        self._ring.refresh(max_age=KEYS_MAX_AGE)
         entry = self._ring.lookup(public)
         if entry is None:
             return STALE_KEY

@@ -9,7 +9,7 @@ handler (:class:`circus.peers.ZapGate`), which drives a ``zmq.auth`` authenticat
 fails the handshake and never reaches the socket. The ZAP reply names the client's key as
 its ``User-Id``, which ZeroMQ attaches to each of its messages: the controller maps it back
 to the key's name and tier (:class:`KeyRing`) at every request, so a key removed from its
-directory stops working at once, for new and for open connections alike.
+directory stops working at once for new connections, within a second for open ones.
 
 Processes circusd runs for itself (plugins, circusd-stats) get a key pair made when circusd
 starts, ``admin``, named ``circusd``, through the environment variable
@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,7 @@ class KeyRing:
         self._signature: tuple[Any, ...] | None = None
         self._keys: dict[bytes, KeyEntry] = {}
         self._extra: dict[bytes, KeyEntry] = {}
+        self._looked = -1e9  # time.monotonic() of the last look at the directories
         self.problems: list[str] = []  # files that could not be read (logged by the gate)
 
     def _scan(self) -> tuple[Any, ...]:
@@ -169,8 +171,14 @@ class KeyRing:
                 sig.append((tier, None))
         return tuple(sorted(sig))
 
-    def refresh(self) -> bool:
-        """Re-read the directories if they changed; True if they did."""
+    def refresh(self, max_age: float = 0.0) -> bool:
+        """Re-read the directories if they changed; True if they did. With *max_age*, not
+        even looked at if they were less than that many seconds ago (a look costs a
+        directory listing and a stat per key)."""
+        now = time.monotonic()
+        if max_age and now - self._looked < max_age:
+            return False
+        self._looked = now
         sig = self._scan()
         if sig == self._signature:
             return False
