@@ -81,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"circusd-stats: --log-output: {exc}", file=sys.stderr)
         return 2
-    from circus.stats.streamer import StatsStreamer, install_signal_handlers
-
     from circus.curve import client_keys
+    from circus.stats.streamer import StatsStreamer, install_signal_handlers
 
     try:
         keys = client_keys(args.curve_key, args.server_key)
