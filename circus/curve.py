@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import stat
 import time
@@ -29,8 +30,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import zmq
+import zmq.utils.z85
 
 from circus.tiers import Tier
+
+log = logging.getLogger(__name__)
 
 MIN_LIBZMQ = (4, 3, 2)
 #: The ZAP domain of every CURVE socket circusd binds.
@@ -221,10 +225,20 @@ class _Reply:
     def __init__(self, sock: zmq.Socket[Any], route: list[bytes]) -> None:
         self._sock = sock
         self._route = route
+        self.status = b""
 
     def send_multipart(self, frames: list[bytes]) -> None:
+        self.status = frames[2] if len(frames) > 2 else b""
         with contextlib.suppress(zmq.ZMQError):
             self._sock.send_multipart([*self._route, *frames], zmq.NOBLOCK)
+
+
+def z85_text(key: bytes) -> str:
+    """A client's 32-byte public key as z85 text, for the log."""
+    try:
+        return zmq.utils.z85.encode(key).decode() if len(key) == 32 else "(malformed)"
+    except ValueError:
+        return "(malformed)"
 
 
 class KeyAuthenticator:
@@ -242,15 +256,27 @@ class KeyAuthenticator:
 
     def handle(self, frames: list[bytes], sock: zmq.Socket[Any]) -> None:
         """Answer one ZAP request (*frames* as a ROUTER receives them)."""
-        self.ring.refresh()
+        if self.ring.refresh():
+            for problem in self.ring.problems:
+                log.warning("curve: key left out: %s", problem)
         self._auth.certs[CURVE_DOMAIN.decode()] = self.ring.keys()
-        self._auth.zap_socket = cast(Any, _Reply(sock, frames[:2]))
+        reply = _Reply(sock, frames[:2])
+        self._auth.zap_socket = cast(Any, reply)
         step = self._auth.handle_zap_message(frames[2:])
         try:
             step.send(None)
         except StopIteration:
-            return
-        step.close()  # only a credentials callback would suspend: none is configured
+            pass
+        else:
+            step.close()  # only a credentials callback would suspend: none is configured
+        if reply.status != b"200" and len(frames) > 8:
+            from circus.peers import THROTTLE
+
+            address = frames[5].decode(errors="replace") or "a local client"
+            if THROTTLE.allow(("curve", address)):
+                key = z85_text(frames[8])
+                log.warning("curve: refused a handshake from %s: key %s is in no "
+                            "curve_*_keys directory", address, key)
 
 
 @dataclass(frozen=True, slots=True)

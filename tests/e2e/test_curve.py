@@ -201,6 +201,10 @@ def test_clients_without_a_known_key_get_nothing(curved: Curved) -> None:
     sock.close()
     assert curved.proc.poll() is None
     assert curved.call("boss", "status")["status"] == "ok"  # type: ignore[index]
+    stranger = curved.keys("stranger")
+    assert stranger is not None
+    assert f"key {stranger.public.decode()} is in no curve_*_keys directory" in \
+        curved.log_text()
 
 
 def test_a_removed_key_stops_working_at_once(curved: Curved) -> None:
