@@ -11,6 +11,7 @@ Lifetime (``run``)::
 
 Background tasks (commands without ``waiting``, the SIGHUP reload) are owned by the arbiter
 and cancelled when it closes; signal handlers (``loop.add_signal_handler``) only schedule.
+
 Driven by ``circusd`` (``asyncio.run(arbiter.run())``), the seed's blocking ``start()`` /
 ``stop()`` (optionally in a background thread), or an asyncio program: ``async with arbiter:``.
 Its library coroutines (``add_watcher``, ``reload``, …) and its watchers' can be called from
@@ -37,6 +38,7 @@ import zmq.asyncio
 
 from circus import depends, reaper
 from circus.curve import ServerKeys, give_internal_key
+from circus.endpoints import check_local
 from circus.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -162,10 +164,10 @@ class Arbiter:
         from circus.plugins.launch import plugin_watcher_confs
         from circus.stats.launch import stats_watcher_confs
 
-        return give_internal_key(plugin_watcher_confs(
-            plugins, self.endpoint, self.pubsub_endpoint, self.check_delay, self.debug)
-            + stats_watcher_confs(self.statsd, self.endpoint, self.pubsub_endpoint,
-                                  self.stats_endpoint, self.debug), self.curve, self.options)
+        ends = (self.endpoint, self.pubsub_endpoint)
+        return give_internal_key(plugin_watcher_confs(plugins, *ends, self.check_delay, self.debug)
+                                 + stats_watcher_confs(self.statsd, *ends, self.stats_endpoint,
+                                                       self.debug), self.curve, self.options)
 
     # -- watchers ---------------------------------------------------------------------------
 
@@ -429,9 +431,7 @@ class Arbiter:
         """Bind the sockets and start the watchers; return once they are started."""
         if self._open:
             return
-        from circus.endpoints import check_local
-
-        remote = self.allow_unauthenticated_remote or self.curve is not None
+        remote = self.allow_unauthenticated_remote or self.curve is not None  # keys, or the risk
         check_local(self.endpoint, "endpoint", remote)
         check_local(self.pubsub_endpoint, "pubsub_endpoint", remote)
         await self.state.open(self)  # another circusd refused; a previous generation stopped
