@@ -17,24 +17,15 @@ if TYPE_CHECKING:
     from circus.curve import ClientKeys
 
 USAGE = "usage: circusctl keygen NAME [--dir DIR]"
-HELP = f"""{USAGE}
-
-Write a CURVE key pair: NAME.key (public) and NAME.key_secret (secret, mode 0600).
-
-  --dir DIR   where to write them (default: $XDG_CONFIG_HOME/circus, else ~/.config/circus)
-
-A server:  circusctl keygen server --dir /etc/circus/curve
-           [circus] curve_secret_key = /etc/circus/curve/server.key_secret
-A client:  circusctl keygen client      (then copy client.key into a curve_*_keys
-           directory of circusd, and circusd's server.key next to client.key_secret)
-See 'Securing circusd' in docs/deployment.md."""
 
 
 def main(argv: Sequence[str]) -> int:
     from circus.curve import config_dir, keygen
 
     if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
+        from circus.cli.helptext import CLIENT_HELP, plain
+
+        print(f"{USAGE}\n\n{plain(CLIENT_HELP['keygen'][1])}")
         return 0
     parser = argparse.ArgumentParser(prog="circusctl keygen", add_help=False)
     parser.add_argument("name", nargs="?")
