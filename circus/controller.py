@@ -18,7 +18,14 @@ are answered, in the shape they came in. A message of more frames gets an error 
 
 Peers: on an ``ipc://`` or loopback endpoint every request is given the :class:`Peer` that
 sent it (circus/peers.py); a refused one gets an error reply naming the rule (a cast, no
-reply), and nothing of it is parsed beyond its ``id`` and ``command``.
+reply), and nothing of it is parsed beyond its ``id`` and ``command``. With CURVE
+(circus/curve.py) the peer is the key named by the message's ``User-Id``, looked up again
+in the key directories.
+
+Where a command is dispatched, before it is validated, the peer's tier is checked against
+the command's (``Command.tier``) and the ``endpoint_owner`` rule applied (circus/authz.py);
+a reader's view of a watcher's ``env`` is redacted, and every command above ``reader``
+leaves an ``audit:`` line once its result is known.
 """
 
 from __future__ import annotations
