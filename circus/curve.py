@@ -383,6 +383,9 @@ def client_keys(curve_key: str | os.PathLike[str] | None = None,
     if not curve_key or not server_key:
         raise ValueError("CURVE needs both the client's key (--curve-key) and the server's "
                          "public key (--server-key)")
+    problem = libzmq_problem()
+    if problem:
+        raise ValueError(problem.replace("to use curve_secret_key", "to use CURVE"))
     public, secret = load_secret(curve_key)
     server = server_key if isinstance(server_key, bytes) else load_public(server_key)
     return ClientKeys(public, secret, server)

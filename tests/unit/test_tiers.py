@@ -130,6 +130,8 @@ def test_an_old_libzmq_refuses_curve(monkeypatch: pytest.MonkeyPatch) -> None:
     assert problem is not None and "CVE-2019-13132" in problem and "4.3.2" in problem
     with pytest.raises(ValueError, match="CVE-2019-13132"):
         curve.ServerKeys.load({"curve_secret_key": "/nonexistent"})
+    with pytest.raises(ValueError, match="CVE-2019-13132"):  # a client refuses it too
+        curve.client_keys("/nonexistent.key_secret", "/nonexistent.key")
 
 
 def test_the_internal_key_travels_in_the_environment(tmp_path: Path) -> None:
