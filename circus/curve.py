@@ -19,6 +19,7 @@ starts, ``admin``, named ``circusd``, through the environment variable
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -262,13 +263,14 @@ class KeyAuthenticator:
         self._auth.certs[CURVE_DOMAIN.decode()] = self.ring.keys()
         reply = _Reply(sock, frames[:2])
         self._auth.zap_socket = cast(Any, reply)
-        step = self._auth.handle_zap_message(frames[2:])
-        try:
-            step.send(None)
-        except StopIteration:
-            pass
-        else:
-            step.close()  # only a credentials callback would suspend: none is configured
+        step: Any = self._auth.handle_zap_message(frames[2:])
+        if inspect.iscoroutine(step):  # a coroutine in recent pyzmq, a plain call before
+            try:
+                step.send(None)
+            except StopIteration:
+                pass
+            else:
+                step.close()  # only a credentials callback would suspend: none is used
         if reply.status != b"200" and len(frames) > 8:
             from circus.peers import THROTTLE
 
