@@ -300,9 +300,9 @@ class ServerKeys:
         path = options.get("curve_secret_key")
         if not path:
             return None
-        problem = libzmq_problem()
+        problem = check_server_options(options)
         if problem:
-            raise ValueError(problem)
+            raise ValueError(problem.replace("\t", ": ", 1))
         public, secret = load_secret(path)
         dirs = {tier: str(options[key]) for tier, key in KEY_OPTIONS.items() if options.get(key)}
         ring = KeyRing(dirs)
@@ -337,6 +337,9 @@ def check_server_options(options: Mapping[str, Any]) -> str | None:
         directory = options.get(key)
         if directory and not os.path.isdir(directory):
             return f"{key}\tnot a directory: {directory}"
+        if directory and os.stat(directory).st_mode & 0o022:
+            return (f"{key}\t{directory} is writable by group or others: whoever can write "
+                    f"a key there gets its tier; chmod go-w it")
         if directory and not options.get("curve_secret_key"):
             return f"{key}\tneeds curve_secret_key (the server's key) to be set"
     return None

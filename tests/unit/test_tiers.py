@@ -143,3 +143,17 @@ def test_the_internal_key_travels_in_the_environment(tmp_path: Path) -> None:
     entry = keys.ring.lookup(client.public)
     assert entry is not None and entry.tier is Tier.ADMIN and entry.name == "circusd"
     assert curve.internal_keys({}) is None
+
+
+def test_a_key_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    curve.keygen("server", tmp_path / "server")
+    admin = tmp_path / "admin"
+    admin.mkdir(mode=0o755)
+    options = {"curve_secret_key": str(tmp_path / "server" / "server.key_secret"),
+               "curve_admin_keys": str(admin)}
+    assert curve.check_server_options(options) is None
+    admin.chmod(0o777)
+    problem = curve.check_server_options(options)
+    assert problem is not None and problem.startswith("curve_admin_keys\t")
+    assert f"{admin} is writable by group or others" in problem
+    assert curve.check_server_options({"curve_reader_keys": str(admin)}) is not None
