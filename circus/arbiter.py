@@ -10,7 +10,7 @@ Lifetime (``run``)::
                 stop_signal, graceful_timeout, SIGKILL), let replies go out, close sockets
 
 Background tasks (commands without ``waiting``, the SIGHUP reload) are owned by the arbiter
-and cancelled when it closes. Signal handlers (``loop.add_signal_handler``) only schedule.
+and cancelled when it closes; signal handlers (``loop.add_signal_handler``) only schedule.
 
 Driven by ``circusd`` (``asyncio.run(arbiter.run())``), the seed's blocking ``start()`` /
 ``stop()`` (optionally in a background thread), or an asyncio program: ``async with arbiter:``.
@@ -37,6 +37,8 @@ import zmq
 import zmq.asyncio
 
 from circus import depends, descriptors, keys, reaper, spawnserver
+from circus.curve import ServerKeys, give_internal_key
+from circus.endpoints import check_local
 from circus.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -62,8 +64,7 @@ log = logging.getLogger(__name__)
 QUIT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
-def _adds_only(arbiter: Arbiter, name: str, cmd: str, start: bool = False,
-               **options: Any) -> bool:
+def _adds_only(arbiter: Arbiter, name: str, cmd: str, start: bool = False, **_: Any) -> bool:
     return not start  # an unstarted arbiter may get a watcher from plain code
 
 
@@ -137,6 +138,7 @@ class Arbiter:
         self.config_file = config_file
         self.state = RunState(config_file, options)  # takes process_record, state_file
         self.options = options
+        self.curve = ServerKeys.load(options)  # ValueError: a key that cannot be used
         self._context = context
         self._own_context = context is None
         self._frontend_factory = frontend
@@ -163,9 +165,10 @@ class Arbiter:
         from circus.plugins.launch import plugin_watcher_confs
         from circus.stats.launch import stats_watcher_confs
 
-        return plugin_watcher_confs(plugins, self.endpoint, self.pubsub_endpoint,
-                                    self.check_delay, self.debug) + stats_watcher_confs(
-            self.statsd, self.endpoint, self.pubsub_endpoint, self.stats_endpoint, self.debug)
+        ends = (self.endpoint, self.pubsub_endpoint)
+        return give_internal_key(plugin_watcher_confs(plugins, *ends, self.check_delay, self.debug)
+                                 + stats_watcher_confs(self.statsd, *ends, self.stats_endpoint,
+                                                       self.debug), self.curve, self.options)
 
     # -- watchers ---------------------------------------------------------------------------
 
@@ -431,10 +434,9 @@ class Arbiter:
         """Bind the sockets and start the watchers; return once they are started."""
         if self._open:
             return
-        from circus.endpoints import check_local
-
-        check_local(self.endpoint, "endpoint", self.allow_unauthenticated_remote)
-        check_local(self.pubsub_endpoint, "pubsub_endpoint", self.allow_unauthenticated_remote)
+        remote = self.allow_unauthenticated_remote or self.curve is not None  # keys, or the risk
+        check_local(self.endpoint, "endpoint", remote)
+        check_local(self.pubsub_endpoint, "pubsub_endpoint", remote)
         await self.state.open(self)  # another circusd refused; a previous generation stopped
         self._loop = asyncio.get_running_loop()
         self._quit = asyncio.Event()

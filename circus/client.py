@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import zmq
 
+from circus.curve import ClientKeys, secure
 from circus.errors import CallError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -202,6 +203,8 @@ class CircusClient:
         context: a ``zmq.Context`` to use (default: a new one, terminated by ``stop()``).
         endpoint: the daemon's control endpoint.
         timeout: seconds to wait for each reply.
+        curve_key, server_key: the client's ``.key_secret`` file and circusd's ``.key``
+            file, when circusd requires CURVE (or *keys*, a :class:`circus.curve.ClientKeys`).
     """
 
     def __init__(
@@ -211,6 +214,10 @@ class CircusClient:
         timeout: float = 5.0,
         ssh_server: str | None = None,
         ssh_keyfile: str | None = None,
+        *,
+        curve_key: str | None = None,
+        server_key: str | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         _check_ssh(ssh_server)
         self.endpoint = endpoint
@@ -220,6 +227,11 @@ class CircusClient:
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.IDENTITY, os.urandom(16).hex().encode())
         self.socket.linger = 0
+        try:
+            secure(self.socket, keys, curve_key, server_key)
+        except ValueError as exc:
+            self.stop()
+            raise CallError(str(exc)) from None
         self.socket.connect(endpoint)
         self._poller = zmq.Poller()
         self._poller.register(self.socket, zmq.POLLIN)
@@ -277,7 +289,8 @@ class AsyncCircusClient:
     """asyncio client: ``await AsyncCircusClient(endpoint=...).call({...})``.
 
     Calls may run concurrently on one client: whichever call is receiving hands each
-    reply to the call it belongs to.
+    reply to the call it belongs to. ``curve_key``, ``server_key`` and ``keys`` are those
+    of :class:`CircusClient`.
     """
 
     def __init__(
@@ -285,6 +298,10 @@ class AsyncCircusClient:
         endpoint: str = DEFAULT_ENDPOINT,
         timeout: float = 5.0,
         context: zmq.asyncio.Context | None = None,
+        *,
+        curve_key: str | None = None,
+        server_key: str | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         import zmq.asyncio  # here, so that the blocking client (circusctl) never loads asyncio
 
@@ -295,6 +312,11 @@ class AsyncCircusClient:
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.IDENTITY, os.urandom(16).hex().encode())
         self.socket.linger = 0
+        try:
+            secure(self.socket, keys, curve_key, server_key)
+        except ValueError as exc:
+            self.close()
+            raise CallError(str(exc)) from None
         self.socket.connect(endpoint)
         self._pending: dict[str, asyncio.Future[Message]] = {}  # by JSON of the id
         self._receiving: asyncio.Lock | None = None

@@ -317,12 +317,23 @@ class _Builder:
                                      else (None, result[key])))
             except ValueError as exc:
                 raise self.error(str(exc), section, key) from None
+        from circus.curve import SERVER_OPTIONS, check_server_options
         from circus.endpoints import check_local
 
+        for key in SERVER_OPTIONS:  # relative to the directory of the file that sets it
+            where = self._entry(section, key)
+            if result.get(key) and where is not None:
+                base = os.path.dirname(os.path.abspath(where.path))
+                result[key] = os.path.join(base, os.path.expanduser(result[key]))
+        problem = check_server_options(result)
+        if problem is not None:
+            key, _, reason = problem.partition("\t")
+            raise self.error(reason, section, key)
+        remote = result["allow_unauthenticated_remote"] or bool(result.get("curve_secret_key"))
         for key in ("endpoint", "pubsub_endpoint", "stats_endpoint"):
             if result.get(key):
                 try:
-                    check_local(result[key], key, result["allow_unauthenticated_remote"])
+                    check_local(result[key], key, remote)
                 except ValueError as exc:
                     raise self.error(str(exc), section, key) from None
         return result

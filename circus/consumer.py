@@ -19,6 +19,7 @@ import zmq
 import zmq.asyncio
 
 from circus.client import DEFAULT_ENDPOINT_SUB
+from circus.curve import ClientKeys, secure
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class CircusConsumer:
         context: a ``zmq.Context`` (default: a new one, terminated by ``stop()``).
         endpoint: the daemon's ``pubsub_endpoint``.
         timeout: seconds between two checks that the consumer was not stopped.
+        curve_key, server_key, keys: as for :class:`circus.client.CircusClient`, when
+            circusd requires CURVE.
     """
 
     def __init__(
@@ -78,6 +81,10 @@ class CircusConsumer:
         context: zmq.Context[Any] | None = None,
         endpoint: str = DEFAULT_ENDPOINT_SUB,
         timeout: float = 1.0,
+        *,
+        curve_key: str | None = None,
+        server_key: str | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.topics = _topics(topics)
         self.endpoint = endpoint
@@ -86,6 +93,11 @@ class CircusConsumer:
         self.context = context or zmq.Context()
         self.pubsub_socket = self.context.socket(zmq.SUB)
         self.pubsub_socket.linger = 0
+        try:
+            secure(self.pubsub_socket, keys, curve_key, server_key)
+        except ValueError:
+            self.stop()
+            raise
         for topic in self.topics:
             self.pubsub_socket.setsockopt(zmq.SUBSCRIBE, topic)
         self.pubsub_socket.connect(endpoint)
@@ -132,6 +144,10 @@ class AsyncCircusConsumer:
         topics: Iterable[str | bytes] | str | bytes | None = None,
         endpoint: str = DEFAULT_ENDPOINT_SUB,
         context: zmq.asyncio.Context | None = None,
+        *,
+        curve_key: str | None = None,
+        server_key: str | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.topics = _topics(topics)
         self.endpoint = endpoint
@@ -139,6 +155,11 @@ class AsyncCircusConsumer:
         self.context = context or zmq.asyncio.Context()
         self.socket = self.context.socket(zmq.SUB)
         self.socket.linger = 0
+        try:
+            secure(self.socket, keys, curve_key, server_key)
+        except ValueError:
+            self.close()
+            raise
         for topic in self.topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic)
         self.socket.connect(endpoint)

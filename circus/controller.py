@@ -18,7 +18,14 @@ are answered, in the shape they came in. A message of more frames gets an error 
 
 Peers: on an ``ipc://`` or loopback endpoint every request is given the :class:`Peer` that
 sent it (circus/peers.py); a refused one gets an error reply naming the rule (a cast, no
-reply), and nothing of it is parsed beyond its ``id`` and ``command``.
+reply), and nothing of it is parsed beyond its ``id`` and ``command``. With CURVE
+(circus/curve.py) the peer is the key named by the message's ``User-Id``, looked up again
+in the key directories.
+
+Where a command is dispatched, before it is validated, the peer's tier is checked against
+the command's (``Command.tier``) and the ``endpoint_owner`` rule applied (circus/authz.py);
+a reader's view of a watcher's ``env`` is redacted, and every command above ``reader``
+leaves an ``audit:`` line once its result is known.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 import zmq.asyncio
 
+from circus.authz import audit, refusal, result_of
 from circus.commands import get_commands
 from circus.commands.base import Command, Props, Reply, Scope, error_reply, ok_reply
 from circus.endpoints import bind, readable, socket_fd
@@ -40,8 +48,10 @@ from circus.errors import CommandError, ConfigError, Errno, OptionError
 from circus.peercred import bound_address
 from circus.peers import CONTROL_DOMAIN, THROTTLE, Access, Connections, Peer, ZapGate
 from circus.tasks import TaskOwner
+from circus.tiers import Tier, redact
 
 if TYPE_CHECKING:
+    from circus.curve import KeyRing, ServerKeys
     from circus.types import ArbiterAPI
 
 log = logging.getLogger(__name__)
@@ -50,6 +60,9 @@ MAX_MESSAGE = 1024 * 1024  # bytes; a larger request gets an error reply, unpars
 # ZeroMQ drops the connection of a peer sending more than this in one frame, so a hostile
 # client cannot make circusd buffer gigabytes before MAX_MESSAGE is even checked.
 MAX_FRAME = 64 * MAX_MESSAGE
+KEYS_MAX_AGE = 1.0  # s: how old the key directories' listing may be when a request comes
+STALE_KEY = Peer(None, None, None, "the key this connection was admitted with is no longer "
+                 "in circusd's key directories", key="(removed)")
 
 
 @dataclass(eq=False)
@@ -94,7 +107,7 @@ class CommandQueue:
 class _Pending:
     """A validated request whose command must run as a task (it awaits something)."""
 
-    __slots__ = ("cmd", "props", "msg_id", "slot", "cast", "token")
+    __slots__ = ("cmd", "props", "msg_id", "slot", "cast", "token", "peer")
 
     def __init__(self, cmd: Command, props: Props, msg_id: Any, slot: Any, cast: bool,
                  token: Any = None) -> None:
@@ -104,6 +117,7 @@ class _Pending:
         self.slot = slot
         self.cast = cast
         self.token = token  # what cmd.preempt() did at admission (None: nothing)
+        self.peer: Peer | None = None  # who sent it (the audit line names it)
 
 
 class Controller:
@@ -128,6 +142,7 @@ class Controller:
         owner: str | None = None,
         access: Access | None = None,
         gate: ZapGate | None = None,
+        curve: ServerKeys | None = None,
     ) -> None:
         self.arbiter = arbiter
         self.endpoint = endpoint
@@ -138,6 +153,10 @@ class Controller:
         self._owner.linger = 0
         self._socket: zmq.Socket[Any] = zmq.Socket.shadow(self._owner.underlying)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+        self._ring: KeyRing | None = None
+        if curve is not None:  # only clients with a known key complete the handshake
+            curve.serve(self._socket)
+            self._ring = curve.ring
         # the monitor must exist before the first connection can be accepted
         self._access = access
         self._peers: Connections | None = None
@@ -170,7 +189,16 @@ class Controller:
         while not self._owner.closed:
             peer: Peer | None = None
             try:
-                if peers is None:
+                if self._ring is not None:
+                    if not readable(self._socket):
+                        return
+                    frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+                    peer = self._key_peer(frame)
+                    frames = [frame.bytes]
+                    while frame.more:
+                        frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+                        frames.append(frame.bytes)
+                elif peers is None:
                     if not readable(self._socket):
                         return
                     frames = self._socket.recv_multipart(zmq.NOBLOCK)
@@ -190,6 +218,21 @@ class Controller:
                 return
             self._receive(frames, peer)
 
+    def _key_peer(self, frame: zmq.Frame) -> Peer:
+        """The peer of a message on a CURVE socket: the key its handshake was admitted
+        with (the ZAP reply's User-Id), looked up again, so a key removed from its
+        directory stops working within a second for connections already open."""
+        assert self._ring is not None
+        try:
+            public = str(frame.get("User-Id")).encode()
+        except zmq.ZMQError:
+            return STALE_KEY
+        self._ring.refresh(max_age=KEYS_MAX_AGE)
+        entry = self._ring.lookup(public)
+        if entry is None:
+            return STALE_KEY
+        return Peer(None, None, entry.tier, f"key {entry.name}", key=entry.name)
+
     def _handshake(self) -> None:
         """A new connection's handshake waits on this (the ZAP gate): first every request
         already queued is read, with the peers known so far."""
@@ -207,7 +250,7 @@ class Controller:
         if peer is not None and not peer.allowed:
             outcome = self._refuse(body, peer)
         elif len(body) == 1:
-            outcome = self._prepare(body[0])
+            outcome = self._prepare(body[0], peer)
         else:
             log.warning("controller: refused a message of %d frames", len(frames))
             outcome = error_reply(
@@ -252,17 +295,18 @@ class Controller:
                         peer.describe(), self.endpoint, peer.why)
         if msg.get("msg_type") == "cast":
             return None
-        reason = peer.why if self._access is None else self._access.refusal(peer, self.endpoint)
+        reason = (f"refused: {peer.why}" if self._access is None
+                  else self._access.refusal(peer, self.endpoint))
         return error_reply(reason, Errno.COMMAND_ERROR, msg.get("id"))
 
-    async def dispatch(self, raw: bytes) -> Reply | None:
+    async def dispatch(self, raw: bytes, peer: Peer | None = None) -> Reply | None:
         """Run one request and build its reply (None for a cast). Never raises Exception."""
-        outcome = self._prepare(raw)
+        outcome = self._prepare(raw, peer)
         if isinstance(outcome, _Pending):
             return await self._complete(outcome)
         return outcome
 
-    def _prepare(self, raw: bytes) -> Reply | _Pending | None:
+    def _prepare(self, raw: bytes, peer: Peer | None = None) -> Reply | _Pending | None:
         """Parse and validate; answer at once when possible. None: a cast needs no reply."""
         if len(raw) > MAX_MESSAGE:
             return error_reply(
@@ -282,12 +326,27 @@ class Controller:
             )
         msg_id = msg.get("id")
         cast = msg.get("msg_type") == "cast"
-        outcome = self._start(msg, msg_id, cast)
+        outcome = self._start(msg, msg_id, cast, peer)
         if cast and not isinstance(outcome, _Pending):
             return None
         return outcome
 
-    def _start(self, msg: dict[str, Any], msg_id: Any, cast: bool) -> Reply | _Pending:
+    def _start(self, msg: dict[str, Any], msg_id: Any, cast: bool, peer: Peer | None = None
+               ) -> Reply | _Pending:
+        reply = self._begin(msg, msg_id, cast, peer)
+        if isinstance(reply, _Pending):
+            reply.peer = peer
+            return reply
+        cmd = self.commands.get(str(msg.get("command")).lower())
+        if cmd is not None and reply.get("status") == "ok" and peer is not None and \
+                peer.tier != Tier.ADMIN and cmd.tier == Tier.READER:
+            reply = redact(reply)  # below admin, no secret from a watcher's env
+        if cmd is not None:
+            audit(cmd, _props(msg), peer, self.endpoint, result_of(reply))
+        return reply
+
+    def _begin(self, msg: dict[str, Any], msg_id: Any, cast: bool, peer: Peer | None
+               ) -> Reply | _Pending:
         name = msg.get("command")
         if name is None:
             return error_reply("message invalid 'command' is missing", Errno.MESSAGE_ERROR, msg_id)
@@ -310,6 +369,9 @@ class Controller:
         if cmd is None:
             return error_reply(f"unknown command: {_short(name)}", Errno.UNKNOWN_COMMAND,
                                msg_id)
+        refused = refusal(cmd, props, peer, self.arbiter)
+        if refused is not None:
+            return error_reply(f"refused: {refused}", Errno.COMMAND_ERROR, msg_id)
         try:
             cmd.validate(self.arbiter, props)
             if cmd.runs_inline(props):
@@ -342,6 +404,7 @@ class Controller:
             reply = ok_reply(result, pending.msg_id)
         except Exception as exc:
             reply = self._error(pending.cmd, exc, pending.msg_id)
+        audit(pending.cmd, pending.props, pending.peer, self.endpoint, result_of(reply))
         return None if pending.cast else reply
 
     def _error(self, cmd: Command, exc: Exception, msg_id: Any) -> Reply:
@@ -416,3 +479,8 @@ def _short(value: Any, limit: int = 60) -> str:
     """repr(value), cut to *limit* characters, for error messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _props(msg: dict[str, Any]) -> dict[str, Any]:
+    props = msg.get("properties")
+    return props if isinstance(props, dict) else {}

@@ -408,8 +408,20 @@ CIRCUS_OPTIONS: dict[str, Option] = {
              "Groups (names or gids) whose members may control circusd and read its events, "
              "as allow_users."),
         _opt("allow_unauthenticated_remote", False, "bool",
-             "Allow TCP endpoints that other hosts can reach (anyone who reaches them "
-             "controls circusd)."),
+             "Allow TCP endpoints that other hosts can reach without curve_secret_key "
+             "(anyone who reaches them controls circusd)."),
+        _opt("curve_secret_key", None, "optstr",
+             "circusd's CURVE key pair (a .key_secret file, mode 0600): every endpoint "
+             "circusd binds then requires CURVE, and TCP on any interface is allowed."),
+        _opt("curve_admin_keys", None, "optstr",
+             "Directory of the public keys (.key files) of clients that may run every "
+             "command."),
+        _opt("curve_operator_keys", None, "optstr",
+             "Directory of the public keys of clients that may also start, stop, restart, "
+             "reload, signal, kill, incr and decr."),
+        _opt("curve_reader_keys", None, "optstr",
+             "Directory of the public keys of clients that may only read: status, list, "
+             "stats, options, get, tail, listen, ..."),
         _opt("umask", None, "octal", "umask (octal) of circusd and everything it starts."),
         _opt("pidfile", None, "optstr", "File that holds circusd's pid."),
         _opt("state_file", None, "optstr",

@@ -51,23 +51,22 @@ import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from circus.endpoints import readable, socket_fd
 from circus.peercred import Local, connection, credentials, holds
+from circus.tiers import Tier
 from circus.util.accounts import user_id
+
+if TYPE_CHECKING:
+    from circus.curve import KeyAuthenticator
 
 log = logging.getLogger(__name__)
 
 
-class Tier(StrEnum):
-    """What an admitted peer may do. Every admitted peer is ``admin`` for now; the
-    ``reader`` and ``operator`` tiers will map users to fewer commands."""
-
-    ADMIN = "admin"
+__all__ = ["Tier", "Peer", "Access", "Connections", "Subscribers", "ZapGate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,20 +74,24 @@ class Peer:
     """The sender of a request, as the controller sees it.
 
     ``tier`` None means refused, and ``why`` says why; for an admitted peer ``why`` names
-    the rule that let it in (``root``, ``allow_users``, ``plugin:NAME``, …).
+    the rule that let it in (``root``, ``allow_users``, ``plugin:NAME``, …). A local user
+    is ``admin``; a CURVE client has the tier of its key, and ``key`` is the key's name.
     """
 
     uid: int | None
     pid: int | None
     tier: Tier | None
     why: str
+    key: str | None = None
 
     @property
     def allowed(self) -> bool:
         return self.tier is not None
 
     def describe(self) -> str:
-        """``uid 65534 (nobody)``, or ``an unknown user``."""
+        """``key ops``, ``uid 65534 (nobody)``, or ``an unknown user``."""
+        if self.key is not None:
+            return f"key {self.key}"
         return "an unknown user" if self.uid is None else describe_uid(self.uid)
 
 
@@ -418,7 +421,8 @@ EVENTS_DOMAIN = b"circus-events"
 class ZapGate:
     """The ZAP handler of circusd's context (ZeroMQ allows one per context): a handshake on
     a socket whose ZAP domain is in :attr:`handlers` is let through once that handler has
-    run. Authentication by key (CURVE) would be one more domain here.
+    run. A handshake on the CURVE domain (circus/curve.py) is answered by :attr:`curve`,
+    ``zmq.auth``'s authenticator over the clients' keys.
 
     Raises:
         OSError: another ZAP handler is bound in this context.
@@ -428,6 +432,7 @@ class ZapGate:
         self._sock: zmq.Socket[Any] = zmq.Context.shadow(context.underlying).socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self.handlers: dict[bytes, Callable[[], None]] = {}
+        self.curve: KeyAuthenticator | None = None
         try:
             self._sock.bind(ZAP_ADDRESS)
         except zmq.ZMQError as exc:
@@ -449,6 +454,9 @@ class ZapGate:
                 return
             # [routing id, "", version, request id, domain, address, identity, mechanism, …]
             if len(frames) < 8 or frames[1] != b"":
+                continue
+            if self.curve is not None and frames[4] == self.curve.domain:
+                self.curve.handle(frames, self._sock)
                 continue
             handler = self.handlers.get(frames[4])
             if handler is not None:

@@ -20,13 +20,16 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from circus.endpoints import bind, readable, socket_fd
 from circus.peercred import bound_address
 from circus.peers import EVENTS_DOMAIN, Access, Subscribers, ZapGate
+
+if TYPE_CHECKING:
+    from circus.curve import ServerKeys
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class EventPublisher:
         on_subscriptions: Callable[[], None] | None = None,
         access: Access | None = None,
         gate: ZapGate | None = None,
+        curve: ServerKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         # The context may be an asyncio one; publishing happens from plain callbacks, so
@@ -54,6 +58,8 @@ class EventPublisher:
         self._owner.linger = 0
         self._socket: zmq.Socket[Any] = zmq.Socket.shadow(self._owner.underlying)
         self.guard: Subscribers | None = None
+        if curve is not None:  # only clients with a known key complete the handshake
+            curve.serve(self._socket)
         if access is not None:  # before binding: no connection may come unseen
             if gate is None:
                 raise ValueError("a publisher that checks its peers needs the ZAP gate")

@@ -12,6 +12,9 @@ On an ``ipc://`` or loopback TCP endpoint both sockets serve only the local user
 (whatever their user: a plugin's process is known by its pid, or for TCP by the socket it
 holds). A non-loopback TCP endpoint (``allow_unauthenticated_remote``) and ``inproc://``
 serve everyone who reaches them, as before.
+
+With ``[circus] curve_secret_key`` (circus/curve.py) both sockets are CURVE servers on every
+transport: a client is known by its key, and its key's tier is what it may do.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import zmq
 import zmq.asyncio
 
 from circus.controller import Controller
+from circus.curve import KeyAuthenticator, ServerKeys
 from circus.endpoints import SocketFile, ipc_path, is_loopback, socket_file
 from circus.peers import Access, ZapGate
 from circus.plugins.launch import is_plugin_watcher
@@ -66,15 +70,19 @@ class Frontend:
                 account that does not exist.
         """
         self._loop = asyncio.get_running_loop()
+        curve: ServerKeys | None = getattr(self.arbiter, "curve", None)
         access = self.access(owner)
-        ctl_access = access if _local_only(endpoint) else None
-        pub_access = access if _local_only(pubsub_endpoint) else None
-        if ctl_access is not None or pub_access is not None:
+        ctl_access = access if _local_only(endpoint) and curve is None else None
+        pub_access = access if _local_only(pubsub_endpoint) and curve is None else None
+        if ctl_access is not None or pub_access is not None or curve is not None:
             self._open_gate()
+        if curve is not None:
+            assert self._zap is not None
+            self._zap.curve = KeyAuthenticator(curve.ring)
         try:
             publisher = EventPublisher(self._context, pubsub_endpoint, owner=owner,
                                        on_subscriptions=self._on_subscriptions,
-                                       access=pub_access, gate=self._zap)
+                                       access=pub_access, gate=self._zap, curve=curve)
         except BaseException:
             self._close_gate()
             raise
@@ -82,7 +90,7 @@ class Frontend:
         pub_file = socket_file(pubsub_endpoint)
         try:
             controller = Controller(self.arbiter, self._context, endpoint, owner=owner,
-                                    access=ctl_access, gate=self._zap)
+                                    access=ctl_access, gate=self._zap, curve=curve)
         except BaseException:
             publisher.close()
             self._close_gate()

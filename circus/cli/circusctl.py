@@ -14,7 +14,6 @@ daemon cannot be reached; 75 the daemon did not answer in time.
 
 from __future__ import annotations
 
-import argparse
 import cmd
 import contextlib
 import json
@@ -22,13 +21,15 @@ import os
 import shlex
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from circus import __version__
+from circus.cli.ctlargs import UsageError, parser, split_globals
 
 if TYPE_CHECKING:
     from circus.client import CircusClient
     from circus.commands.base import Command
+    from circus.curve import ClientKeys
 
 EX_OK = 0
 EX_USAGE = 2
@@ -93,6 +94,11 @@ def usage() -> str:
         "                     start --wait, how long to wait for readiness (default: 60)",
         "  --json             print the daemon's reply as JSON",
         "  --prettify         print the reply as indented JSON",
+        "  --curve-key PATH   this client's .key_secret, when circusd requires CURVE",
+        "                     (default: $CIRCUSCTL_CURVE_KEY, else",
+        "                     $XDG_CONFIG_HOME/circus/client.key_secret if it exists)",
+        "  --server-key PATH  circusd's public .key (default: $CIRCUSCTL_SERVER_KEY, else",
+        "                     $XDG_CONFIG_HOME/circus/server.key)",
         "  --version          print the version and exit",
         "",
         "commands:",
@@ -101,76 +107,12 @@ def usage() -> str:
         lines.append(f"  {name:<14} {command.short}")
     lines.append(f"  {'help':<14} Show the documentation of a command")
     lines.append(f"  {'completion':<14} Print a completion script for bash or zsh")
+    lines.append(f"  {'keygen':<14} Write a CURVE key pair (circusctl keygen --help)")
     lines.append("")
     lines.append("circusctl help COMMAND shows the documentation of a command, "
                  "help --wire COMMAND")
     lines.append("its ZeroMQ message too.")
     return "\n".join(lines)
-
-
-class _Parser(argparse.ArgumentParser):
-    """Raises instead of exiting, so that main() chooses the message and the status."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
-class _UsageError(Exception):
-    pass
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1e6:
-        raise argparse.ArgumentTypeError(f"a number of seconds above 0, got {text!r}")
-    return value
-
-
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="circusctl", add_help=False)
-    p.add_argument("--endpoint", default=None)
-    p.add_argument("--timeout", type=_seconds, default=None)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--prettify", action="store_true")
-    p.add_argument("--help", "-h", action="store_true")
-    p.add_argument("--version", action="store_true")
-    p.add_argument("--ssh", default=None)
-    p.add_argument("--ssh_keyfile", default=None)
-    p.add_argument("command", nargs="?")
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    return p
-
-
-_GLOBAL_VALUE = ("--endpoint", "--timeout")
-_GLOBAL_FLAGS = ("--json", "--prettify")
-
-
-def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Move global options written after the command to the front (``list --json``)."""
-    front: list[str] = []
-    rest: list[str] = []
-    items = list(argv)
-    i = 0
-    while i < len(items):
-        arg = items[i]
-        if arg == "--":
-            rest.extend(items[i:])  # the command's own arguments, -- included
-            break
-        name = arg.split("=", 1)[0]
-        if name in _GLOBAL_FLAGS:
-            front.append(arg)
-        elif name in _GLOBAL_VALUE:
-            front.append(arg)
-            if "=" not in arg and i + 1 < len(items):
-                front.append(items[i + 1])
-                i += 1
-        else:
-            rest.append(arg)
-        i += 1
-    return front, rest
 
 
 class Controller:
@@ -183,8 +125,9 @@ class Controller:
     def __init__(self, endpoint: str, timeout: float, as_json: bool = False,
                  prettify: bool = False, out: TextIO | None = None,
                  err: TextIO | None = None, origin: str | None = "--endpoint",
-                 wait_timeout: float | None = None) -> None:
+                 wait_timeout: float | None = None, keys: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
+        self.keys = keys  # CURVE (circus/curve.py), or None
         self.timeout = timeout
         self.wait_timeout = wait_timeout  # --timeout when given: the limit of a wait
         self.as_json = as_json
@@ -200,7 +143,8 @@ class Controller:
         if self._client is None:
             from circus.client import CircusClient
 
-            self._client = CircusClient(endpoint=self.endpoint, timeout=self.timeout)
+            self._client = CircusClient(endpoint=self.endpoint, timeout=self.timeout,
+                                        keys=self.keys)
         return self._client
 
     def close(self) -> None:
@@ -244,9 +188,20 @@ class Controller:
             return client.call(message)
         except Unreachable:
             return self.unreachable("nothing listens there")
-        except (TimedOut, CallError) as exc:
+        except TimedOut as exc:
+            self.error(f"circusctl: {exc}\n{self.curve_hint()}")
+            return EX_TEMPFAIL
+        except CallError as exc:
             self.error(f"circusctl: {exc}")
             return EX_TEMPFAIL
+
+    def curve_hint(self) -> str:
+        """What a silent daemon may mean: a CURVE handshake that failed gives no error."""
+        if self.keys is None:
+            return ("hint: if circusd requires CURVE (curve_secret_key), give --curve-key "
+                    "and --server-key")
+        return ("hint: circusd drops a client whose key is in none of its curve_*_keys "
+                "directories, or that has the wrong --server-key")
 
     def reply_timeout(self, command: Command, message: dict[str, Any]) -> float | None:
         """``wait``, ``start --wait``: --timeout (60 s if not given) is the wait's limit,
@@ -408,7 +363,7 @@ class Controller:
                 self.print(f"{topic}: {body}")
 
         try:
-            Listener(endpoint, topics, emit, self.error, self.timeout).run()
+            Listener(endpoint, topics, emit, self.error, self.timeout, self.keys).run()
         except KeyboardInterrupt:
             return EX_OK
         except CallError as exc:
@@ -554,10 +509,14 @@ def main(argv: list[str] | None = None) -> int:
         from circus.cli import completion
 
         return completion.main(raw[1:])
-    front, rest = _split_globals(raw)
+    if raw[:1] == ["keygen"]:
+        from circus.cli import keygen
+
+        return keygen.main(raw[1:])
+    front, rest = split_globals(raw)
     try:
         args = parser().parse_args(front + rest)
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"circusctl: {exc}\n{SHORT_USAGE}  (see circusctl --help)", file=sys.stderr)
         return EX_USAGE
     if args.version:
@@ -582,9 +541,15 @@ def main(argv: list[str] | None = None) -> int:
             return EX_USAGE
     if args.command == "listen" and endpoint is None:
         endpoint = DEFAULT_PUBSUB  # Circus's default for listen: the events endpoint
+    from circus.cli.keygen import client_keys
+
+    keys, problem = client_keys(args.curve_key, args.server_key)
+    if problem:
+        print(problem, file=sys.stderr)
+        return EX_USAGE
     ctl = Controller(endpoint or DEFAULT_ENDPOINT, args.timeout or DEFAULT_TIMEOUT, args.json,
                      args.prettify, origin=origin if endpoint else None,
-                     wait_timeout=args.timeout)
+                     wait_timeout=args.timeout, keys=keys)
     try:
         if args.command is None:
             shell = Shell(ctl)

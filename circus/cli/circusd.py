@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from circus import __version__, descriptors
+from circus.curve import SERVER_OPTIONS
 from circus.errors import ConfigError, OptionError
 from circus.kernel import read_stat
 from circus.sdnotify import ServiceNotifier, counts
@@ -322,6 +323,7 @@ def build_arbiter(config: Any, notifier: ServiceNotifier | None = None) -> Any:
         endpoint_owner=c.get("endpoint_owner"),
         allow_users=c.get("allow_users"),
         allow_groups=c.get("allow_groups"),
+        **{key: c[key] for key in SERVER_OPTIONS if c.get(key)},
         umask=c.get("umask"),
         statsd=c.get("statsd", False),
         debug=c.get("debug", False),

@@ -25,9 +25,11 @@ from collections.abc import Callable, Sequence
 
 from circus.client import DEFAULT_ENDPOINT
 
-GLOBAL_OPTIONS = ("--endpoint", "--timeout", "--json", "--prettify", "--help", "--version")
-VALUE_OPTIONS = ("--endpoint", "--timeout")
-CLIENT_COMMANDS = ("help", "completion")
+GLOBAL_OPTIONS = ("--endpoint", "--timeout", "--json", "--prettify", "--curve-key",
+                  "--server-key", "--help", "--version")
+AFTER_COMMAND = GLOBAL_OPTIONS[:6]  # global options that may also follow the command
+VALUE_OPTIONS = ("--endpoint", "--timeout", "--curve-key", "--server-key")
+CLIENT_COMMANDS = ("help", "completion", "keygen")
 SHELLS = ("bash", "zsh")
 WATCHERS_TIMEOUT = 1.0  # at most, for asking the daemon during a completion
 
@@ -114,17 +116,19 @@ def arguments(name: str, before: Sequence[str], prefix: str,
 
 
 def candidates(words: Sequence[str], index: int,
-               watchers: Callable[[str, float], list[str]]) -> list[str]:
+               watchers: Callable[..., list[str]]) -> list[str]:
     """Candidates for ``words[index]`` of a circusctl command line (*words* without the
-    program name); *watchers(endpoint, timeout)* asks a daemon for its watcher names."""
+    program name); *watchers(endpoint, timeout[, curve_key, server_key])* asks a daemon
+    for its watcher names."""
     prefix = words[index] if 0 <= index < len(words) else ""
     before = list(words[:max(index, 0)])
     if before and before[-1] in VALUE_OPTIONS:
-        return []  # an endpoint or a number of seconds: nothing to offer
+        return []  # an endpoint, a number of seconds or a path: nothing to offer
     endpoint = os.environ.get("CIRCUSCTL_ENDPOINT") or DEFAULT_ENDPOINT
     timeout = WATCHERS_TIMEOUT
     command: str | None = None
     args: list[str] = []
+    keys: dict[str, str] = {}
     i = 0
     while i < len(before):
         word = before[i]
@@ -135,6 +139,8 @@ def candidates(words: Sequence[str], index: int,
                 value = before[i]
             if option == "--endpoint":
                 endpoint = value
+            elif option in ("--curve-key", "--server-key"):
+                keys[option] = value
             else:
                 with contextlib.suppress(ValueError):
                     timeout = min(float(value), WATCHERS_TIMEOUT)
@@ -149,20 +155,33 @@ def candidates(words: Sequence[str], index: int,
         if prefix.startswith("-"):
             return _matching(GLOBAL_OPTIONS, prefix)
         return _matching(command_names(), prefix)
-    found = arguments(command, args, prefix, lambda: watchers(endpoint, timeout))
+    def names() -> list[str]:
+        if keys:  # CURVE keys typed on the line
+            return watchers(endpoint, timeout, keys.get("--curve-key"),
+                            keys.get("--server-key"))
+        return watchers(endpoint, timeout)
+
+    found = arguments(command, args, prefix, names)
     if prefix.startswith("-"):
-        found = sorted({*found, *_matching(GLOBAL_OPTIONS[:4], prefix)})
+        found = sorted({*found, *_matching(AFTER_COMMAND, prefix)})
     return found
 
 
-def ask_watchers(endpoint: str, timeout: float) -> list[str]:
-    """The watcher names of the daemon at *endpoint*; [] when it cannot tell, quietly."""
+def ask_watchers(endpoint: str, timeout: float, curve_key: str | None = None,
+                 server_key: str | None = None) -> list[str]:
+    """The watcher names of the daemon at *endpoint*; [] when it cannot tell, quietly.
+    CURVE keys: those given, else circusctl's defaults (environment, per-user files)."""
     from circus.client import CircusClient, endpoint_problem, refusal
+    from circus.curve import cli_keys
     from circus.errors import CallError
 
     if endpoint_problem(endpoint) or refusal(endpoint, timeout):
         return []
-    client = CircusClient(endpoint=endpoint, timeout=timeout)
+    try:
+        keys = cli_keys(curve_key, server_key)
+    except ValueError:
+        return []
+    client = CircusClient(endpoint=endpoint, timeout=timeout, keys=keys)
     try:
         reply = client.call({"command": "list", "properties": {}})
     except CallError:

@@ -173,6 +173,22 @@ default, when it can be reached). Load it with ``source <(circusctl completion b
 in ``~/.bashrc``, or ``source <(circusctl completion zsh)`` after ``compinit`` in
 ``~/.zshrc``.
 """),
+    "keygen": ("keygen NAME [--dir DIR]", """Write a CURVE key pair
+======================
+
+Writes ``NAME.key`` (the public key: copy it where it is needed) and ``NAME.key_secret``
+(the pair, mode 0600: it stays with its owner), in the format ``zmq.auth`` writes, in
+``DIR`` (default ``$XDG_CONFIG_HOME/circus``, else ``~/.config/circus``, where circusctl
+looks for ``client.key_secret`` and ``server.key`` when it is given no key). An existing
+key is never overwritten.
+
+For circusd: ``circusctl keygen server --dir /etc/circus/curve``, then
+``curve_secret_key = /etc/circus/curve/server.key_secret`` in ``[circus]``. For a
+client: ``circusctl keygen client``, copy ``client.key`` into one of circusd's
+``curve_admin_keys``, ``curve_operator_keys`` or ``curve_reader_keys`` directories and
+circusd's ``server.key`` next to ``client.key_secret``. See "Securing circusd" in
+docs/deployment.md.
+"""),
 }
 
 

@@ -62,6 +62,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="{}", help="the plugin's options, a JSON object")
     p.add_argument("--check-delay", dest="check_delay", type=float, default=5.0,
                    help="circusd's check_delay (default 5.0)")
+    p.add_argument("--curve-key", default=None,
+                   help="this client's .key_secret, when circusd requires CURVE (circusd "
+                        "gives the plugins it starts a key of its own)")
+    p.add_argument("--server-key", default=None, help="circusd's public .key")
     p.add_argument("--ssh", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", dest="loglevel", type=str.lower, default="info",
                    choices=("critical", "error", "warning", "info", "debug"))
@@ -122,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # importing user code can fail in any way
         log.error("cannot import the plugin %r: %s", args.plugin, exc)
         return 1
+    from circus.curve import client_keys, internal_keys
+
+    try:
+        keys = client_keys(args.curve_key, args.server_key) or internal_keys()
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if keys is not None:
+        config["keys"] = keys
     try:
         plugin = cls(endpoint=args.endpoint, pubsub_endpoint=args.pubsub,
                      check_delay=args.check_delay, ssh_server=args.ssh, **config)

@@ -54,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
                    choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--log-output", dest="logoutput", default="-",
                    help="'-' (stdout), 'stderr', a file, or syslog://host:port?facility")
+    p.add_argument("--curve-key", default=None,
+                   help="this client's .key_secret, when circusd requires CURVE (circusd "
+                        "gives the circusd-stats it starts a key of its own)")
+    p.add_argument("--server-key", default=None, help="circusd's public .key")
     p.add_argument("--ssh", default=None, help=argparse.SUPPRESS)
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this one exits (circusd)")
@@ -77,9 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"circusd-stats: --log-output: {exc}", file=sys.stderr)
         return 2
+    from circus.curve import client_keys
     from circus.stats.streamer import StatsStreamer, install_signal_handlers
 
+    try:
+        keys = client_keys(args.curve_key, args.server_key)
+    except ValueError as exc:
+        print(f"circusd-stats: {exc}", file=sys.stderr)
+        return 2
     streamer = StatsStreamer(args.endpoint, args.pubsub, args.statspoint, args.interval)
+    if keys is not None:
+        streamer.keys = keys
     install_signal_handlers(streamer)
     if args.exit_with_parent:
         from circus.cli.plugin import exit_with_parent

@@ -79,16 +79,17 @@ def reference() -> str:
     """The Markdown reference of every command, from the docstrings (docs/commands.md)."""
     parts = []
     for name, command in sorted(get_commands().items()):
-        parts.append(_markdown(name, command.usage, command.desc))
+        parts.append(_markdown(name, command.usage, command.desc, str(command.tier)))
     return "\n".join(parts)
 
 
-def _markdown(name: str, usage: str, doc: str) -> str:
+def _markdown(name: str, usage: str, doc: str, tier: str = "admin") -> str:
     """One command's docstring (reStructuredText-like) as a Markdown section."""
     # `set` and `list` here are the submodules circus.commands.set / .list, not builtins
     underline = builtins.set
     lines = doc.splitlines()
-    out = [f"## `{name}`: {lines[0].strip()}", "", f"`circusctl {usage}`", ""]
+    out = [f"## `{name}`: {lines[0].strip()}", "", f"`circusctl {usage}`", "",
+           f"Tier: `{tier}` (with CURVE keys: see 'Securing circusd' in deployment.md).", ""]
     i = 2 if len(lines) > 1 and underline(lines[1].strip()) == {"="} else 1
     in_code = False
 

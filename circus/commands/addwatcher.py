@@ -10,6 +10,7 @@ from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, ma
 from circus.errors import AlreadyExistsError, ArgumentError, CommandError, MessageError
 from circus.limits import require_target
 from circus.options import WATCHER_OPTIONS
+from circus.tiers import Tier
 from circus.util.accounts import user_id
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class AddWatcher(Command):
     """
 
     name = "add"
+    tier = Tier.ADMIN
     usage = "add [--start] [--waiting] <name> <cmd> [<arg> ...]"
     required = ("name", "cmd")
     free_words = True

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from circus.errors import ArgumentError, Errno, MessageError, NotFoundError
+from circus.tiers import Tier
 from circus.util.convert import to_signum
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class Command:
     """Base class of every command."""
 
     name: ClassVar[str] = ""
+    # who may run it (circus/tiers.py); every command class names its own, and a command
+    # that forgets is admin-only
+    tier: ClassVar[Tier] = Tier.ADMIN
     required: ClassVar[tuple[str, ...]] = ()
     flags: ClassVar[tuple[Flag, ...]] = ()
     waitable: ClassVar[bool] = False  # without `waiting`, reply at once and run in background

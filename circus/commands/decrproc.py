@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from circus.commands.incrproc import IncrProc
+from circus.tiers import Tier
 
 
 class DecrProc(IncrProc):
@@ -32,5 +33,6 @@ class DecrProc(IncrProc):
     """
 
     name = "decr"
+    tier = Tier.OPERATOR
     usage = "decr <name> [<nb>] [--waiting]"
     sign = -1

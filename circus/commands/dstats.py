@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply
 from circus.commands.stats import stats_table
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     import psutil
@@ -39,6 +40,7 @@ class Dstats(Command):
     """
 
     name = "dstats"
+    tier = Tier.READER
     usage = "dstats"
 
     def __init__(self) -> None:

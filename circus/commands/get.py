@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply, format_options, make_message
 from circus.errors import ArgumentError, MessageError, NotFoundError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
@@ -60,6 +61,7 @@ class Get(Command):
     """
 
     name = "get"
+    tier = Tier.READER
     usage = "get <name> <key> [<key> ...]"
     required = ("name", "keys")
 

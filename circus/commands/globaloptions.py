@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply, format_options, make_message
 from circus.errors import ArgumentError, MessageError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -42,6 +43,7 @@ class GlobalOptions(Command):
     """
 
     name = "globaloptions"
+    tier = Tier.READER
     usage = "globaloptions [<option>]"
 
     def message(self, *args: str, **opts: Any) -> Props:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError
 from circus.limits import require_target
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
@@ -49,6 +50,7 @@ class IncrProc(Command):
     """
 
     name = "incr"
+    tier = Tier.OPERATOR
     usage = "incr <name> [<nb>] [--waiting]"
     required = ("name",)
     flags = (WAITING,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from circus.commands.base import Command, Props, Reply
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -37,6 +38,7 @@ class IPythonShell(Command):
     """
 
     name = "ipython"
+    tier = Tier.ADMIN
     usage = "ipython"
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import WAITING, Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, MessageError, NotFoundError
+from circus.tiers import Tier
 from circus.util.convert import to_float, to_signum
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Kill(Command):
     """
 
     name = "kill"
+    tier = Tier.OPERATOR
     usage = "kill <name> [<pid>] [--signum <signum>] [--graceful_timeout <seconds>] [--waiting]"
     required = ("name",)
     flags = (

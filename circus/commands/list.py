@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from circus.commands.base import OptionalWatcherQuery, Props, Reply
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -37,6 +38,7 @@ class List(OptionalWatcherQuery):
     """
 
     name = "list"
+    tier = Tier.READER
     usage = "list [<name>]"
 
     def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:

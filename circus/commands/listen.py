@@ -11,10 +11,12 @@ from urllib.parse import urlparse
 
 from circus.commands.base import Command, Props, Reply, make_message
 from circus.errors import CallError, MessageError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     import zmq
 
+    from circus.curve import ClientKeys
     from circus.types import ArbiterAPI
 
 
@@ -51,6 +53,7 @@ class Listen(Command):
     """
 
     name = "listen"
+    tier = Tier.READER
     usage = "listen [<topic> ...]"
 
     def message(self, *args: str, **opts: Any) -> Props:
@@ -80,11 +83,14 @@ class Listener:
         emit: called with each event's topic and body, as text.
         note: called with what circusctl tells on stderr (where it listens).
         probe_timeout: how long the question may stay unanswered.
+        keys: the client's CURVE keys (:class:`circus.curve.ClientKeys`), when circusd
+            requires CURVE.
     """
 
     def __init__(self, endpoint: str, topics: Sequence[str],
                  emit: Callable[[str, str], None], note: Callable[[str], None],
-                 probe_timeout: float = 5.0) -> None:
+                 probe_timeout: float = 5.0, keys: ClientKeys | None = None) -> None:
+        self.keys = keys
         self.endpoint = endpoint
         self.topics = list(topics) or [""]
         self.emit = emit
@@ -103,6 +109,8 @@ class Listener:
         ctx: zmq.Context[Any] = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.linger = 0
+        if self.keys is not None:
+            self.keys.apply(sub)
         for topic in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sub.connect(self.endpoint)
@@ -111,6 +119,8 @@ class Listener:
         poller.register(sub, zmq.POLLIN)
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger = 0
+        if self.keys is not None:
+            self.keys.apply(dealer)
         dealer.connect(self.endpoint)
         msg_id = os.urandom(16).hex()
         dealer.send(json.dumps({"id": msg_id, "command": "globaloptions",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from circus.commands.base import Props, Reply, WatcherQuery
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -33,6 +34,7 @@ class ListPids(WatcherQuery):
     """
 
     name = "listpids"
+    tier = Tier.READER
     usage = "listpids <name>"
     def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         return {"pids": sorted(self.watcher(arbiter, props).pids)}

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Props, Reply
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -62,6 +63,7 @@ class ListSockets(Command):
     """
 
     name = "listsockets"
+    tier = Tier.READER
     usage = "listsockets"
 
     async def execute(self, arbiter: ArbiterAPI, props: Props) -> Reply:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from circus.commands.base import OptionalWatcherQuery, Props, Reply
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -36,6 +37,7 @@ class NumProcesses(OptionalWatcherQuery):
     """
 
     name = "numprocesses"
+    tier = Tier.READER
     usage = "numprocesses [<name>]"
 
     def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:

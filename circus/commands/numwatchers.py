@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from circus.commands.base import Command, Props, Reply
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -33,6 +34,7 @@ class NumWatchers(Command):
     """
 
     name = "numwatchers"
+    tier = Tier.READER
     usage = "numwatchers"
 
     inline = True  # reads state only: answered without a task

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from circus.commands.base import Props, Reply, WatcherQuery, format_options
 from circus.commands.get import wire_options
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -37,6 +38,7 @@ class Options(WatcherQuery):
     """
 
     name = "options"
+    tier = Tier.READER
     usage = "options <name>"
     def answer(self, arbiter: ArbiterAPI, props: Props) -> Reply:
         return {"options": wire_options(self.watcher(arbiter, props).options())}

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -43,6 +44,7 @@ class Reload(Command):
     """
 
     name = "reload"
+    tier = Tier.OPERATOR
     usage = "reload [<name>] [--terminate] [--waiting] [--sequential]"
     flags = (
         WAITING,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from circus.commands.base import WAITING, Command, Props, Reply, Scope
 from circus.errors import CommandError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -44,6 +45,7 @@ class ReloadConfig(Command):
     """
 
     name = "reloadconfig"
+    tier = Tier.ADMIN
     usage = "reloadconfig [--waiting]"
     flags = (WAITING,)
     waitable = True

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from circus.commands._lifecycle import LifecycleCommand
 from circus.commands.base import Props, Reply
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -40,6 +41,7 @@ class Restart(LifecycleCommand):
     """
 
     name = "restart"
+    tier = Tier.OPERATOR
     usage = "restart [<name>] [--waiting] [--match simple|glob|regex]"
 
     def rewrites(self, arbiter: ArbiterAPI, props: Props) -> bool:

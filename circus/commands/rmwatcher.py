@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import WAITING, Command, Flag, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError, CommandError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
@@ -42,6 +43,7 @@ class RmWatcher(Command):
     """
 
     name = "rm"
+    tier = Tier.ADMIN
     usage = "rm <name> [--nostop] [--waiting]"
     required = ("name",)
     flags = (Flag("nostop", "leave the processes running"), WAITING)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, MessageError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -54,6 +55,7 @@ class Signal(Command):
     """
 
     name = "signal"
+    tier = Tier.OPERATOR
     usage = "signal <name> [<pid>] <signum> [--children] [--recursive] [--childpid <childpid>]"
     required = ("name", "signum")
     flags = (

@@ -8,6 +8,7 @@ from circus.commands._options import check_depends, check_options, cli_known_key
 from circus.commands.base import WAITING, Command, Props, Reply, Scope, make_message
 from circus.errors import ArgumentError, MessageError
 from circus.limits import require_target
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -60,6 +61,7 @@ class Set(Command):
     """
 
     name = "set"
+    tier = Tier.ADMIN
     usage = "set <name> <key> <value> [<key> <value> ...] [--waiting]"
     required = ("name",)
     free_words = True

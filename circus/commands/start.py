@@ -8,6 +8,7 @@ from circus.commands._lifecycle import LifecycleCommand
 from circus.commands.base import MATCH, WAITING, Flag, Props, Reply, Scope
 from circus.commands.wait import TIMEOUT, timeout_prop, wait_ready
 from circus.errors import CommandError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
@@ -62,6 +63,7 @@ class Start(LifecycleCommand):
     """
 
     name = "start"
+    tier = Tier.OPERATOR
     usage = "start [<name>] [--waiting] [--match simple|glob|regex] [--wait] [--timeout <s>]"
     flags: ClassVar[tuple[Flag, ...]] = (WAITING, MATCH, WAIT, TIMEOUT)
 

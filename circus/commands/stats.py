@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, NotFoundError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     import asyncio
@@ -90,6 +91,7 @@ class Stats(Command):
     """
 
     name = "stats"
+    tier = Tier.READER
     usage = "stats [--extended] [<name> [<pid>]]"
     flags = (Flag("extended", "also run the extended_stats hook"),)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Flag, OptionalWatcherQuery, Props, Reply, make_message
 from circus.errors import ArgumentError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
@@ -60,6 +61,7 @@ class Status(OptionalWatcherQuery):
     """
 
     name = "status"
+    tier = Tier.READER
     usage = "status [--details | -l] [<name>]"
     flags = (Flag("details", "health, restarts, last exit, and one row per process"),)
 

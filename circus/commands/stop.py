@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands._lifecycle import LifecycleCommand
 from circus.commands.base import Props, Reply, Scope
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
@@ -45,6 +46,7 @@ class Stop(LifecycleCommand):
     """
 
     name = "stop"
+    tier = Tier.OPERATOR
     usage = "stop [<name>] [--waiting] [--match simple|glob|regex]"
 
     def console_msg(self, reply: Reply) -> str:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from circus.commands.base import Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, CommandError, MessageError, NotFoundError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI
@@ -127,6 +128,7 @@ class Tail(Command):
     """
 
     name = "tail"
+    tier = Tier.READER
     usage = "tail <name> [-n <lines>] [--pid <pid>] [--stream stdout|stderr|both] [-f]"
     required = ("name",)
     flags = (

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus.commands.base import Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, MessageError
+from circus.tiers import Tier
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
@@ -97,6 +98,7 @@ class Wait(Command):
     """
 
     name = "wait"
+    tier = Tier.READER
     usage = "wait <name> [--timeout <seconds>]"
     required = ("name",)
     flags = (TIMEOUT,)

@@ -32,6 +32,7 @@ import zmq
 import zmq.asyncio
 
 from circus.client import AsyncCircusClient, CircusClient, cast_message, make_message
+from circus.curve import ClientKeys
 from circus.errors import CallError, OptionError
 from circus.tasks import TaskOwner
 from circus.util.convert import to_bool, to_float, to_int
@@ -108,6 +109,8 @@ class CircusPlugin:
         check_delay: circusd's check_delay, for plugins that pace themselves on it.
         ssh_server: accepted for compatibility; SSH tunnels are not supported.
         context: the ``zmq.Context`` to use (default: a new one).
+        keys: CURVE keys (:class:`circus.curve.ClientKeys`) when circusd requires CURVE;
+            circusd gives the plugins it starts a key of its own.
         **config: every other key of the plugin's configuration section, as given
             (strings from an INI file).
 
@@ -134,12 +137,14 @@ class CircusPlugin:
         ssh_server: str | None = None,
         *,
         context: zmq.Context[Any] | None = None,
+        keys: ClientKeys | None = None,
         **config: Any,
     ) -> None:
         if ssh_server:
             raise ValueError("SSH tunnels are not supported: forward the endpoints with ssh -L")
         self.endpoint = endpoint
         self.pubsub_endpoint = pubsub_endpoint
+        self.keys = keys  # CURVE, when circusd requires it (circus/curve.py)
         self.check_delay = float(check_delay)
         self.ssh_server = ssh_server
         self.config: dict[str, Any] = dict(config)
@@ -209,8 +214,8 @@ class CircusPlugin:
     def _client(self) -> CircusClient:
         if self._sync_client is None:
             self._sync_client = CircusClient(
-                context=self.context, endpoint=self.endpoint, timeout=self.call_timeout
-            )
+                context=self.context, endpoint=self.endpoint, timeout=self.call_timeout,
+                keys=self.keys)
         return self._sync_client
 
     def call(self, command: str, **props: Any) -> dict[str, Any]:
@@ -231,8 +236,8 @@ class CircusPlugin:
         if self._async_client is None:
             actx = zmq.asyncio.Context.shadow(self.context.underlying)
             self._async_client = AsyncCircusClient(
-                endpoint=self.endpoint, timeout=self.call_timeout, context=actx
-            )
+                endpoint=self.endpoint, timeout=self.call_timeout, context=actx,
+                keys=self.keys)
         return self._async_client
 
     async def async_call(self, command: str, **props: Any) -> dict[str, Any]:
@@ -316,6 +321,8 @@ class CircusPlugin:
         actx = zmq.asyncio.Context.shadow(self.context.underlying)
         sub = actx.socket(zmq.SUB)
         sub.linger = 0
+        if self.keys is not None:
+            self.keys.apply(sub)
         for topic in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         sub.connect(self.pubsub_endpoint)

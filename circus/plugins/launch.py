@@ -35,7 +35,8 @@ from circus.util.convert import to_bool
 
 RUNNER_MODULE = "circus.cli.plugin"
 #: Constructor arguments the runner passes itself: a section cannot set them.
-RESERVED = frozenset({"endpoint", "pubsub_endpoint", "check_delay", "ssh_server", "context"})
+RESERVED = frozenset({"endpoint", "pubsub_endpoint", "check_delay", "ssh_server", "context",
+                      "keys"})
 #: Keys of a plugin section that are not given to the plugin.
 NOT_PASSED = frozenset({"use", "priority"})
 #: Keys of a plugin section that also apply to the plugin's process.

@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 
 from circus.client import CircusClient
+from circus.curve import internal_keys, stats_server
 from circus.endpoints import bind, socket_file
 from circus.errors import CallError
 from circus.stats.collector import Collector, Gone, aggregate
@@ -134,6 +135,8 @@ class StatsStreamer:
         self.sub = self.context.socket(zmq.SUB)
         self.pub = self.context.socket(zmq.XPUB)
         self._socket_file: Any = None
+        self._auth: Any = None  # zmq.auth's authenticator, with CURVE
+        self.keys = internal_keys()  # circusd's key for its own processes, with CURVE
 
     # -- the pids -------------------------------------------------------------------------
 
@@ -256,8 +259,14 @@ class StatsStreamer:
         self.sub.linger = 0
         self.sub.setsockopt(zmq.RCVHWM, 0)  # events are few and must not be lost
         self.sub.setsockopt(zmq.SUBSCRIBE, EVENTS)
+        if self.keys is not None:
+            self.keys.apply(self.sub)
         self.sub.connect(self.pubsub)
         self.pub.linger = 0
+        try:
+            self._auth = stats_server(self.context, self.pub)
+        except ValueError as exc:
+            raise OSError(f"cannot serve {self.statspoint} with CURVE: {exc}") from None
         bind(self.pub, self.statspoint)
         self._socket_file = socket_file(self.statspoint)
         self._wake_r.setblocking(False)
@@ -267,7 +276,7 @@ class StatsStreamer:
         """Serve until :meth:`stop`."""
         self.open()
         client = CircusClient(context=self.context, endpoint=self.endpoint,
-                              timeout=self.timeout)
+                              timeout=self.timeout, keys=self.keys)
         try:
             self._initial_state_retrying(client)
         finally:
@@ -323,6 +332,9 @@ class StatsStreamer:
         self.sockets.close()
         self.sub.close(linger=0)
         self.pub.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         if self._socket_file is not None:
             self._socket_file.remove()
         self._wake_r.close()
