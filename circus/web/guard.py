@@ -115,10 +115,11 @@ def identify(request: web.Request, auth: Auth) -> Identity | None:
     return Identity("session", session) if session is not None else None
 
 
+IDENTITY = web.RequestKey("identity", Identity)
+
+
 def identity(request: web.Request) -> Identity:
-    ident = request.get("identity")
-    assert isinstance(ident, Identity)
-    return ident
+    return request[IDENTITY]
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse,
@@ -179,7 +180,7 @@ def make_guard(settings: Settings, login_page: Handler) -> Callable[..., Awaitab
                 return response
             return await login_page(request)
         if ident is not None:
-            request["identity"] = ident
+            request[IDENTITY] = ident
         if request.method not in SAFE_METHODS:
             cookie = ident is not None and ident.kind == "session"
             if not same_origin(request, required=cookie or ident is None):

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import zmq
 import zmq.asyncio
 
-from circus.client import AsyncCircusClient
+from circus.client import AsyncCircusClient, refusal
 from circus.commands.tail import topic_name
 from circus.consumer import decode
 from circus.errors import CallError
@@ -143,6 +143,11 @@ class Endpoint:
 
     async def _main(self) -> None:
         while self.pubsub_endpoint is None:
+            reason = await asyncio.to_thread(refusal, self.url)
+            if reason is not None:
+                self._set_connected(False, f"cannot reach circusd at {self.url}: {reason}")
+                await asyncio.sleep(1.0)
+                continue
             try:
                 reply = await self.call("globaloptions")
             except CallError as exc:

@@ -16,7 +16,7 @@ from aiohttp import web
 from circus.errors import CallError
 from circus.web.api import ApiError, add_props, body, hub_of, pick, send, settings_of
 from circus.web.auth import COOKIE
-from circus.web.guard import Identity, is_secure, set_session_cookie
+from circus.web.guard import IDENTITY, is_secure, set_session_cookie
 
 ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("circus.web", "templates"),
@@ -49,8 +49,10 @@ ENV.filters["uptime"] = lambda s: "" if s is None else (
 def render(request: web.Request, template: str, status: int = 200,
            **context: Any) -> web.Response:
     settings = settings_of(request)
-    ident = request.get("identity")
-    csrf = ident.session.csrf if isinstance(ident, Identity) and ident.session else ""
+    ident = request.get(IDENTITY)
+    csrf = ident.session.csrf if ident is not None and ident.session else ""
+    context.setdefault("endpoint_index", "")
+    context.setdefault("watcher_name", "")
     text = ENV.get_template(template).render(
         csrf=csrf, readonly=settings.readonly, logged_in=ident is not None,
         endpoints_count=len(hub_of(request).endpoints), **context)
@@ -87,7 +89,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 async def login_form(request: web.Request) -> web.StreamResponse:
-    if request.get("identity") is not None:
+    if request.get(IDENTITY) is not None:
         return web.Response(status=303, headers={"Location": "/"})
     return await login_page(request)
 
