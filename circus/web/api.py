@@ -183,8 +183,8 @@ async def body(request: web.Request) -> Any:
             return await request.json()
         except ValueError:
             raise ApiError(400, "the body is not valid JSON") from None
-    if request.can_read_body:
-        return dict(await request.post())
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return dict(await request.post())  # read once: the guard may have read it already
     return {}
 
 
@@ -309,7 +309,7 @@ class Feed:
         self.hub = hub
         self.csrf = csrf  # None: a bearer-token socket, which needs none
         self.readonly = readonly
-        self.page = "dashboard"
+        self.page = ""  # nothing is sent until the page says what it shows ("view")
         self.view_endpoint: int | None = None
         self.view_watcher: str | None = None
         self.queue: deque[Message] = deque()
@@ -323,7 +323,7 @@ class Feed:
             return
         if kind == "status":
             self.dirty.add(endpoint.index)
-        elif kind == "figures":
+        elif kind == "figures" and self.page:
             message = {"type": "figures", "endpoint": endpoint.index, **payload}
             if self.page == "watcher":
                 if endpoint.index != self.view_endpoint:
@@ -350,6 +350,8 @@ class Feed:
         self.wake.set()
 
     def status_message(self, endpoint: Endpoint) -> Message:
+        if not self.page:
+            return {}
         if self.page == "watcher":
             if endpoint.index != self.view_endpoint:
                 return {}

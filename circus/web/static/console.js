@@ -260,7 +260,7 @@
     const tbody = document.querySelector("table.processes tbody");
     const rows = childrenBy(tbody, "pid");
     const now = performance.now();
-    w.processes.forEach((p, i) => {
+    (w.processes || []).forEach((p, i) => {
       let tr = rows.get(String(p.pid));
       if (tr) rows.delete(String(p.pid)); else tr = makeProcessRow(p.pid);
       tr.querySelector(".pid").textContent = p.pid;
