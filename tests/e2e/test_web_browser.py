@@ -8,6 +8,7 @@ they go to the module's temp dir (taken all the same, so the pages render).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -120,6 +121,9 @@ def test_log_in_with_the_token_url_and_see_both_circusd(
         expect(first.locator("tr[data-watcher='web'] .mem")).to_contain_text("MB",
                                                                               timeout=8000)
         expect(first.locator("tr[data-watcher='web'] .chart canvas")).to_have_count(1)
+        for tr in p.locator("tr.watcher").all():  # a few points of each chart, once a second
+            expect(tr.locator("td.chart")).to_have_attribute(
+                "data-points", re.compile(r"^([3-9]|\d\d+)$"), timeout=8000)
         p.screenshot(path=str(shots / "web-dashboard.png"))
     finally:
         ctx.close()

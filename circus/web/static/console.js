@@ -126,10 +126,10 @@
     if (typeof window.uPlot !== "function" || !holder) return null;
     const data = chart ? chart.data : [[], [], []];
     const opts = {
-      width: big ? 640 : 200, height: big ? 180 : 44,
+      width: big ? 640 : 200, height: big ? 180 : 40, padding: big ? undefined : [4, 0, 4, 0],
       legend: { show: !!big }, cursor: { show: !!big },
-      scales: { x: { time: true }, cpu: { auto: true, range: (u, min, max) => [0, Math.max(max, 1)] },
-        mb: { auto: true, range: (u, min, max) => [0, Math.max(max, 1)] } },
+      scales: { x: { time: true }, cpu: { auto: true, range: (u, min, max) => [0, Math.max(max * 1.25, 1)] },
+        mb: { auto: true, range: (u, min, max) => [0, Math.max(max * 1.25, 1)] } },
       series: [{}, { label: "CPU %", stroke: "#c0392b", scale: "cpu", width: 1.5, points: { show: !!big } },
         { label: "memory MB", stroke: "#2471a3", scale: "mb", width: 1.5, points: { show: !!big } }],
       axes: big ? [{}, { scale: "cpu", label: "CPU %" }, { scale: "mb", side: 1, label: "MB", grid: { show: false } }]
@@ -148,6 +148,7 @@
     d[0].push(time); d[1].push(cpu === null ? null : cpu); d[2].push(mb);
     if (d[0].length > HISTORY) { d[0].shift(); d[1].shift(); d[2].shift(); }
     chart.plot.setData(d);
+    chart.holder.dataset.points = String(d[0].length);
   }
 
   async function loadHistory(endpoint) {
@@ -158,6 +159,7 @@
         if (!chart || chart.data[0].length) continue;
         for (const [t, cpu, mb] of points) { chart.data[0].push(t); chart.data[1].push(cpu); chart.data[2].push(mb); }
         chart.plot.setData(chart.data);
+        chart.holder.dataset.points = String(chart.data[0].length);
       }
     } catch (err) { /* the charts fill as figures come */ }
   }
