@@ -158,13 +158,15 @@ class Arbiter:
     def _plugin_watcher_confs(self, plugins: Sequence[Mapping[str, Any]]
                               ) -> list[dict[str, Any]]:
         """The singleton watchers that run *plugins* (see circus/plugins/launch.py), and
-        circusd-stats when wanted (circus/stats/launch.py)."""
+        circusd-stats and circushttpd when wanted (circus/stats/, circus/web/launch.py)."""
         from circus.plugins.launch import plugin_watcher_confs
         from circus.stats.launch import stats_watcher_confs
+        from circus.web.launch import httpd_watcher_confs
 
         return plugin_watcher_confs(plugins, self.endpoint, self.pubsub_endpoint,
                                     self.check_delay, self.debug) + stats_watcher_confs(
-            self.statsd, self.endpoint, self.pubsub_endpoint, self.stats_endpoint, self.debug)
+            self.statsd, self.endpoint, self.pubsub_endpoint, self.stats_endpoint, self.debug
+        ) + httpd_watcher_confs(self.endpoint, self.options, self.config_file, self.debug)
 
     # -- watchers ---------------------------------------------------------------------------
 

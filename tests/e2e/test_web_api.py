@@ -558,3 +558,40 @@ def test_the_console_never_imports_the_arbiter() -> None:
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True,
                          text=True, check=True).stdout
     assert json.loads(out) == []
+
+
+def test_circusd_runs_the_console_as_a_singleton_watcher(circusd: Any, short_tmp: Path
+                                                          ) -> None:
+    import socket
+    import urllib.request
+
+    from tests.conftest import wait_until
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    d = circusd(f"[watcher:web]\ncmd = {SLEEPER}\n",
+                circus_extra=f"httpd = true\nhttpd_host = 127.0.0.1\nhttpd_port = {port}\n"
+                             f"httpd_token_file = console-token\n")
+    token_file = short_tmp / "console-token"
+    [pid] = wait_until(lambda: d.pids("circushttpd"), what="the circushttpd watcher")
+    wait_until(token_file.exists, what="the console to write its token file")
+    token = token_file.read_text().strip()
+
+    def listed() -> list[str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/status",
+                                         headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                data = json.loads(response.read())
+        except OSError:
+            return []
+        return [w["name"] for w in data["endpoints"][0]["watchers"]]
+
+    names = wait_until(lambda: "web" in listed() and listed(), what="the console to answer",
+                       timeout=20)
+    assert "circushttpd" in names
+    reply = d.call({"command": "status", "properties": {"name": "circushttpd"}})
+    assert reply["status"] == "active"
+    d.stop()
+    wait_until(lambda: not pid_alive(pid), what="the console to stop with circusd")
