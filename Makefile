@@ -67,5 +67,11 @@ bench-full: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.run --scale --json .bench-cache/scale.json --markdown BENCHMARKS.md
 
+# the web console with 1,000 processes (needs /usr/bin/chromium); it rewrites only its own
+# section of BENCHMARKS.md, which the other runs keep
+.PHONY: bench-web
+bench-web: $(STAMP)
+	$(BIN)/python -m benchmarks.web --json .bench-cache/web.json --markdown BENCHMARKS.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info
