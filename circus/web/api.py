@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import shlex
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +207,7 @@ async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def status(request: web.Request) -> web.Response:
     hub = hub_of(request)
+    hub.api_used = time.monotonic()
     if "endpoint" in request.query:
         return web.json_response({"endpoints": [pick(hub, request.query["endpoint"])
                                                 .snapshot()]})

@@ -7,7 +7,8 @@ and stats endpoints, then:
   (spawn, reap, kill, start, stop, add ...), and every second while a page is open (which
   also tells whether circusd still answers: the connection state of a fleet's hosts);
 * takes each process's CPU and memory from circusd-stats's ``stat.*`` channel; when none
-  came for 3 s (no circusd-stats runs) the periodic ``status`` asks ``stats`` too;
+  came for 3 s (no circusd-stats runs) the periodic ``status`` asks ``stats`` too. Figures
+  are followed only while a page is open or the API asked for them in the last minute;
 * keeps each watcher's CPU and memory of the last :data:`HISTORY` seconds for the charts;
 * forwards events and, for the log panes that follow a watcher, its ``output.*`` chunks
   (joined without a gap, docs/output.md), to the :class:`Listener` s (the WebSockets).
@@ -42,6 +43,7 @@ log = logging.getLogger("circus.web")
 HISTORY = 300  # seconds of figures kept per watcher
 EVENTS_KEPT = 200
 STATS_STALE = 3.0  # seconds without a stat.* message before status asks for stats
+FIGURES_WANTED = 60.0  # seconds figures are kept current after an API call asked for them
 DEBOUNCE = 0.03
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)B?$")
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -114,6 +116,7 @@ class Endpoint:
         self.followers: dict[str, list[Follower]] = {}
         self._events_sock: zmq.asyncio.Socket | None = None
         self._stats_sock: zmq.asyncio.Socket | None = None
+        self._stats_subscribed = False
         self._refresh_wanted = asyncio.Event()
         self._refreshed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -169,7 +172,6 @@ class Endpoint:
             self._stats_sock = self.context.socket(zmq.SUB)
             self._stats_sock.linger = 0
             self._stats_sock.connect(self.stats_endpoint)
-            self._stats_sock.setsockopt(zmq.SUBSCRIBE, b"stat.")
             tasks.append(self._read_stats())
         async with asyncio.TaskGroup() as group:
             for coro in tasks:
@@ -212,8 +214,9 @@ class Endpoint:
             self._refreshed.set()
 
     async def refresh(self) -> None:
-        with_stats = time.monotonic() - self.figures_at > STATS_STALE and bool(
-            self.hub.listeners)
+        self._follow_stats()
+        with_stats = time.monotonic() - self.figures_at > STATS_STALE and \
+            self.hub.figures_wanted()
         try:
             reply = await self.call("status", details=True, stats=with_stats)
         except CallError as exc:
@@ -305,9 +308,21 @@ class Endpoint:
                                  parse_size(event.payload.get("mem_info1")))
             self.figures_at = time.monotonic()
 
+    def _follow_stats(self) -> None:
+        """Subscribe to the stats channel while figures are wanted (a page open, or the API
+        asked for them within :data:`FIGURES_WANTED` seconds), else not: circusd-stats then
+        reads and sends nothing for us."""
+        wanted = self.hub.figures_wanted()
+        if self._stats_sock is None or wanted == self._stats_subscribed:
+            return
+        option = zmq.SUBSCRIBE if wanted else zmq.UNSUBSCRIBE
+        self._stats_sock.setsockopt(option, b"stat.")
+        self._stats_subscribed = wanted
+
     async def _ticker(self) -> None:
         """Once a second: a point of each watcher's history, sent to the pages."""
         while True:
+            self._follow_stats()
             await asyncio.sleep(1.0 - time.time() % 1.0)
             now = round(time.time())
             points: dict[str, list[float | None]] = {}
@@ -409,6 +424,7 @@ class Hub:
         self.endpoints = [Endpoint(i, url, self, timeout, client_options)
                           for i, url in enumerate(urls)]
         self.listeners: set[Listener] = set()
+        self.api_used = -FIGURES_WANTED  # monotonic time of the last /api/status
 
     def start(self) -> None:
         for endpoint in self.endpoints:
@@ -421,6 +437,9 @@ class Hub:
     def publish(self, kind: str, endpoint: Endpoint, payload: Message) -> None:
         for listener in list(self.listeners):
             listener.notify(kind, endpoint, payload)
+
+    def figures_wanted(self) -> bool:
+        return bool(self.listeners) or time.monotonic() - self.api_used < FIGURES_WANTED
 
     def status(self) -> Message:
         return {"endpoints": [e.snapshot() for e in self.endpoints]}

@@ -282,6 +282,11 @@ async def test_status_lists_the_watchers_and_their_processes(
 
 
 async def test_figures_come_from_circusd_stats(console: Console, daemon: Daemon) -> None:
+    # followed only once asked for: no page is open and the API has not been called yet
+    assert not console.hub.figures_wanted()
+    assert (await console.client.get("/api/status", headers=BEARER)).status == 200
+    assert console.hub.figures_wanted()
+
     def with_figures() -> bool:
         snap = console.hub.endpoints[0].snapshot()
         web = next(w for w in snap["watchers"] if w["name"] == "web")

@@ -95,6 +95,7 @@
         if (action === "rm" && reply.status === "ok") window.location.href = "/";
       });
     } else if (button.dataset.global) {
+      if (button.dataset.global === "stop" && !window.confirm("Stop every watcher of this circusd?")) return;
       post("/api/" + button.dataset.global + "?endpoint=" + endpoint);
     } else if (button.dataset.kill) {
       post(watcherUrl(PAGE_WATCHER, PAGE_ENDPOINT, "/processes/" + button.dataset.kill + "/kill"));
