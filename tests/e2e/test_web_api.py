@@ -600,3 +600,26 @@ def test_circusd_runs_the_console_as_a_singleton_watcher(circusd: Any, short_tmp
     assert reply["status"] == "active"
     d.stop()
     wait_until(lambda: not pid_alive(pid), what="the console to stop with circusd")
+
+
+def test_a_non_loopback_bind_still_needs_the_token_and_warns(short_tmp: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tests.e2e.web_support import Httpd
+
+    httpd = Httpd(short_tmp, [f"ipc://{short_tmp}/absent"], "--host", "0.0.0.0")
+    try:
+        assert "reachable from other hosts over plain HTTP" in httpd.log_text()
+        assert httpd.base.startswith("http://127.0.0.1:")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(httpd.base + "/api/status", timeout=5)
+        assert refused.value.code == 401
+        refused.value.close()
+        request = urllib.request.Request(httpd.base + "/api/status",
+                                          headers={"Authorization": f"Bearer {httpd.token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+    finally:
+        httpd.stop()
+    assert httpd.proc.returncode == 0

@@ -111,3 +111,23 @@ def test_hash_password_prints_a_password_file_line() -> None:
     assert res.returncode == 0, res.stderr
     user, _, stored = res.stdout.strip().partition(":")
     assert user == "ann" and check_password("s3cret", stored)
+
+
+def test_a_bad_password_file_stops_circushttpd_naming_the_line(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("ann:secret\n")
+    res = run("--password-file", str(users), "--port", "0")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"circushttpd: {users}:1: expected user:scrypt$..., made "
+                                  f"by circushttpd --hash-password USER")
+
+
+def test_it_listens_on_loopback_unless_told_and_knows_what_loopback_is() -> None:
+    from circus.cli.httpd import login_url, parser
+    from circus.web.app import is_loopback
+
+    assert parser().parse_args([]).host == "127.0.0.1"
+    assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.1.2.3"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.org"))
+    assert login_url("0.0.0.0", 80, "T") == "http://127.0.0.1:80/?token=T"
+    assert login_url("::", 80, "T") == "http://[::1]:80/?token=T"
