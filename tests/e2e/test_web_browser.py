@@ -250,3 +250,20 @@ def test_the_events_feed_is_live_and_filterable(page: Page, httpd: Httpd,
         assert topic.startswith("watcher.other."), topic
     page.screenshot(path=str(shots / "web-events.png"), full_page=False)
     daemons[1].call({"command": "decr", "properties": {"name": "other"}})
+
+
+def test_an_option_is_edited_and_typed_as_circusctl_types_it(
+        page: Page, httpd: Httpd, daemons: tuple[Daemon, Daemon]) -> None:
+    daemon = daemons[1]
+    page.goto(watcher_url(httpd, "other", 1))
+    field = page.locator("#options input[name='graceful_timeout']")
+    field.fill("12.5")
+    page.click("#options button[type=submit]")
+    expect(page.locator("#options-state")).to_have_text("saved: graceful_timeout")
+    options = daemon.call({"command": "options", "properties": {"name": "other"}})["options"]
+    assert options["graceful_timeout"] == 12.5
+    field.fill("soon")
+    page.click("#options button[type=submit]")
+    expect(page.locator("#notice")).to_contain_text("graceful_timeout")
+    options = daemon.call({"command": "options", "properties": {"name": "other"}})["options"]
+    assert options["graceful_timeout"] == 12.5
