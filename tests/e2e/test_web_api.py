@@ -83,9 +83,10 @@ class Console:
 
 
 @asynccontextmanager
-async def open_console(endpoints: list[str], readonly: bool = False
+async def open_console(endpoints: list[str], readonly: bool = False, answer_within: float = 5.0
                        ) -> AsyncIterator[Console]:
     settings = Settings(endpoints=endpoints, auth=Auth(TOKEN), readonly=readonly,
+                        timeout=answer_within,
                         allowed_hosts=allowed_hosts("127.0.0.1", []))
     app = make_app(settings)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -623,3 +624,23 @@ def test_a_non_loopback_bind_still_needs_the_token_and_warns(short_tmp: Path) ->
     finally:
         httpd.stop()
     assert httpd.proc.returncode == 0
+
+
+async def test_a_circusd_that_goes_away_is_shown_and_picked_up_again(where: Path) -> None:
+    body = f"[watcher:back]\ncmd = {SLEEPER}\n"
+    d = await asyncio.to_thread(start_daemon, where, body, 2)
+    try:
+        async with open_console([d.endpoint], answer_within=1.0) as console:
+            endpoint = console.hub.endpoints[0]
+            await wait_for(lambda: "back" in endpoint.watchers, what="the watcher")
+            ws = await console.client.ws_connect("/ws", headers=BEARER)  # a page is open
+            await asyncio.to_thread(d.close)
+            await wait_for(lambda: not endpoint.connected, what="the console to see it gone",
+                           timeout=15)
+            assert endpoint.error
+            d = await asyncio.to_thread(start_daemon, where, body, 2)
+            await wait_for(lambda: endpoint.connected and "back" in endpoint.watchers,
+                           what="the console to pick it up again", timeout=15)
+            await ws.close()
+    finally:
+        d.close()
