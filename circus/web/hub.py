@@ -127,6 +127,14 @@ class Endpoint:
         return AsyncCircusClient(endpoint=self.url, timeout=self.timeout,
                                  context=self.context, **self.client_options)
 
+    def subscriber(self, endpoint: str) -> zmq.asyncio.Socket:
+        """A SUB socket connected to *endpoint* (events, stats): with the control client,
+        the place where CURVE keys will be set once circusd has them."""
+        sock = self.context.socket(zmq.SUB)
+        sock.linger = 0
+        sock.connect(endpoint)
+        return sock
+
     # -- life -----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -161,17 +169,13 @@ class Endpoint:
             self.pubsub_endpoint = reachable_from(str(options.get("pubsub_endpoint")), self.url)
             stats = options.get("stats_endpoint")
             self.stats_endpoint = reachable_from(str(stats), self.url) if stats else None
-        self._events_sock = self.context.socket(zmq.SUB)
-        self._events_sock.linger = 0
-        self._events_sock.connect(self.pubsub_endpoint)
+        self._events_sock = self.subscriber(self.pubsub_endpoint)
         self._events_sock.setsockopt(zmq.SUBSCRIBE, b"watcher.")
         await self.refresh()
         self._refreshed.set()
         tasks = [self._read_events(), self._refresher(), self._ticker()]
         if self.stats_endpoint:
-            self._stats_sock = self.context.socket(zmq.SUB)
-            self._stats_sock.linger = 0
-            self._stats_sock.connect(self.stats_endpoint)
+            self._stats_sock = self.subscriber(self.stats_endpoint)
             tasks.append(self._read_stats())
         async with asyncio.TaskGroup() as group:
             for coro in tasks:
