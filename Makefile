@@ -6,7 +6,7 @@ PYTHON ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := test,lint
+EXTRAS := test,lint,web
 # what `make suite` runs: every tier but the wheel smoke tests, which `make smoke` runs
 TESTS ?= --ignore=tests/smoke
 
@@ -66,6 +66,12 @@ bench-full: $(STAMP)
 .PHONY: bench-scale
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.run --scale --json .bench-cache/scale.json --markdown BENCHMARKS.md
+
+# the web console with 1,000 processes (needs /usr/bin/chromium); it rewrites only its own
+# section of BENCHMARKS.md, which the other runs keep
+.PHONY: bench-web
+bench-web: $(STAMP)
+	$(BIN)/python -m benchmarks.web --json .bench-cache/web.json --markdown BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info

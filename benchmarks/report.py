@@ -30,6 +30,8 @@ SCALE_BEGIN = "<!-- scale:begin -->"
 SCALE_END = "<!-- scale:end -->"
 READINESS_BEGIN = "<!-- readiness:begin -->"
 READINESS_END = "<!-- readiness:end -->"
+WEB_BEGIN = "<!-- web:begin -->"  # benchmarks/web.py's section, kept by every other run
+WEB_END = "<!-- web:end -->"
 #: What a markdown file holds before its first scale section is written into it.
 SCALE_FILE_HEAD = "# Benchmarks\n"
 #: The kinds of session of the readiness benchmark (reported in its own section only).
@@ -325,7 +327,7 @@ def update_markdown(old: str, results: dict[str, Any]) -> str:
     A scale run, or a run of the readiness benchmark alone, replaces its own section (or
     adds it) and leaves the rest as it was. Any other run rewrites the file: its report,
     then the readiness section (this run's if it measured it, else the file's), then the
-    file's scale section.
+    file's web console section (benchmarks/web.py), then its scale section.
     """
     plan = results["plan"]
     if plan["mode"] == "scale":
@@ -343,7 +345,7 @@ def update_markdown(old: str, results: dict[str, Any]) -> str:
     else:
         ready = marked_section(old, READINESS_BEGIN, READINESS_END)
     text = render_main(results)
-    for kept in (ready, scale_section(old)):
+    for kept in (ready, marked_section(old, WEB_BEGIN, WEB_END), scale_section(old)):
         if kept:
             text += "\n" + kept + "\n"
     return text

@@ -37,7 +37,7 @@ import zmq
 import zmq.asyncio
 
 from circus import depends, descriptors, keys, reaper, spawnserver
-from circus.curve import ServerKeys, give_internal_key
+from circus.curve import ServerKeys
 from circus.endpoints import check_local
 from circus.errors import (
     AlreadyExistsError,
@@ -47,6 +47,7 @@ from circus.errors import (
     OptionError,
 )
 from circus.ondemand import OnDemand
+from circus.plugins.launch import own_watcher_confs
 from circus.readiness import NotifyHub
 from circus.socketset import CircusSockets
 from circus.startorder import StartOrder
@@ -155,20 +156,8 @@ class Arbiter:
         self.order = StartOrder(self)  # depends_on: starts that wait, stops in order
         for watcher in watchers:
             self._attach(watcher)
-        for conf in self._plugin_watcher_confs(self.plugins):
+        for conf in own_watcher_confs(self, self.plugins):
             self._attach(watcher_from_config(conf))
-
-    def _plugin_watcher_confs(self, plugins: Sequence[Mapping[str, Any]]
-                              ) -> list[dict[str, Any]]:
-        """The singleton watchers that run *plugins* (see circus/plugins/launch.py), and
-        circusd-stats when wanted (circus/stats/launch.py)."""
-        from circus.plugins.launch import plugin_watcher_confs
-        from circus.stats.launch import stats_watcher_confs
-
-        ends = (self.endpoint, self.pubsub_endpoint)
-        return give_internal_key(plugin_watcher_confs(plugins, *ends, self.check_delay, self.debug)
-                                 + stats_watcher_confs(self.statsd, *ends, self.stats_endpoint,
-                                                       self.debug), self.curve, self.options)
 
     # -- watchers ---------------------------------------------------------------------------
 
@@ -343,7 +332,7 @@ class Arbiter:
         if not self.config_file:
             raise ConfigError("circusd was not started from a configuration file")
         config = load_config(self.config_file)  # ConfigError: nothing is touched
-        plugins = self._plugin_watcher_confs(config.plugins)  # ConfigError: nothing touched
+        plugins = own_watcher_confs(self, config.plugins)  # ConfigError: nothing touched
         wanted = {d["name"].lower(): d for d in [*config.watchers, *plugins]}
         current = dict(self._watchers)
         # Build every new/changed watcher first, so a bad stream or hook refuses the whole

@@ -437,9 +437,13 @@ CIRCUS_OPTIONS: dict[str, Option] = {
         _opt("debug", False, "bool", "Capture the output of internal watchers."),
         _opt("debug_gc", False, "bool", "Run the garbage collector in debug mode."),
         _opt("fqdn_prefix", None, "optstr", "Prefix of the arbiter id."),
-        _opt("httpd", False, "bool", "Run the web console."),
-        _opt("httpd_host", "localhost", "str", "Host of the web console."),
+        _opt("httpd", False, "bool", "Run the web console (circushttpd) as a watcher."),
+        _opt("httpd_host", "localhost", "str", "Address the web console listens on."),
         _opt("httpd_port", 8080, "int", "Port of the web console."),
+        _opt("httpd_token_file", None, "optstr",
+             "File of the web console's login token (created when missing; relative to the "
+             "configuration file's directory); unset: a new token each start, printed in "
+             "circusd's output."),
         _opt("stream_backend", "thread", "str",
              "Accepted for old configs and ignored: output is read on the event loop.",
              listed=False),

@@ -330,6 +330,10 @@ def build_arbiter(config: Any, notifier: ServiceNotifier | None = None) -> Any:
         config_file=config.path,
         allow_unauthenticated_remote=c.get("allow_unauthenticated_remote", False),
         state_file=c.get("state_file"),
+        httpd=c.get("httpd", False),
+        httpd_host=c.get("httpd_host", "localhost"),
+        httpd_port=c.get("httpd_port", 8080),
+        httpd_token_file=c.get("httpd_token_file"),
     )
     if notifier is not None:
         arbiter.notifier = notifier

@@ -204,3 +204,25 @@ def plugin_watcher_conf(
         conf["autostart"] = False
         conf["respawn"] = False
     return conf
+
+
+def own_watcher_confs(arbiter: Any, plugins: Sequence[Mapping[str, Any]]
+                      ) -> list[dict[str, Any]]:
+    """The singleton watchers *arbiter* runs for itself: *plugins*, and circusd-stats and
+    circushttpd when wanted (circus/stats/launch.py, circus/web/launch.py), each given
+    circusd's own key when CURVE is on.
+
+    Raises:
+        ConfigError: a plugin section that cannot be run.
+    """
+    from circus.curve import give_internal_key
+    from circus.stats.launch import stats_watcher_confs
+    from circus.web.launch import httpd_watcher_confs
+
+    ends = (arbiter.endpoint, arbiter.pubsub_endpoint)
+    return give_internal_key(
+        plugin_watcher_confs(plugins, *ends, arbiter.check_delay, arbiter.debug)
+        + stats_watcher_confs(arbiter.statsd, *ends, arbiter.stats_endpoint, arbiter.debug)
+        + httpd_watcher_confs(arbiter.endpoint, arbiter.options, arbiter.config_file,
+                              arbiter.debug),
+        arbiter.curve, arbiter.options)

@@ -235,12 +235,53 @@ def check_circusd_stats(installed: Installed, started: list[Started], tmp: Path)
         sub.close()
 
 
+def check_circushttpd(installed: Installed, started: list[Started], tmp: Path) -> None:
+    """The installed circushttpd serves the installed circusd: its JSON API lists the
+    watcher, its pages and vendored files (package data) are there."""
+    import re
+    import urllib.request
+
+    daemon = Circusd(installed, started, tmp)
+    log = tmp / "httpd.log"
+    httpd = installed.popen("circushttpd", "--endpoint", daemon.endpoint, "--port", "0",
+                            "--token-file", str(tmp / "token"), log=log)
+    started.append(Started(httpd, log))
+
+    def login_url() -> re.Match[str] | None:
+        if httpd.poll() is not None:
+            pytest.fail(f"circushttpd exited with {httpd.returncode}:\n"
+                        f"{log.read_text(errors='replace')}")
+        return re.search(r"(http://[^/\s]+)/\?token=(\S+)", log.read_text(errors="replace"))
+
+    match = wait_until(login_url, what="circushttpd's login URL", timeout=30)
+    base, token = match.group(1), match.group(2)
+
+    def get(path: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(base + path,
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+
+    def listed() -> bool:
+        data = json.loads(get("/api/status")[1])
+        return any(w["name"] == "sleeper" for w in data["endpoints"][0]["watchers"])
+
+    wait_until(listed, what="the console to list the watcher", timeout=30, interval=0.1)
+    status, body = get("/static/uplot/uPlot.iife.min.js")
+    assert status == 200 and body.startswith(b"/*! https://github.com/leeoniya/uPlot")
+    status, body = get("/")
+    assert status == 200 and b'data-watcher="sleeper"' in body
+    httpd.send_signal(signal.SIGTERM)
+    assert httpd.wait(timeout=30) == 0, log.read_text(errors="replace")
+
+
 # One entry per console script: what it takes for that command to count as working.
 CHECKS: dict[str, Callable[[Installed, list[Started], Path], None]] = {
     "circusd": check_circusd,
     "circusctl": check_circusctl,
     "circus-plugin": check_circus_plugin,
     "circusd-stats": check_circusd_stats,
+    "circushttpd": check_circushttpd,
 }
 
 
