@@ -7,6 +7,7 @@ CURVE is on), events and circusd-stats on ``ipc://``. Keys are made by ``circusc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,17 +16,22 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
+from aiohttp.test_utils import TestClient, TestServer
 
 from circus.commands import REGISTRY, command_class
 from circus.curve import ClientKeys, client_keys
-from tests.conftest import python_cmd, stays_true, wait_until
+from circus.web.app import HUB, Settings, allowed_hosts, make_app
+from circus.web.auth import Auth
+from circus.web.hub import Hub
+from tests.conftest import python_cmd, stays_true, wait_for, wait_until
 from tests.e2e.conftest import CIRCUSCTL, CIRCUSD
 
 PLUGIN = '''
@@ -377,3 +383,61 @@ def test_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
     out = subprocess.run([*CIRCUSCTL, "keygen", "me", "--dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "exists already" in out.stderr
+
+
+# -- circushttpd in front of it: the console's key decides what it may do ---------------
+
+WEB_TOKEN = "k" * 20 + "-test-token"
+BEARER = {"Authorization": f"Bearer {WEB_TOKEN}"}
+
+
+@asynccontextmanager
+async def console(endpoint: str, keys: ClientKeys | None
+                  ) -> AsyncIterator[tuple[TestClient[Any, Any], Hub]]:
+    settings = Settings(endpoints=[endpoint], auth=Auth(WEB_TOKEN), timeout=2.0,
+                        allowed_hosts=allowed_hosts("127.0.0.1", []),
+                        client_options={"keys": keys} if keys is not None else {})
+    app = make_app(settings)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield client, app[HUB]
+
+
+def _state(curved: Curved, name: str) -> str:
+    reply = curved.call("boss", "status", name=name)
+    assert reply is not None
+    return str(reply["status"])
+
+
+async def test_a_reader_key_sees_everything_and_changes_nothing(curved: Curved) -> None:
+    line = "audit: who=key:viewer command=stop"
+    before = curved.log_text().count(line)
+    async with console(curved.endpoint, curved.keys("viewer")) as (client, hub):
+        await wait_for(lambda: hub.endpoints[0].connected, what="the console to connect")
+        response = await client.get("/api/status", headers=BEARER)
+        assert response.status == 200
+        (endpoint,) = (await response.json())["endpoints"]
+        assert "sleeper" in [w["name"] for w in endpoint["watchers"]]
+        response = await client.post("/api/watchers/sleeper/stop", headers=BEARER)
+        body = await response.json()
+        assert response.status != 200 and "operator" in body["reason"], body
+        assert _state(curved, "sleeper") == "active"
+    await wait_for(lambda: curved.log_text().count(line) > before,
+                   what="the audit line of the refused stop")
+
+
+async def test_an_operator_key_may_stop_and_start(curved: Curved) -> None:
+    async with console(curved.endpoint, curved.keys("ops")) as (client, hub):
+        await wait_for(lambda: hub.endpoints[0].connected, what="the console to connect")
+        for action, state in (("stop", "stopped"), ("start", "active")):
+            response = await client.post(f"/api/watchers/sleeper/{action}", headers=BEARER)
+            assert response.status == 200, await response.text()
+            await wait_for(lambda s=state: _state(curved, "sleeper") == s,  # type: ignore[misc]
+                           what=f"sleeper {state}")
+
+
+async def test_a_console_without_a_known_key_never_connects(curved: Curved) -> None:
+    async with console(curved.endpoint, curved.keys("stranger")) as (_, hub):
+        deadline = asyncio.get_running_loop().time() + 1.5
+        while asyncio.get_running_loop().time() < deadline:  # a bounded observation
+            assert not hub.endpoints[0].connected
+            await asyncio.sleep(0.05)
