@@ -1,0 +1,114 @@
+"""circus-top: a live view of the processes a circusd runs.
+
+::
+
+    circus-top [--endpoint STATS] [--control CONTROL] [--process-timeout SECONDS]
+               [--readonly] [--once] [--filter TEXT] [--sort COLUMN]
+
+The figures come from circusd-stats (``--endpoint``, default ``tcp://127.0.0.1:5557``, as
+Circus 0.19's circus-top); health, wids, restarts, output and the actions from circusd
+(``--control``, default ``tcp://127.0.0.1:5555``; ``--control ''`` for figures only). A
+process whose figures stop coming is dropped after ``--process-timeout`` seconds (default
+3). ``--once`` prints one snapshot as text and exits, as it also does when standard output
+is not a terminal. The view needs the ``top`` extra (Textual); ``--once`` does not.
+
+Exit status: 0; 1 when the view cannot run (Textual missing); 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from circus import __version__
+from circus.client import DEFAULT_ENDPOINT
+from circus.stats.launch import DEFAULT_STATSPOINT
+
+SORTABLE = ("pid", "wid", "cpu", "rss", "mem", "age", "restarts", "health", "cmdline")
+
+
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {value!r}")
+    return number
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="circus-top",
+        description="A live view of circusd's watchers and processes (CPU, memory, "
+                    "health, restarts, output) with keys to restart, stop, start, scale "
+                    "and kill.")
+    p.add_argument("--endpoint", default=DEFAULT_STATSPOINT,
+                   help=f"circusd-stats' endpoint (default {DEFAULT_STATSPOINT})")
+    p.add_argument("--control", default=DEFAULT_ENDPOINT,
+                   help=f"circusd's control endpoint (default {DEFAULT_ENDPOINT}; '' for "
+                        "figures only)")
+    p.add_argument("--process-timeout", type=seconds, default=3.0,
+                   help="seconds without figures after which a process leaves the view "
+                        "(default 3)")
+    p.add_argument("--timeout", type=seconds, default=5.0,
+                   help="seconds to wait for each answer of circusd (default 5)")
+    p.add_argument("--readonly", action="store_true",
+                   help="no key acts on circusd (view only)")
+    p.add_argument("--once", action="store_true",
+                   help="print one snapshot as text and exit")
+    p.add_argument("--filter", default="",
+                   help="show only watchers or processes whose name, pid, command or "
+                        "health contains this text")
+    p.add_argument("--sort", default="cpu", choices=SORTABLE,
+                   help="the column to sort processes by (default cpu, largest first)")
+    # CURVE: --curve-key / --server-key will sit here, passed to Feed and snapshot()
+    # as the other circus clients take them, once circusd speaks CURVE.
+    p.add_argument("--ssh", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--version", action="version", version=__version__)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.ssh:
+        print("circus-top: --ssh is not supported (use an ssh tunnel)", file=sys.stderr)
+        return 2
+    control = args.control or None
+    descending = args.sort in ("cpu", "rss", "mem", "age", "restarts")
+    if args.once or not (sys.stdout.isatty() and sys.stdin.isatty()):
+        from circus.top.feed import snapshot
+        from circus.top.model import TopModel, render_text
+
+        model = TopModel(args.process_timeout)
+        try:
+            snapshot(model, args.endpoint, control, timeout=max(args.process_timeout, 1.0),
+                     call_timeout=args.timeout)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # a bad endpoint: zmq's error, in one line
+            print(f"circus-top: {exc}", file=sys.stderr)
+            return 1
+        print(render_text(model, args.filter, args.sort, descending))
+        return 0
+    try:
+        import textual  # noqa: F401
+    except ImportError:
+        print("circus-top: the live view needs Textual: pip install 'circus[top]' "
+              "(or use --once)", file=sys.stderr)
+        return 1
+    from circus.top.app import TopApp
+
+    app = TopApp(args.endpoint, control, process_timeout=args.process_timeout,
+                 readonly=args.readonly, call_timeout=args.timeout)
+    app.needle = args.filter
+    app.sort_key, app.sort_reverse = args.sort, descending
+    try:
+        app.run()
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
