@@ -105,6 +105,7 @@ class TopApp(App[None]):
     """The live view of a circusd."""
 
     TITLE = "circus-top"
+    AUTO_FOCUS = "#sections"
     CSS = """
     #filter { display: none; }
     #filter.shown { display: block; }
