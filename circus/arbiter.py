@@ -164,7 +164,8 @@ class Arbiter:
 
         return plugin_watcher_confs(plugins, self.endpoint, self.pubsub_endpoint,
                                     self.check_delay, self.debug) + stats_watcher_confs(
-            self.statsd, self.endpoint, self.pubsub_endpoint, self.stats_endpoint, self.debug)
+            self.statsd, self.endpoint, self.pubsub_endpoint, self.stats_endpoint, self.debug,
+            self.options.get("prometheus_host"), self.options.get("prometheus_port"))
 
     # -- watchers ---------------------------------------------------------------------------
 

@@ -3,13 +3,15 @@
 ::
 
     circusd-stats [--endpoint E] [--pubsub P] [--statspoint S] [--interval SECONDS]
-                  [--log-level L] [--log-output O]
+                  [--prometheus-host H --prometheus-port N] [--log-level L] [--log-output O]
 
 It asks circusd (``--endpoint``) once for its watchers, pids and sockets, then follows its
 events (``--pubsub``), and every ``--interval`` seconds (default 1) publishes on
 ``--statspoint`` (default ``tcp://127.0.0.1:5557``) what Circus 0.19's circusd-stats
 publishes (docs/stats.md). circusd runs it as the watcher ``circusd-stats`` when ``[circus]
-statsd = true`` or ``stats_endpoint`` is set. SIGTERM, SIGINT and SIGQUIT stop it.
+statsd = true``, ``stats_endpoint`` or ``prometheus_port`` is set. With
+``--prometheus-port`` it also serves Prometheus metrics on ``http://HOST:PORT/metrics``
+(circus/stats/metrics.py). SIGTERM, SIGINT and SIGQUIT stop it.
 
 Exit status: 0 after a stop; 1 when the stats endpoint cannot be bound; 2 for bad arguments.
 """
@@ -28,7 +30,6 @@ from circus.stats.launch import DEFAULT_STATSPOINT
 log = logging.getLogger("circus.stats")
 
 
-
 def interval(value: str) -> float:
     try:
         seconds = float(value)
@@ -37,6 +38,16 @@ def interval(value: str) -> float:
     if not seconds > 0 or seconds != seconds or seconds == float("inf"):
         raise argparse.ArgumentTypeError(f"expected seconds above 0, got {value!r}")
     return seconds
+
+
+def port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port (0 to 65535), got {value!r}")
+    return number
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
                    choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--log-output", dest="logoutput", default="-",
                    help="'-' (stdout), 'stderr', a file, or syslog://host:port?facility")
+    p.add_argument("--prometheus-host", default="127.0.0.1",
+                   help="the address /metrics is served on (default 127.0.0.1)")
+    p.add_argument("--prometheus-port", type=port, default=None,
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (off unless "
+                        "given; needs the 'metrics' extra)")
     p.add_argument("--ssh", default=None, help=argparse.SUPPRESS)
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this one exits (circusd)")
@@ -79,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from circus.stats.streamer import StatsStreamer, install_signal_handlers
 
-    streamer = StatsStreamer(args.endpoint, args.pubsub, args.statspoint, args.interval)
+    metrics = (None if args.prometheus_port is None
+               else (args.prometheus_host, args.prometheus_port))
+    streamer = StatsStreamer(args.endpoint, args.pubsub, args.statspoint, args.interval,
+                             metrics=metrics)
     install_signal_handlers(streamer)
     if args.exit_with_parent:
         from circus.cli.plugin import exit_with_parent

@@ -67,6 +67,7 @@ class Tracked:
     fd: int | None = None
     start: int | None = None  # clock ticks after boot: with the pid, names the process
     cpu_ticks: int = -1  # at the previous read; -1: none yet
+    rss: int = 0  # bytes, at the previous read
     read_at: float = 0.0
     cmdline: str | None = None
     username: str | None = None
@@ -146,7 +147,7 @@ class Collector:
         else:
             cpu = round(100.0 * (ticks - tracked.cpu_ticks) / CLOCK_TICKS
                         / (now - tracked.read_at), 1)
-        tracked.cpu_ticks, tracked.read_at = ticks, now
+        tracked.cpu_ticks, tracked.read_at, tracked.rss = ticks, now, rss
         create_time = self.boot_time + start / CLOCK_TICKS
         age = now - create_time
         if not tracked.settled:
@@ -169,6 +170,14 @@ class Collector:
         }
         tracked.figures = figures
         return figures
+
+    def raw(self, pid: int) -> tuple[float, int, float] | None:
+        """CPU seconds, resident bytes and start time (Unix) of *pid* at its last read."""
+        tracked = self._tracked.get(pid)
+        if tracked is None or tracked.start is None or tracked.cpu_ticks < 0:
+            return None
+        return (tracked.cpu_ticks / CLOCK_TICKS, tracked.rss,
+                self.boot_time + tracked.start / CLOCK_TICKS)
 
     def _cmdline(self, pid: int) -> str:
         """The base name of the first argument, as Circus 0.19 shows it."""
