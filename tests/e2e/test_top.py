@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -190,3 +191,31 @@ def test_without_textual_the_view_says_so_in_one_line(short_tmp: Path) -> None:
     lines = out.decode(errors="replace").strip().splitlines()
     assert lines == ["circus-top: the live view needs Textual: pip install 'circus[top]' "
                      "(or use --once)"]
+
+
+def test_circusctl_stats_watch_prints_a_table_every_second(
+        circusd: Callable[..., Daemon]) -> None:
+    d = circusd(f"[watcher:web]\ncmd = {TALKER}\nnumprocesses = 2\n")
+    web = wait_until(lambda: len(d.pids("web")) == 2 and d.pids("web"), what="2 workers")
+    lines: list[str] = []
+    with subprocess.Popen([sys.executable, "-m", "circus.cli.circusctl", "--endpoint",
+                           d.endpoint, "stats", "web", "--watch"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            while sum(line.startswith("Every 1s: circusctl stats web") for line in lines) < 3:
+                line = proc.stdout.readline()
+                assert line, f"circusctl ended: {proc.wait(timeout=10)} {lines}"
+                lines.append(line.rstrip("\n"))
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    headers = [i for i, line in enumerate(lines) if line.split()[:2] == ["PID", "CMD"]]
+    assert len(headers) >= 2
+    for at in headers[:2]:
+        assert lines[at].split() == ["PID", "CMD", "USER", "NICE", "RSS", "VMS", "CPU%",
+                                     "MEM%", "TIME"]
+        assert sorted(int(lines[at + k].split()[0]) for k in (1, 2)) == sorted(web)
