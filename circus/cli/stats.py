@@ -83,6 +83,21 @@ def configure_logging(level: str, output: str) -> None:
     configure(level, output, program="circusd-stats")
 
 
+def raise_open_files() -> None:
+    """Two descriptors are kept for each process followed: raise the soft limit on open
+    files to the hard one (else, past it, each read opens its file again)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            log.debug("cannot raise the limit on open files above %d", soft)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.ssh:
@@ -93,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"circusd-stats: --log-output: {exc}", file=sys.stderr)
         return 2
+    raise_open_files()
     from circus.stats.streamer import StatsStreamer, install_signal_handlers
 
     metrics = (None if args.prometheus_port is None

@@ -209,21 +209,36 @@ class StatsStreamer:
 
     def publish_watcher(self, name: str, pids: Iterable[int], now: float,
                         names: dict[int, str] | None = None) -> None:
-        figures: dict[int, dict[str, Any]] = {}
+        """``stat.<name>.<pid>`` for each of *pids*, then ``stat.<name>``. Each message
+        is made by :meth:`Collector.encode` and sent as its two frames."""
+        send = self.pub.send
+        more, flags = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
+        prefix = f"stat.{name}.".encode()
+        seen: list[int] = []
+        cpus: list[float] = []
+        mems: list[Any] = []
+        ages: list[float] = []
+        keep = self.figures is not None
         for pid in list(pids):
             try:
-                info = self.collector.read(pid, now)
+                body, cpu, mem, age = self.collector.encode(
+                    pid, now, names.get(pid) if names else None)
             except Gone:
                 if names is None:
                     self.remove_pid(name, pid)
                 continue
-            info["subtopic"] = pid
-            info["name"] = names.get(pid) if names else None
-            figures[pid] = info
-            if self.figures is not None:
+            seen.append(pid)
+            cpus.append(cpu)
+            mems.append(mem)
+            ages.append(age)
+            if keep:
                 self._keep(names.get(pid, name) if names else name, pid)
-            self.send(stat_topic(name, pid), info)
-        self.send(stat_topic(name), aggregate(figures))
+            try:  # a slow subscriber: dropped, as circusd does
+                send(prefix + str(pid).encode(), more)
+                send(body, flags)
+            except zmq.Again:
+                continue
+        self.send(stat_topic(name), aggregate(seen, cpus, mems, ages))
 
     def _keep(self, watcher: str, pid: int) -> None:
         """Hand the last read of *pid* to the metrics (circusd's own process aside: its

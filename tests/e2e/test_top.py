@@ -48,8 +48,11 @@ def table_pids(app: TopApp, watcher: str) -> list[int]:
 
 
 def column(app: TopApp, watcher: str, key: str) -> list[str]:
-    table = app.sections[watcher].table
-    return [str(table.get_cell(row, key)) for row in table.rows]
+    """The cells of one column of a watcher's table ([] while it is not shown)."""
+    section = app.sections.get(watcher)
+    if section is None:
+        return []
+    return [str(section.table.get_cell(row, key)) for row in section.table.rows]
 
 
 async def test_sort_filter_and_kill_with_confirmation(
@@ -73,8 +76,9 @@ async def test_sort_filter_and_kill_with_confirmation(
 
         # sorting: by CPU (the default, largest first), then by memory, both numerically;
         # the "circus" section has circusd and circusd-stats, of different sizes
-        await wait_for(lambda: float(column(app, "spin", "cpu")[0]) > 20,
-                       what="the spinner's CPU", timeout=15)
+        await wait_for(lambda: [c for c in column(app, "spin", "cpu")
+                                if c != "-" and float(c) > 20],
+                       what="the spinner's CPU above 20 %", timeout=30)
         await wait_for(lambda: len(table_pids(app, "circus")) == 2, what="circus' two")
         for key, parse in (("cpu", float), ("rss", parse_size)):
             if key != app.sort_key:
