@@ -12,7 +12,8 @@ process whose figures stop coming is dropped after ``--process-timeout`` seconds
 3). ``--once`` prints one snapshot as text and exits, as it also does when standard output
 is not a terminal. The view needs the ``top`` extra (Textual); ``--once`` does not.
 
-Exit status: 0; 1 when the view cannot run (Textual missing); 2 for bad arguments.
+Exit status: 0; 1 when the view cannot run (Textual missing); 2 for bad arguments (an
+endpoint ZeroMQ refuses).
 """
 
 from __future__ import annotations
@@ -69,12 +70,34 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def endpoint_error(endpoint: str) -> str | None:
+    """Why ZeroMQ refuses *endpoint*, or None."""
+    import zmq
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.linger = 0
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        return str(exc)
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.ssh:
         print("circus-top: --ssh is not supported (use an ssh tunnel)", file=sys.stderr)
         return 2
     control = args.control or None
+    for flag, endpoint in (("--endpoint", args.endpoint), ("--control", control)):
+        problem = endpoint and endpoint_error(endpoint)
+        if problem:
+            print(f"circus-top: {flag} {endpoint!r}: {problem}", file=sys.stderr)
+            return 2
     descending = args.sort in ("cpu", "rss", "mem", "age", "restarts")
     if args.once or not (sys.stdout.isatty() and sys.stdin.isatty()):
         from circus.top.feed import snapshot

@@ -127,3 +127,14 @@ def test_once_text_has_a_header_and_one_line_per_process() -> None:
     assert lines[2].split()[:4] == ["41", "1", "12.5", "2.0M"]
     model.on_status({"status": "error", "reason": "timed out"})
     assert render_text(model).splitlines()[0] == "(no status from circusd: timed out)"
+
+
+def test_a_bad_endpoint_is_one_line_and_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from circus.cli.top import main
+
+    assert main(["--once", "--endpoint", "nowhere", "--control", ""]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("circus-top: --endpoint 'nowhere': ")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--once", "--sort", "size"])
+    assert exit_info.value.code == 2
