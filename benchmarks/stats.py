@@ -161,7 +161,7 @@ def render(results: dict[str, Any], labels: dict[str, str]) -> str:
     seconds = plan.get("stats_seconds", SECONDS["full"])
     quiet = plan.get("stats_quiet_seconds", QUIET_SECONDS["full"])
     machine = results["machine"]
-    out = [STATS_BEGIN, "", f"### circusd-stats with N = {n:,}", ""]
+    out = [STATS_BEGIN, "", f"### 9. circusd-stats with N = {n:,}", ""]
     out.append(
         f"Written by `python -m benchmarks.run --{plan['mode']} --only stats`, which "
         "replaces only this section. For each target and round, circusd runs N sleepers "
@@ -175,6 +175,12 @@ def render(results: dict[str, Any], labels: dict[str, str]) -> str:
         f"{machine.get('load', '?')}, {machine.get('load_end', '?')} at the end. "
         f"The goal for ours is under {GOAL:g} % of a core and circusd's CPU unchanged."
     )
+    per_round = [f"{s['stats']['stats_cpu_percent']:.2f} %" for s in sorted(
+        sessions, key=lambda s: s["round"]) if s["target"] == "ours" and s["kind"] == "stats"
+        and "stats" in s]
+    if per_round:
+        out.append("")
+        out.append(f"Ours, round by round: {', '.join(per_round)}.")
     out.append("")
     out.append("| target | circusd-stats CPU, subscribed (% of a core) | circusd-stats CPU, "
                "no subscriber | circusd-stats RSS | circusd CPU with stats | circusd CPU "
