@@ -6,7 +6,7 @@ PYTHON ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := test,lint,web
+EXTRAS := test,lint,web,top,metrics
 # what `make suite` runs: every tier but the wheel smoke tests, which `make smoke` runs
 TESTS ?= --ignore=tests/smoke
 

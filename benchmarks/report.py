@@ -4,7 +4,8 @@ to each anchor (Circus 0.19, supervisord 4.3).
 ``python -m benchmarks.report results.json`` prints the report of an earlier run. The report
 of a ``--scale`` run is one section between :data:`SCALE_BEGIN` and :data:`SCALE_END`, and
 that of the readiness benchmark one between :data:`READINESS_BEGIN` and
-:data:`READINESS_END`; :func:`update_markdown` writes a run's report into an existing file,
+:data:`READINESS_END`, that of circusd-stats one of its own (benchmarks/stats.py);
+:func:`update_markdown` writes a run's report into an existing file,
 replacing only the sections the run measured.
 """
 
@@ -16,6 +17,8 @@ import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from benchmarks import stats
 
 ORDER = ("ours", "circus019", "supervisord", "floor")
 LABELS = {
@@ -310,9 +313,13 @@ def render(results: dict[str, Any]) -> str:
         return render_scale(results)
     if readiness_only(plan):
         return render_readiness(results)
+    if stats.stats_only(plan):
+        return stats.render(results, LABELS)
     text = render_main(results)
     if "readiness" in plan["only"]:
         text += "\n" + render_readiness(results)
+    if "stats" in plan["only"]:
+        text += "\n" + stats.render(results, LABELS)
     return text
 
 
@@ -338,14 +345,27 @@ def update_markdown(old: str, results: dict[str, Any]) -> str:
             READINESS_BEGIN,
             READINESS_END,
             render_readiness(results),
-            before=SCALE_BEGIN,
+            before=stats.STATS_BEGIN if stats.STATS_BEGIN in old else SCALE_BEGIN,
+        )
+    if stats.stats_only(plan):
+        return splice_section(
+            old or SCALE_FILE_HEAD,
+            stats.STATS_BEGIN,
+            stats.STATS_END,
+            stats.render(results, LABELS),
+            before=WEB_BEGIN if WEB_BEGIN in old else SCALE_BEGIN,
         )
     if "readiness" in plan["only"]:
         ready = render_readiness(results).strip("\n")
     else:
         ready = marked_section(old, READINESS_BEGIN, READINESS_END)
+    if "stats" in plan["only"]:
+        kept_stats = stats.render(results, LABELS).strip("\n")
+    else:
+        kept_stats = marked_section(old, stats.STATS_BEGIN, stats.STATS_END)
     text = render_main(results)
-    for kept in (ready, marked_section(old, WEB_BEGIN, WEB_END), scale_section(old)):
+    for kept in (ready, kept_stats, marked_section(old, WEB_BEGIN, WEB_END),
+                 scale_section(old)):
         if kept:
             text += "\n" + kept + "\n"
     return text
@@ -511,7 +531,8 @@ def render_main(results: dict[str, Any]) -> str:
             "at each N.",
         )
     problems = _errors(
-        {"sessions": [s for s in results["sessions"] if s["kind"] not in READINESS_KINDS]}
+        {"sessions": [s for s in results["sessions"]
+                      if s["kind"] not in READINESS_KINDS + stats.KINDS]}
     )
     if problems:
         section("Failures", problems)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--quick | --full | --scale]
                              [--targets ours,circus019,supervisord,floor]
-                             [--only spawn,respawn,rtt,idle,stop,stream,scale,readiness]
+                             [--only spawn,respawn,rtt,idle,stop,stream,scale,readiness,stats]
                              [--ns N,...] [--repeats K] [--json out.json] [--markdown out.md]
 
 ``--scale`` runs N = 10,000 children (``--ns`` to change it) under one daemon per target and
@@ -15,6 +15,10 @@ section, and the other modes keep it when they rewrite the file.
 ``ready`` event and measures circusd's CPU with 1,000 processes checked by ``tcp:`` once a
 second. Its report sits between ``<!-- readiness:begin -->`` and ``<!-- readiness:end -->``: a
 run of it alone replaces only that section, and runs that do not measure it keep it.
+
+``--only stats`` (ours and Circus 0.19; only when named) measures circusd-stats' CPU and RSS
+with 1,000 processes, and circusd's CPU with and without it (benchmarks/stats.py). Its
+section sits between ``<!-- stats:begin -->`` and ``<!-- stats:end -->``, kept the same way.
 
 Targets are alternated round-robin within each measurement (the first target rotates from one
 round to the next), so a noisy neighbour on the machine hits every target alike and the ratios
@@ -42,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import envs, measure, procfs, readiness, report
+from benchmarks import envs, measure, procfs, readiness, report, stats
 from benchmarks.targets import (
     TARGETS,
     Target,
@@ -53,7 +57,10 @@ from benchmarks.targets import (
     raise_soft_limits,
 )
 
-METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale", "readiness", "fds")
+METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale", "readiness", "stats",
+           "fds")
+#: Measured only when --only names them.
+ON_REQUEST = ("stats", "fds")
 SCALE_METRICS = ("spawn", "rtt", "idle", "fds", "respawn", "stop")
 ALIASES = {"throughput": "stream", "roundtrip": "rtt", "round-trip": "rtt", "ready": "readiness"}
 MAIN_N = 1000
@@ -92,6 +99,9 @@ class Plan:
     health_interval: float = 1.0
     health_seconds: float = 15.0  # each CPU window
     health_settle: float = 3.0  # after all run: the first checks come one interval late
+    stats_n: int = stats.N  # sleepers while circusd-stats is measured
+    stats_seconds: float = stats.SECONDS["full"]  # each CPU window, subscribed
+    stats_quiet_seconds: float = stats.QUIET_SECONDS["full"]  # with no subscriber
     sleep_cmd: str = ""
     limits: dict[str, list[int]] = field(default_factory=dict)  # the runner's, (soft, hard)
     notes: list[str] = field(default_factory=list)
@@ -178,8 +188,12 @@ def make_plan(
             + ": it replaces a death only at its next check_delay (5 s), and the next kill "
             "waits for that, so each sample takes about 5 s."
         )
+    if mode in stats.SECONDS:
+        plan.stats_seconds = stats.SECONDS[mode]
+        plan.stats_quiet_seconds = stats.QUIET_SECONDS[mode]
     if ns:
         plan.ns = ns
+        plan.stats_n = max(ns)
         if mode == "scale":
             plan.respawn_ns = list(ns)
             plan.main_n = max(ns)
@@ -384,6 +398,24 @@ class Runner:
                 listener, rate, plan.health_seconds, plan.health_settle
             )
 
+    def run_stats(self, key: str, kind: str, rnd: int) -> None:
+        """circusd's CPU with stats_n sleepers and, for kind "stats", circusd-stats' too."""
+        plan = self.plan
+        n = plan.stats_n
+        with self.session(key, kind, n, rnd) as (target, record, workdir):
+            record["_stage"] = "spawn"
+            check_pids(n)
+            extra = stats.circus_options(str(workdir)) if kind == "stats" else {}
+            target.start(Workload("sleepers", n, self.sleep_argv, circus=extra), workdir)
+            record["spawn"] = measure.measure_spawn(target, n, timeout=60 + 0.1 * n)
+            record["_stage"] = kind
+            if kind == "stats":
+                record["stats"] = stats.measure_stats(
+                    target, extra["stats_endpoint"], n, Workload("sleepers", 0, []).name,
+                    plan.stats_seconds, plan.stats_quiet_seconds)
+            else:
+                record["stats"] = stats.measure_daemon(target, plan.stats_seconds)
+
     def run_readiness(self) -> None:
         """Every round: the ready latency, then the three CPU windows in rotating order,
         all against one listener of the round's."""
@@ -431,6 +463,13 @@ class Runner:
                         self.run_stream(key, rnd, chunk)
         if "readiness" in plan.only and "ours" not in self.broken:
             self.run_readiness()
+        if "stats" in plan.only:
+            keys = [t for t in plan.targets if t in stats.STATS_TARGETS]
+            for rnd in range(plan.repeats):
+                for key in rotated(keys, rnd):
+                    for kind in rotated(list(stats.KINDS), rnd):
+                        if key not in self.broken:
+                            self.run_stats(key, kind, rnd)
 
 
 def check_pids(n: int) -> None:
@@ -483,6 +522,14 @@ def summarize(record: dict[str, Any]) -> str:
             + (f", {cpu['replaced']:.0f} replaced" if cpu.get("replaced") else "")
             + (f", {cpu['failed']:.0f} failed" if cpu.get("failed") else "")
         )
+    if "stats" in record:
+        st = record["stats"]
+        if "stats_cpu_percent" in st:
+            parts.append(f"circusd-stats {st['stats_cpu_percent']:.2f}% "
+                         f"({st['quiet_cpu_percent']:.2f}% unsubscribed) "
+                         f"{st['stats_rss_bytes'] / 2**20:.1f}MiB, "
+                         f"{st['pids_in_aggregate']} pids")
+        parts.append(f"circusd {st['daemon_cpu_percent']:.2f}%")
     if "error" in record:
         parts.append(f"ERROR {record['error']}")
     return ", ".join(parts) or "nothing measured"
@@ -494,7 +541,7 @@ def choose(
     """The metrics and the targets of a run, from ``--only`` and ``--targets`` (None when
     not given). Raises ValueError for a choice that cannot be measured."""
     allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
-    chosen = list(only or allowed)
+    chosen = list(only or [m for m in allowed if m not in ON_REQUEST])
     if wrong := [m for m in chosen if m not in allowed]:
         raise ValueError(
             f"--only {','.join(wrong)}: not measured in {mode} mode "
@@ -502,12 +549,16 @@ def choose(
         )
     if chosen == ["readiness"]:
         targets = targets or ["ours"]  # the others have nothing to measure here
+    elif chosen == ["stats"]:
+        targets = targets or list(stats.STATS_TARGETS)
     else:
         targets = targets or (SCALE_TARGETS if mode == "scale" else list(TARGETS))
     if "readiness" in chosen and "ours" not in targets:
         if only:
             raise ValueError("--only readiness measures ours only: add ours to --targets")
         chosen.remove("readiness")  # the mode's default, with nothing to measure it on
+    if "stats" in chosen and not set(targets) & set(stats.STATS_TARGETS):
+        raise ValueError("--only stats measures ours and circus019: add one to --targets")
     if mode == "scale" and "spawn" not in chosen:
         chosen.insert(0, "spawn")  # the children have to run before anything else
     return chosen, list(targets)
@@ -581,8 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         type=lambda v: parse_list(v, METRICS, ALIASES),
-        help=f"default: all of {', '.join(m for m in METRICS if m != 'fds')}; "
-        f"--scale: {', '.join(SCALE_METRICS)}. readiness measures ours only",
+        help=f"default: all of {', '.join(m for m in METRICS if m not in ON_REQUEST)}; "
+        f"--scale: {', '.join(SCALE_METRICS)}. readiness measures ours only; stats (ours "
+        "and circus019) only when named",
     )
     parser.add_argument("--repeats", type=positive, help="rounds (quick: 1, full: 3, scale: 1)")
     parser.add_argument(

@@ -48,6 +48,7 @@ class Workload:
     ``writer``: one copy of *argv*, not replaced, whose standard output goes to *output*.
     ``notify``: *numprocesses* copies of *argv* under ``ready = notify`` (circus only).
     *options*: more lines for a circus watcher's section (``health``...), in this order.
+    *circus*: more lines for the ``[circus]`` section of ours and Circus 0.19 (``statsd``...).
     """
 
     kind: str
@@ -55,6 +56,7 @@ class Workload:
     argv: list[str]
     output: Path | None = None
     options: dict[str, str] = field(default_factory=dict)
+    circus: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -271,6 +273,7 @@ def _circus_ini(workload: Workload, workdir: Path) -> str:
         f"endpoint = ipc://{workdir}/ctl",
         f"pubsub_endpoint = ipc://{workdir}/pub",
         "multicast_endpoint =",
+        *(f"{key} = {value}" for key, value in workload.circus.items()),
         "",
         f"[watcher:{workload.name}]",
         f"cmd = {workload.command_line}",

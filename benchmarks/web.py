@@ -233,7 +233,7 @@ def render(r: dict[str, Any]) -> str:
     n = f"{r['n']:,}"
     lines = [
         WEB_BEGIN, "",
-        "### 9. The web console (circushttpd)",
+        "### 10. The web console (circushttpd)",
         "",
         f"Written by `make bench-web` (`python -m benchmarks.web --markdown BENCHMARKS.md`), "
         f"which replaces only this section; the other runs keep it. Ours only (Circus 0.19's "

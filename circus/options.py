@@ -385,6 +385,11 @@ CIRCUS_OPTIONS: dict[str, Option] = {
         _opt("multicast_endpoint", None, "optstr",
              "udp://ADDR:PORT to answer discovery requests on (off unless set)."),
         _opt("statsd", False, "bool", "Run circusd-stats."),
+        _opt("prometheus_host", "127.0.0.1", "str",
+             "Address circusd-stats serves Prometheus metrics on (with prometheus_port)."),
+        _opt("prometheus_port", None, "optint",
+             "Port of circusd-stats' Prometheus /metrics (off unless set; runs "
+             "circusd-stats).", minimum=0),
         _opt("check_delay", 5.0, "float",
              "Accepted and reported for old configs; paces nothing (deaths and max_age "
              "are seen at once)."),

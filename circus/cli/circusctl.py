@@ -249,22 +249,22 @@ class Controller:
             return self.usage_error(f"circusctl {command.name}: {text}",
                                     f"usage: circusctl {command.usage}",
                                     f"see circusctl help {command.name}")
-        if command.name == "tail" and message["properties"].pop("follow", False):
-            return self.follow(command, message["properties"])
+        streaming = {"tail": "follow", "stats": "watch"}.get(command.name)
+        if streaming and message["properties"].pop(streaming, False):
+            return self.follow(command, message)
         return self.send(command, message)
 
-    def follow(self, command: Command, props: dict[str, Any]) -> int:
-        """``tail -f``: the last lines, then new output as it comes, until Ctrl-C/SIGTERM."""
+    def follow(self, command: Command, message: dict[str, Any]) -> int:
+        """``tail -f`` or ``stats --watch``: output or figures as they come, until Ctrl-C."""
         from circus.client import TimedOut, Unreachable, refusal
-        from circus.commands.tail import Follow
+        from circus.commands.stats import stream
         from circus.errors import CallError
 
-        problem = refusal(self.endpoint, min(self.timeout, 1.0))
-        if problem:
+        if problem := refusal(self.endpoint, min(self.timeout, 1.0)):
             return self.unreachable(problem)
-        follower = Follow(props, self.out, as_json=self.as_json or self.prettify)
         try:
-            reply = follower.run(self.client.call)
+            reply = stream(command.name, message, self.client.call, self.out,
+                           as_json=self.as_json or self.prettify)
         except Unreachable:
             return self.unreachable("nothing listens there")
         except (TimedOut, CallError) as exc:

@@ -326,6 +326,8 @@ def build_arbiter(config: Any, notifier: ServiceNotifier | None = None) -> Any:
         **{key: c[key] for key in SERVER_OPTIONS if c.get(key)},
         umask=c.get("umask"),
         statsd=c.get("statsd", False),
+        prometheus_host=c.get("prometheus_host"),
+        prometheus_port=c.get("prometheus_port"),
         debug=c.get("debug", False),
         config_file=config.path,
         allow_unauthenticated_remote=c.get("allow_unauthenticated_remote", False),

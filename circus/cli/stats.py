@@ -3,13 +3,15 @@
 ::
 
     circusd-stats [--endpoint E] [--pubsub P] [--statspoint S] [--interval SECONDS]
-                  [--log-level L] [--log-output O]
+                  [--prometheus-host H --prometheus-port N] [--log-level L] [--log-output O]
 
 It asks circusd (``--endpoint``) once for its watchers, pids and sockets, then follows its
 events (``--pubsub``), and every ``--interval`` seconds (default 1) publishes on
 ``--statspoint`` (default ``tcp://127.0.0.1:5557``) what Circus 0.19's circusd-stats
 publishes (docs/stats.md). circusd runs it as the watcher ``circusd-stats`` when ``[circus]
-statsd = true`` or ``stats_endpoint`` is set. SIGTERM, SIGINT and SIGQUIT stop it.
+statsd = true``, ``stats_endpoint`` or ``prometheus_port`` is set. With
+``--prometheus-port`` it also serves Prometheus metrics on ``http://HOST:PORT/metrics``
+(circus/stats/metrics.py). SIGTERM, SIGINT and SIGQUIT stop it.
 
 Exit status: 0 after a stop; 1 when the stats endpoint cannot be bound; 2 for bad arguments.
 """
@@ -28,7 +30,6 @@ from circus.stats.launch import DEFAULT_STATSPOINT
 log = logging.getLogger("circus.stats")
 
 
-
 def interval(value: str) -> float:
     try:
         seconds = float(value)
@@ -37,6 +38,16 @@ def interval(value: str) -> float:
     if not seconds > 0 or seconds != seconds or seconds == float("inf"):
         raise argparse.ArgumentTypeError(f"expected seconds above 0, got {value!r}")
     return seconds
+
+
+def port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port (0 to 65535), got {value!r}")
+    return number
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,6 +69,11 @@ def parser() -> argparse.ArgumentParser:
                    help="this client's .key_secret, when circusd requires CURVE (circusd "
                         "gives the circusd-stats it starts a key of its own)")
     p.add_argument("--server-key", default=None, help="circusd's public .key")
+    p.add_argument("--prometheus-host", default="127.0.0.1",
+                   help="the address /metrics is served on (default 127.0.0.1)")
+    p.add_argument("--prometheus-port", type=port, default=None,
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (off unless "
+                        "given; needs the 'metrics' extra)")
     p.add_argument("--ssh", default=None, help=argparse.SUPPRESS)
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this one exits (circusd)")
@@ -71,6 +87,21 @@ def configure_logging(level: str, output: str) -> None:
     configure(level, output, program="circusd-stats")
 
 
+def raise_open_files() -> None:
+    """Two descriptors are kept for each process followed: raise the soft limit on open
+    files to the hard one (else, past it, each read opens its file again)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            log.debug("cannot raise the limit on open files above %d", soft)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.ssh:
@@ -81,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"circusd-stats: --log-output: {exc}", file=sys.stderr)
         return 2
+    raise_open_files()
     from circus.curve import client_keys
     from circus.stats.streamer import StatsStreamer, install_signal_handlers
 
@@ -89,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"circusd-stats: {exc}", file=sys.stderr)
         return 2
-    streamer = StatsStreamer(args.endpoint, args.pubsub, args.statspoint, args.interval)
+    metrics = (None if args.prometheus_port is None
+               else (args.prometheus_host, args.prometheus_port))
+    streamer = StatsStreamer(args.endpoint, args.pubsub, args.statspoint, args.interval,
+                             metrics=metrics)
     if keys is not None:
         streamer.keys = keys
     install_signal_handlers(streamer)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 from circus.commands.base import Command, Flag, Props, Reply, make_message
 from circus.errors import ArgumentError, NotFoundError
@@ -87,13 +87,21 @@ class Stats(Command):
 
     ::
 
-        $ circusctl stats [--extended] [<name> [<pid>]]
+        $ circusctl stats [--extended] [--watch] [<name> [<pid>]]
+
+    Each watcher's processes are a table under a ``PID  CMD  USER  NICE  RSS  VMS  CPU%
+    MEM%  TIME`` header. ``--watch`` (or ``-w``) asks again every second and prints the
+    table anew until Ctrl-C or SIGTERM (exit status 0): on a terminal the screen is
+    cleared first, as ``watch`` does; otherwise each table follows the previous one under
+    a line with the time. With ``--json`` it prints one reply per line. For a live view
+    with sorting, health and keys, see ``circus-top``.
     """
 
     name = "stats"
     tier = Tier.READER
-    usage = "stats [--extended] [<name> [<pid>]]"
-    flags = (Flag("extended", "also run the extended_stats hook"),)
+    usage = "stats [--extended] [--watch] [<name> [<pid>]]"
+    flags = (Flag("extended", "also run the extended_stats hook"),
+             Flag("watch", "print the figures again every second until Ctrl-C; also -w"))
 
     def __init__(self) -> None:
         # One collection at a time: each process keeps one psutil object, and its CPU
@@ -115,9 +123,14 @@ class Stats(Command):
             return await asyncio.to_thread(_collect, snapshot)
 
     def message(self, *args: str, **opts: Any) -> Props:
+        if "-w" in args:
+            args = tuple(a for a in args if a != "-w")
+            opts["watch"] = True
         if len(args) > 2:
             raise ArgumentError(f"usage: {self.usage}")
         props: dict[str, Any] = dict(opts)
+        if not props.get("watch"):
+            props.pop("watch", None)  # circusctl's business: never sent
         if args:
             props["name"] = args[0]
         if len(args) == 2:
@@ -186,3 +199,54 @@ class Stats(Command):
             lines.append(f"{reply.get('name')}:")
             lines.extend(stats_table(_by_pid(reply.get("info") or {}), "  "))
         return "\n".join(lines)
+
+
+def watch(message: Props, call: Callable[[Props], Reply], out: TextIO, *,
+          as_json: bool = False, interval: float = 1.0,
+          clear: bool | None = None) -> Reply | None:
+    """``circusctl stats --watch``: *message* sent every *interval* seconds and its reply
+    printed, until Ctrl-C or SIGTERM (then None) or an error reply (returned). *call*'s
+    own errors (no daemon, time-out) propagate."""
+    import json
+    import os
+    import time
+
+    from circus.commands.tail import Stopped, on_sigterm
+
+    if clear is None:
+        clear = out.isatty() and not as_json
+    command = Stats()
+    restore = on_sigterm()
+    try:
+        while True:
+            started = time.monotonic()
+            reply = call(dict(message, id=os.urandom(16).hex()))  # a late reply matches none
+            if reply.get("status") == "error":
+                return reply
+            if as_json:
+                out.write(json.dumps(reply) + "\n")
+            else:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                head = f"Every {interval:g}s: circusctl stats" + (
+                    f" {message['properties']['name']}" if "name" in message.get(
+                        "properties", {}) else "")
+                out.write(("\x1b[H\x1b[2J" if clear else "")
+                          + f"{head}    {stamp}\n\n{command.console_msg(reply)}\n"
+                          + ("" if clear else "\n"))
+            out.flush()
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    except (KeyboardInterrupt, Stopped):
+        return None
+    finally:
+        restore()
+
+
+def stream(command: str, message: Props, call: Callable[[Props], Reply], out: TextIO, *,
+           as_json: bool = False) -> Reply | None:
+    """What circusctl runs for ``tail -f`` and ``stats --watch``: until Ctrl-C or
+    SIGTERM (then None), or an error reply (returned)."""
+    from circus.commands.tail import Follow
+
+    if command == "tail":
+        return Follow(message["properties"], out, as_json=as_json).run(call)
+    return watch(message, call, out, as_json=as_json)

@@ -255,8 +255,8 @@ def format_line(line: Any, tagged: bool) -> str:
     return f"[{line.get('pid')}] {text}" if tagged else text
 
 
-class _Stopped(Exception):
-    """SIGTERM during ``tail -f``."""
+class Stopped(Exception):
+    """SIGTERM during ``tail -f`` (or ``stats --watch``)."""
 
 
 class Follow:
@@ -298,7 +298,7 @@ class Follow:
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.linger = 0
-        restore = _on_sigterm()
+        restore = on_sigterm()
         try:
             # Connect before subscribing: the subscriptions then travel in the order made
             # (on connection a SUB sends the ones it already has in topic order).
@@ -314,7 +314,7 @@ class Follow:
                 return reply
             self._start(reply)
             self._follow(sub)
-        except (KeyboardInterrupt, _Stopped):
+        except (KeyboardInterrupt, Stopped):
             pass
         finally:
             restore()
@@ -423,13 +423,14 @@ class Follow:
             self.out.write(text + "\n")
 
 
-def _on_sigterm() -> Callable[[], None]:
-    """Make SIGTERM end ``tail -f`` like Ctrl-C; return what puts the old handler back."""
+def on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM end ``tail -f`` (or ``stats --watch``) like Ctrl-C; return what puts
+    the old handler back."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def stop(signum: int, frame: Any) -> None:
-        raise _Stopped
+        raise Stopped
 
     previous = signal.signal(signal.SIGTERM, stop)
 

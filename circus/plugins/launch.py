@@ -222,7 +222,9 @@ def own_watcher_confs(arbiter: Any, plugins: Sequence[Mapping[str, Any]]
     ends = (arbiter.endpoint, arbiter.pubsub_endpoint)
     return give_internal_key(
         plugin_watcher_confs(plugins, *ends, arbiter.check_delay, arbiter.debug)
-        + stats_watcher_confs(arbiter.statsd, *ends, arbiter.stats_endpoint, arbiter.debug)
+        + stats_watcher_confs(arbiter.statsd, *ends, arbiter.stats_endpoint, arbiter.debug,
+                              arbiter.options.get("prometheus_host"),
+                              arbiter.options.get("prometheus_port"))
         + httpd_watcher_confs(arbiter.endpoint, arbiter.options, arbiter.config_file,
                               arbiter.debug),
         arbiter.curve, arbiter.options)

@@ -5,8 +5,10 @@
   ``stop``) and publishes at each interval, while someone subscribes.
 * ``collector.Collector``: reads one process's figures from ``/proc/<pid>/stat`` (a
   descriptor kept open and read again) and formats them as Circus 0.19 does.
+* ``metrics``: Prometheus ``/metrics`` (``prometheus_port``), a collector that asks
+  circusd for ``status`` at each scrape and takes CPU and memory from the loop's reads.
 * ``launch``: the singleton watcher ``circusd-stats`` that circusd runs when ``statsd =
-  true`` or ``stats_endpoint`` is set.
+  true``, ``stats_endpoint`` or ``prometheus_port`` is set.
 
 The command is ``circus/cli/stats.py``; what is published is in docs/stats.md.
 """

@@ -1,5 +1,6 @@
 """The ``circusd-stats`` watcher: a singleton that circusd runs when ``[circus] statsd =
-true`` or ``stats_endpoint`` is set (Circus 0.19 ran it under the same name).
+true``, ``stats_endpoint`` or ``prometheus_port`` is set (Circus 0.19 ran it under the same
+name; ``prometheus_*`` are ours).
 
 Its process inherits the ``[socket:]`` sockets (``use_sockets``), at the descriptors
 ``listsockets`` reports, so it can count what reaches them.
@@ -18,6 +19,7 @@ DEFAULT_STATSPOINT = "tcp://127.0.0.1:5557"
 NAME = "circusd-stats"
 RUNNER_MODULE = "circus.cli.stats"
 GRACEFUL_TIMEOUT = 5.0
+DEFAULT_PROMETHEUS_HOST = "127.0.0.1"
 
 
 def python_path() -> str:
@@ -30,13 +32,18 @@ def python_path() -> str:
     return here + (os.pathsep + rest if rest else "")
 
 
-def wanted(statsd: bool, stats_endpoint: str | None) -> bool:
-    return bool(statsd) or bool(stats_endpoint)
+def wanted(statsd: bool, stats_endpoint: str | None,
+           prometheus_port: int | None = None) -> bool:
+    return bool(statsd) or bool(stats_endpoint) or prometheus_port is not None
 
 
 def stats_watcher_conf(endpoint: str, pubsub_endpoint: str, stats_endpoint: str | None,
-                       debug: bool = False) -> dict[str, Any]:
+                       debug: bool = False, prometheus_host: str | None = None,
+                       prometheus_port: int | None = None) -> dict[str, Any]:
     """The watcher mapping (as :func:`circus.arbiter.watcher_from_config` takes it)."""
+    metrics = [] if prometheus_port is None else [
+        "--prometheus-host", prometheus_host or DEFAULT_PROMETHEUS_HOST,
+        "--prometheus-port", str(prometheus_port)]
     return {
         "name": NAME,
         "cmd": shlex.quote(sys.executable),
@@ -48,6 +55,7 @@ def stats_watcher_conf(endpoint: str, pubsub_endpoint: str, stats_endpoint: str 
             "--statspoint", stats_endpoint or DEFAULT_STATSPOINT,
             "--log-level", "debug" if debug else "info",
             "--exit-with-parent",
+            *metrics,
         ],
         "singleton": True,
         "numprocesses": 1,
@@ -59,9 +67,11 @@ def stats_watcher_conf(endpoint: str, pubsub_endpoint: str, stats_endpoint: str 
 
 
 def stats_watcher_confs(statsd: bool, endpoint: str, pubsub_endpoint: str,
-                        stats_endpoint: str | None, debug: bool = False
-                        ) -> list[dict[str, Any]]:
+                        stats_endpoint: str | None, debug: bool = False,
+                        prometheus_host: str | None = None,
+                        prometheus_port: int | None = None) -> list[dict[str, Any]]:
     """``[the circusd-stats watcher]`` when it is wanted, else ``[]``."""
-    if not wanted(statsd, stats_endpoint):
+    if not wanted(statsd, stats_endpoint, prometheus_port):
         return []
-    return [stats_watcher_conf(endpoint, pubsub_endpoint, stats_endpoint, debug)]
+    return [stats_watcher_conf(endpoint, pubsub_endpoint, stats_endpoint, debug,
+                               prometheus_host, prometheus_port)]

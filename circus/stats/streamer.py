@@ -33,6 +33,7 @@ from circus.endpoints import bind, socket_file
 from circus.errors import CallError
 from circus.stats.collector import Collector, Gone, aggregate
 from circus.stats.launch import DEFAULT_STATSPOINT
+from circus.stats.metrics import Figures, MetricsServer, start_metrics
 
 log = logging.getLogger("circus.stats")
 
@@ -119,8 +120,11 @@ class StatsStreamer:
 
     def __init__(self, endpoint: str, pubsub: str, statspoint: str = DEFAULT_STATSPOINT,
                  interval: float = 1.0, context: zmq.Context[Any] | None = None,
-                 timeout: float = 3.0) -> None:
+                 timeout: float = 3.0, metrics: tuple[str, int] | None = None) -> None:
         self.endpoint, self.pubsub, self.statspoint = endpoint, pubsub, statspoint
+        self.metrics_address = metrics  # (host, port) of /metrics, or None
+        self.figures: Figures | None = Figures() if metrics else None
+        self.metrics: MetricsServer | None = None
         self.interval = interval
         self.timeout = timeout
         self.context = context or zmq.Context()
@@ -150,6 +154,8 @@ class StatsStreamer:
         pids = self.pids.get(watcher)
         if pids is not None and pid in pids:
             del pids[pid]
+            if self.figures is not None:
+                self.figures.gone(pid)
             self.collector.forget(pid)
 
     def stop_watcher(self, watcher: str) -> None:
@@ -206,19 +212,65 @@ class StatsStreamer:
 
     def publish_watcher(self, name: str, pids: Iterable[int], now: float,
                         names: dict[int, str] | None = None) -> None:
-        figures: dict[int, dict[str, Any]] = {}
+        """``stat.<name>.<pid>`` for each of *pids*, then ``stat.<name>``. Each message
+        is made by :meth:`Collector.encode` and sent as its two frames."""
+        send = self.pub.send
+        more, flags = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
+        prefix = f"stat.{name}.".encode()
+        seen: list[int] = []
+        cpus: list[float] = []
+        mems: list[Any] = []
+        ages: list[float] = []
+        keep = self.figures is not None
         for pid in list(pids):
             try:
-                info = self.collector.read(pid, now)
+                body, cpu, mem, age = self.collector.encode(
+                    pid, now, names.get(pid) if names else None)
             except Gone:
                 if names is None:
                     self.remove_pid(name, pid)
                 continue
-            info["subtopic"] = pid
-            info["name"] = names.get(pid) if names else None
-            figures[pid] = info
-            self.send(stat_topic(name, pid), info)
-        self.send(stat_topic(name), aggregate(figures))
+            seen.append(pid)
+            cpus.append(cpu)
+            mems.append(mem)
+            ages.append(age)
+            if keep:
+                self._keep(names.get(pid, name) if names else name, pid)
+            try:  # a slow subscriber: dropped, as circusd does
+                send(prefix + str(pid).encode(), more)
+                send(body, flags)
+            except zmq.Again:
+                continue
+        self.send(stat_topic(name), aggregate(seen, cpus, mems, ages))
+
+    def _keep(self, watcher: str, pid: int) -> None:
+        """Hand the last read of *pid* to the metrics (circusd's own process aside: its
+        figures are the ``process_*`` metrics)."""
+        raw = self.collector.raw(pid)
+        if raw is not None and self.figures is not None and watcher != "circusd":
+            self.figures.update(watcher, pid, *raw)
+
+    def sample_all(self) -> None:
+        """Read every process for the metrics, publishing nothing (nobody subscribes)."""
+        now = time.time()
+        for name, pids in list(self.pids.items()):
+            for pid in list(pids):
+                try:
+                    self.collector.read(pid, now)
+                except Gone:
+                    self.remove_pid(name, pid)
+                    continue
+                self._keep(name, pid)
+        for pid, name in self.circus_pids.items():
+            with contextlib.suppress(Gone):
+                self.collector.read(pid, now)
+                self._keep(name, pid)
+
+    def circusd_pid(self) -> int:
+        for pid, name in self.circus_pids.items():
+            if name == "circusd":
+                return pid
+        return os.getppid()
 
     def publish_all(self) -> None:
         now = time.time()
@@ -283,6 +335,10 @@ class StatsStreamer:
             client.stop()
         log.info("following %d processes of %d watchers, publishing on %s",
                  len(self.collector), len(self.pids), self.statspoint)
+        if self.metrics_address is not None and self.figures is not None:
+            host, port = self.metrics_address
+            self.metrics = start_metrics(host, port, self.endpoint, self.figures,
+                                         self.circusd_pid, self.context)
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.pub, zmq.POLLIN)
@@ -302,6 +358,9 @@ class StatsStreamer:
             if now >= due:
                 if self.subscriptions:
                     self.publish_all()
+                elif self.metrics is not None:
+                    self.sample_all()
+                    self.sockets.take()
                 else:
                     self.sockets.take()  # nobody listens: nothing read, nothing kept
                 due += self.interval
@@ -328,6 +387,9 @@ class StatsStreamer:
                 self.handle_event(frames[0], frames[1])
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         self.collector.forget_all()
         self.sockets.close()
         self.sub.close(linger=0)

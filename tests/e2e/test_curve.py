@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -441,3 +442,22 @@ async def test_a_console_without_a_known_key_never_connects(curved: Curved) -> N
         while asyncio.get_running_loop().time() < deadline:  # a bounded observation
             assert not hub.endpoints[0].connected
             await asyncio.sleep(0.05)
+
+
+def test_circus_top_uses_the_keys_as_circusctl_does(curved: Curved) -> None:
+    (pid,) = wait_until(lambda: curved.call("boss", "list", name="sleeper")["pids"],  # type: ignore[index]
+                        what="the sleeper's pid")
+    top = [sys.executable, "-m", "circus.cli.top", "--once", "--endpoint", curved.stats,
+           "--control", curved.endpoint, "--process-timeout", "3"]
+    keys = ["--curve-key", str(curved.dir / "clients" / "viewer.key_secret"),
+            "--server-key", str(curved.dir / "server" / "server.key")]
+
+    def shown() -> bool:
+        out = subprocess.run([*top, *keys], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return any(line.split()[:1] == [str(pid)] for line in out.stdout.splitlines())
+
+    wait_until(shown, what="circus-top with a reader key to show the sleeper", timeout=20)
+    out = subprocess.run(top, capture_output=True, text=True, timeout=30)
+    assert not any(line.split()[:1] == [str(pid)] for line in out.stdout.splitlines()), \
+        out.stdout

@@ -275,6 +275,36 @@ def check_circushttpd(installed: Installed, started: list[Started], tmp: Path) -
     assert httpd.wait(timeout=30) == 0, log.read_text(errors="replace")
 
 
+def check_circus_top(installed: Installed, started: list[Started], tmp: Path) -> None:
+    """The installed circus-top prints a snapshot of the installed circusd's watcher, with
+    the figures of the installed circusd-stats; the view's and the metrics' extras are
+    importable."""
+    daemon = Circusd(installed, started, tmp)
+    [pid] = wait_until(daemon.pids, what="circusd to start the watcher's process", timeout=20)
+    statspoint = f"ipc://{tmp}/stats"
+    log = tmp / "stats.log"
+    stats = installed.popen("circusd-stats", "--endpoint", daemon.endpoint, "--pubsub",
+                            daemon.pubsub, "--statspoint", statspoint, "--interval", "0.2",
+                            log=log)
+    started.append(Started(stats, log))
+
+    def shown() -> list[str] | None:
+        res = installed.run("circus-top", "--once", "--endpoint", statspoint, "--control",
+                            daemon.endpoint)
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        rows = [line.split() for line in res.stdout.splitlines()]
+        mine = [r for r in rows if r[:2] == [str(pid), "1"]]
+        return mine[0] if mine and mine[0][2] != "-" else None
+
+    row = wait_until(shown, what="circus-top to show the process with figures", timeout=30,
+                     interval=0.2)
+    assert row[7] in ("running", "starting"), row
+    res = installed.run("python", "-c", "import textual, prometheus_client")
+    assert res.returncode == 0, res.stderr
+    stats.send_signal(signal.SIGTERM)
+    assert stats.wait(timeout=30) == 0, log.read_text(errors="replace")
+
+
 # One entry per console script: what it takes for that command to count as working.
 CHECKS: dict[str, Callable[[Installed, list[Started], Path], None]] = {
     "circusd": check_circusd,
@@ -282,6 +312,7 @@ CHECKS: dict[str, Callable[[Installed, list[Started], Path], None]] = {
     "circus-plugin": check_circus_plugin,
     "circusd-stats": check_circusd_stats,
     "circushttpd": check_circushttpd,
+    "circus-top": check_circus_top,
 }
 
 
