@@ -45,6 +45,7 @@ from circus.commands import get_commands
 from circus.commands.base import Command, Props, Reply, Scope, error_reply, ok_reply
 from circus.endpoints import bind, readable, socket_fd
 from circus.errors import CommandError, ConfigError, Errno, OptionError
+from circus.kernel import trim_heap
 from circus.peercred import bound_address
 from circus.peers import CONTROL_DOMAIN, THROTTLE, Access, Connections, Peer, ZapGate
 from circus.tasks import TaskOwner
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1024 * 1024  # bytes; a larger request gets an error reply, unparsed
+LARGE_REPLY = 256 * 1024  # bytes; after sending a larger reply, the C heap is trimmed
 # ZeroMQ drops the connection of a peer sending more than this in one frame, so a hostile
 # client cannot make circusd buffer gigabytes before MAX_MESSAGE is even checked.
 MAX_FRAME = 64 * MAX_MESSAGE
@@ -276,6 +278,8 @@ class Controller:
             self._socket.send_multipart(out, zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client is gone, or not reading its replies
             log.debug("controller: could not reply: %s", exc)
+        if len(data) > LARGE_REPLY and self._loop is not None:
+            self._loop.call_soon(trim_heap)  # once the reply's objects are gone
         if self._loop is not None and readable(self._socket):
             self._loop.call_soon(self._on_readable)  # input that came while we sent
 

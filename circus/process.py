@@ -138,7 +138,7 @@ class Process:
         self._pipes: dict[int, tuple[str, IO[bytes]]] = {}
         self._pipe_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
-        self._psutil: psutil.Process | None = None
+        self._cpu_mark: tuple[float, float] | None = None  # CPU seconds, when (stats)
         if spawn:
             self.spawn()
 
@@ -488,9 +488,17 @@ class Process:
         return OTHER
 
     def _ps(self) -> psutil.Process:
-        if self._psutil is None or self._psutil.pid != self.pid:
-            self._psutil = psutil.Process(self.pid)
-        return self._psutil
+        # a new one each time: one kept per process would cost circusd ~2 KiB each
+        return psutil.Process(self.pid)
+
+    def _cpu_percent(self, proc: psutil.Process) -> float:
+        """psutil's cpu_percent, from two figures kept here instead of a psutil object."""
+        times = proc.cpu_times()
+        used, now = times.user + times.system, time.monotonic()
+        last, self._cpu_mark = self._cpu_mark, (used, now)
+        if last is None or now <= last[1]:
+            return 0.0
+        return round(100 * (used - last[0]) / (now - last[1]), 1)
 
     def children_pids(self, recursive: bool = False) -> list[int]:
         """The pids of the process's children (all descendants with *recursive*)."""
@@ -531,7 +539,8 @@ class Process:
         if self.returncode is not None:
             return "No such process (stopped?)"
         try:
-            info = process_info(self._ps())
+            proc = self._ps()
+            info = process_info(proc, cpu=self._cpu_percent)
         except psutil.NoSuchProcess:
             return "No such process (stopped?)"
         info["age"] = self.age()
@@ -555,12 +564,13 @@ def describe_exit(code: int | None) -> str:
     return f"status {code}"
 
 
-def process_info(proc: psutil.Process, *, with_children: bool = True) -> dict[str, Any]:
+def process_info(proc: psutil.Process, *, with_children: bool = True,
+                 cpu: Callable[[psutil.Process], float] | None = None) -> dict[str, Any]:
     """The ``<procinfo>`` mapping of PROTOCOL.md §5 for one psutil process."""
     info: dict[str, Any] = {"pid": proc.pid}
     with proc.oneshot():
         for key, getter in (
-            ("cpu", lambda: proc.cpu_percent(interval=None)),
+            ("cpu", lambda: cpu(proc) if cpu is not None else proc.cpu_percent(interval=None)),
             ("mem", lambda: round(proc.memory_percent(), 3)),
             ("mem_info1", lambda: human_bytes(proc.memory_info().rss)),
             ("mem_info2", lambda: human_bytes(proc.memory_info().vms)),

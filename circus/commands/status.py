@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from circus.commands.base import Flag, OptionalWatcherQuery, Props, Reply, make_message
 from circus.errors import ArgumentError
 from circus.tiers import Tier
+from circus.util.convert import duration
 
 if TYPE_CHECKING:
     from circus.types import ArbiterAPI, WatcherAPI
@@ -142,20 +143,6 @@ _HEADER = ("NAME", "HEALTH", "PROCS", "PID", "UPTIME", "RESTARTS", "LAST EXIT", 
 
 def _colour_wanted() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-
-
-def duration(seconds: Any) -> str:
-    """``45s``, ``3m12s``, ``5h02m``, ``4d03h``: short enough for a column."""
-    if not isinstance(seconds, int | float):
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def describe_last_exit(last: Any) -> str:

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from circus.util.convert import duration
+
 #: The columns of a process row: (key, title). Every one sorts by its value, numerically
 #: where it is a number.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -76,19 +78,6 @@ def human_size(n: int | None) -> str:
     return f"{size:.1f}T"  # pragma: no cover
 
 
-def human_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
 @dataclass
 class ProcessRow:
     """One process as the view shows it."""
@@ -116,7 +105,7 @@ class ProcessRow:
         mem = "-" if self.mem is None else f"{self.mem:.1f}"
         command = self.name or self.cmdline or "-"
         return (str(self.pid), "-" if self.wid is None else str(self.wid), cpu,
-                human_size(self.rss), mem, human_age(self.age),
+                human_size(self.rss), mem, duration(self.age),
                 "-" if self.restarts is None else str(self.restarts),
                 self.health or "-", command)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+from typing import Any
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -159,3 +160,17 @@ def _socket_constant(value: object, prefix: str, known: tuple[str, ...], what: s
         if name in available:
             return available[name]
     raise ValueError(f"expected a {what} ({', '.join(available)}), got {value!r}")
+
+
+def duration(seconds: Any) -> str:
+    """``45s``, ``3m12s``, ``5h02m``, ``4d03h``: short enough for a column."""
+    if not isinstance(seconds, int | float):
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -184,7 +186,8 @@ def test_the_readme_configuration_and_session_run_as_written(
     session = [shlex.split(line, comments=True)
                for line in readme_block("A minimal configuration", "sh").splitlines()]
     session = [argv for argv in session if argv]
-    tools = {"circusd": CIRCUSD, "circusctl": CIRCUSCTL}
+    tools = {"circusd": CIRCUSD, "circusctl": CIRCUSCTL,
+             "circus-top": [sys.executable, "-m", "circus.cli.top"]}
     env = _env(short_tmp)
     log = short_tmp / "circusd.log"
     daemon: subprocess.Popen[bytes] | None = None
@@ -227,6 +230,23 @@ def test_the_readme_configuration_and_session_run_as_written(
             lines = done.stdout.splitlines()
             assert done.returncode == 0 and lines[0].split()[:2] == ["NAME", "HEALTH"], done
             assert lines[1].split()[0] == "web" and len(lines) == 6, done  # 4 process rows
+        elif argv[1:] == ["stats", "--watch"]:
+            assert daemon is not None
+            watch = subprocess.Popen(net.join(daemon.pid, [*tools[argv[0]], *argv[1:]]),
+                                     stdout=subprocess.PIPE, cwd=short_tmp, env=env)
+            started.append(watch)
+            lines = _read_until(watch, "web", 2, timeout=30)  # the table, then again
+            assert sum(line.startswith("web") for line in lines) >= 2, lines
+            watch.send_signal(signal.SIGINT)
+            assert watch.wait(timeout=30) == 0
+            assert watch.stdout is not None
+            watch.stdout.close()
+        elif argv == ["circus-top"]:
+            # not a terminal here: one snapshot as text (without circusd-stats, no figures)
+            done = run(argv)
+            assert done.returncode == 0, done
+            assert [line.split()[0] for line in done.stdout.splitlines()
+                    if line.startswith("web")] == ["web"], done.stdout
         elif argv[1] == "incr":
             done = run(argv)
             assert done.returncode == 0 and done.stdout.strip() == "6", done
@@ -244,6 +264,24 @@ def test_the_readme_configuration_and_session_run_as_written(
         else:
             pytest.fail(f"the README's session has a line this test does not know: {argv}")
     assert daemon is not None and daemon.returncode == 0  # the session ends with quit
+
+
+def _read_until(proc: subprocess.Popen[bytes], prefix: str, count: int,
+                timeout: float) -> list[str]:
+    """The lines *proc* prints until *count* of them start with *prefix* (with a deadline:
+    select, not a blocking readline)."""
+    assert proc.stdout is not None
+    fd, buf, lines = proc.stdout.fileno(), b"", []
+    deadline = time.monotonic() + timeout
+    while sum(line.startswith(prefix) for line in lines) < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{count} lines starting with {prefix!r} within {timeout}s: {lines}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"the output ended: {lines}"
+            *done, buf = (buf + chunk).split(b"\n")
+            lines += [line.decode() for line in done]
+    return lines
 
 
 WORKER = """\
