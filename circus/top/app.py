@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, RichLog, Sparkline
 
@@ -174,6 +175,7 @@ class TopApp(App[None]):
 
     async def on_unmount(self) -> None:
         self.workers.cancel_group(self, "feed")
+        self.workers.cancel_group(self, "tail")
         if self.feed is not None:
             self.feed.close()
 
@@ -294,7 +296,10 @@ class TopApp(App[None]):
         await self.show_tail()
 
     async def show_tail(self) -> None:
-        log = self.query_one("#tail", RichLog)
+        try:
+            log = self.query_one("#tail", RichLog)
+        except NoMatches:  # the app is closing and its screen is gone; the feed stops next
+            return
         row = self.selected_row()
         if row is None or self.feed is None or not self.control or row.name:
             return
