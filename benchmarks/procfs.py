@@ -122,7 +122,8 @@ class ChildTracker:
     :meth:`poll_new` looks only at the processes created since its last call: the kernel
     hands out pids in increasing order (wrapping at ``kernel.pid_max``) and ``/proc/loadavg``
     shows the last one handed out, so each new pid is read once (its parent and command line)
-    and kept aside while it has not reached ``exec`` yet. A call costs a few reads whatever the
+    and kept aside while it has not reached ``exec`` yet, or while it is still the child of
+    a helper process of the daemon's (it is counted once it is the daemon's). A call costs a few reads whatever the
     number of children. It sees births, not deaths: callers forget the children they kill.
     Every newly confirmed pid, found either way, is queued for :meth:`take_fresh`.
     """
@@ -192,14 +193,31 @@ class ChildTracker:
             if now - first > self.MISSING_GRACE:
                 del self.pending[pid]
             return
-        if int(raw[raw.rfind(b")") + 2 :].split()[1]) != self.daemon_pid:
-            self.pending.pop(pid, None)
+        parent = int(raw[raw.rfind(b")") + 2 :].split()[1])
+        if parent != self.daemon_pid:
+            if self._below_daemon(parent):  # made by a helper of the daemon's: it becomes
+                self.pending.setdefault(pid, now)  # the daemon's child when the helper exits
+            else:
+                self.pending.pop(pid, None)
             return
         argv = cmdline(pid)
         if argv is not None and self.match(argv):
             self._confirm(pid)
         else:  # forked, not exec'd yet (or the daemon's own helper): look again next time
             self.pending.setdefault(pid, now)
+
+    def _below_daemon(self, pid: int) -> bool:
+        """Whether *pid* is a child or grandchild of the daemon (ours: its spawn server and
+        the short-lived process that makes workers for it, whose workers the kernel hands
+        to the daemon, a subreaper, when it exits)."""
+        for _ in range(2):
+            raw = _read_bytes(f"/proc/{pid}/stat")
+            if raw is None:
+                return False
+            pid = int(raw[raw.rfind(b")") + 2 :].split()[1])
+            if pid == self.daemon_pid:
+                return True
+        return False
 
     def take_fresh(self) -> list[int]:
         """The pids confirmed since the last call, in the order they were found."""
