@@ -9,7 +9,7 @@ someone else. When descriptors run short, the file is opened for each read inste
 
 Before it, ``/proc/<pid>/schedstat`` (its first figure: nanoseconds run, a read a fifth as
 dear) tells whether the process has run since the previous read; one that has not keeps
-that read's figures (CPU 0.0), for up to nine reads in a row. For an idle process the
+that read's figures (CPU 0.0), for up to 29 reads in a row. For an idle process the
 message then differs from the previous one by its age alone, and is made from the bytes of
 the previous one (:meth:`Collector.encode`).
 
@@ -40,8 +40,9 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: While a process is younger than this, its command line and user are read again.
 SETTLE_SECONDS = 2.0
 #: A process that has not run keeps its figures for this many reads, then is read in full
-#: (what changes without it running: its nice value, memory the kernel reclaimed).
-FULL_READ_EVERY = 9
+#: (what changes without it running: its nice value, memory the kernel reclaimed). The
+#: full reads of processes that settled together are spread over those reads.
+FULL_READ_EVERY = 29
 NA = "N/A"
 
 # Fields of /proc/<pid>/stat counted after the ") " that ends the command name (field 3 is 0).
@@ -158,10 +159,11 @@ class Collector:
         except OSError as exc:  # ESRCH on a kept descriptor, ENOENT on a path
             raise Gone(tracked.pid) from exc
 
-    def _runtime(self, tracked: Tracked) -> int:
-        """The nanoseconds *tracked* has run (the first figure of ``schedstat``), or -1
-        when the kernel does not keep them."""
-        data = self._read(tracked, "schedstat")
+    def _runtime(self, tracked: Tracked, data: bytes | None = None) -> int:
+        """The nanoseconds *tracked* has run (the first figure of ``schedstat``, read now
+        unless *data* is what was just read), or -1 when the kernel does not keep them."""
+        if data is None:
+            data = self._read(tracked, "schedstat")
         tracked.runtime_text = data[:data.find(b" ")]
         try:
             return int(tracked.runtime_text)
@@ -169,7 +171,8 @@ class Collector:
             self.use_schedstat = False
             return -1
 
-    def _sample(self, pid: int, now: float | None) -> tuple[Tracked, float, float]:
+    def _sample(self, pid: int, now: float | None, sched: bytes | None = None
+                ) -> tuple[Tracked, float, float]:
         """Read *pid* once: its record updated, its CPU percent since the previous read
         and its age; :class:`Gone` once it has ended.
 
@@ -182,7 +185,7 @@ class Collector:
         now = time.time() if now is None else now
         runtime = -1
         if self.use_schedstat and tracked.settled:
-            runtime = self._runtime(tracked)
+            runtime = self._runtime(tracked, sched)
             if (runtime == tracked.runtime and tracked.same_reads < FULL_READ_EVERY
                     and now > tracked.read_at):
                 tracked.same_reads += 1
@@ -223,6 +226,8 @@ class Collector:
             tracked.cmdline = self._cmdline(pid)
             tracked.username = self._username(pid)
             tracked.settled = age >= SETTLE_SECONDS
+            if tracked.settled:  # processes started together: their full reads spread out
+                tracked.same_reads = pid % FULL_READ_EVERY
             tracked.head = tracked.tail = b""  # made again with what was read now
         return tracked, cpu, age
 
@@ -230,6 +235,7 @@ class Collector:
         """The figures of *pid* in Circus 0.19's ``stat.<watcher>.<pid>`` form (without
         ``subtopic`` and ``name``); :class:`Gone` once it has ended."""
         tracked, cpu, age = self._sample(pid, now)
+        tracked.key = None  # the figures read here are not those of encode's last message
         return {
             "pid": pid,
             "cpu": cpu,
@@ -268,7 +274,10 @@ class Collector:
                 age = now - tracked.create_time
                 return (tracked.before_age + repr(age).encode() + tracked.tail, 0.0,
                         tracked.mem, age)
-        tracked, cpu, age = self._sample(pid, now)
+            sched = data  # it has run: read in full, without reading schedstat again
+        else:
+            sched = None
+        tracked, cpu, age = self._sample(pid, now, sched)
         if not tracked.head:
             tracked.head = f'{{"pid": {pid}, "cpu": '.encode()
             tracked.tail = (
