@@ -124,8 +124,9 @@ class ChildTracker:
     shows the last one handed out, so each new pid is read once (its parent and command line)
     and kept aside while it has not reached ``exec`` yet, or while it is still the child of
     a helper process of the daemon's (it is counted once it is the daemon's). A call costs a
-    few reads whatever the number of children. It sees births, not deaths: callers forget the children they kill.
-    Every newly confirmed pid, found either way, is queued for :meth:`take_fresh`.
+    few reads whatever the number of children. It sees births, not deaths: callers forget
+    the children they kill. Every newly confirmed pid, found either way, is queued for
+    :meth:`take_fresh`.
     """
 
     #: How long a new pid not yet visible in /proc is looked for again (it may be a process
