@@ -83,6 +83,7 @@ class Children:
     _flights: dict[int, int] = field(default_factory=dict)  # spawns in flight: boot ticks
     _serial: int = 0
     _deferred: bool = False  # a zombie waits for the spawn in flight to end
+    churn: int = 0  # workers tracked plus workers collected, ever (circus/quietgc.py)
 
     # -- listening ------------------------------------------------------------------------
 
@@ -171,6 +172,7 @@ class Children:
     def track(self, pid: int, on_status: StatusCallback | None) -> None:
         """*pid* is a worker: its status goes to *on_status* (on the loop thread), or,
         with None, to whoever calls waitpid for it (nobody else collects it)."""
+        self.churn += 1
         status = self._early.pop(pid, None)
         if status is not None:
             self.known.pop(pid, None)
@@ -239,14 +241,17 @@ class Children:
         """*pid* has most likely exited (its output pipes reached their end): collect it
         now, by its pid. ``waitid(P_ALL)`` walks every child of circusd to find one that
         exited, so that a mass stop of N processes would cost N walks of N children."""
-        if not (self.listening and pid in self.known):
+        if not self.listening:
             return
-        try:  # not ours yet (a spawn server's batch still holds it): its SIGCHLD will come
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                return
+        entry = self.known.get(pid, None)
+        if entry is None or pid in self._pidfds:
+            return  # not a worker, or its own waiter or pidfd callback collects it
+        try:  # one call: a peek first (WNOWAIT) would cost a second wait per process
+            done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return
-        self._take(pid)
+            return  # not ours yet (a spawn server's batch still holds it): its SIGCHLD comes
+        if done:
+            self._settle(pid, entry, status)
 
     def _take(self, pid: int) -> bool:
         """Collect *pid* if it is ours to; False if it must be left as it is."""
@@ -262,12 +267,18 @@ class Children:
             done, status = pid, 255 << 8
         if not done:
             return False
+        self._settle(pid, entry, status)
+        return True
+
+    def _settle(self, pid: int, entry: StatusCallback | _Pending, status: int) -> None:
+        """*pid* was collected with *status*: hand it to its callback (or keep it for
+        the callback its spawn is about to register)."""
         del self.known[pid]
+        self.churn += 1
         if isinstance(entry, _Pending):
             self._early[pid] = status
         else:
             entry(status)
-        return True
 
     def _is_orphan(self, pid: int) -> bool:
         stat = read_stat(pid)

@@ -27,6 +27,7 @@ from circus import __version__, descriptors
 from circus.curve import SERVER_OPTIONS
 from circus.errors import ConfigError, OptionError
 from circus.kernel import read_stat
+from circus.quietgc import QuietCollector
 from circus.sdnotify import ServiceNotifier, counts
 
 if TYPE_CHECKING:
@@ -516,10 +517,13 @@ async def run_arbiter(arbiter: Any, report: StartReport) -> None:
     notifier: ServiceNotifier | None = getattr(arbiter, "notifier", None)
     if notifier is not None:
         notifier.start_watchdog()
+    collector = QuietCollector()  # a full collection after a burst, not during the next
+    collector.start()
     try:
         await arbiter.run(on_ready=functools.partial(announce_ready, arbiter, report,
                                                      notifier))
     finally:
+        collector.close()
         if notifier is not None:
             notifier.close()
 
