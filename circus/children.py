@@ -241,28 +241,30 @@ class Children:
         """*pid* has most likely exited (its output pipes reached their end): collect it
         now, by its pid. ``waitid(P_ALL)`` walks every child of circusd to find one that
         exited, so that a mass stop of N processes would cost N walks of N children."""
-        if not self.listening:
-            return
-        entry = self.known.get(pid, None)
-        if entry is None or pid in self._pidfds:
-            return  # not a worker, or its own waiter or pidfd callback collects it
-        try:  # one call: a peek first (WNOWAIT) would cost a second wait per process
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return  # not ours yet (a spawn server's batch still holds it): its SIGCHLD comes
-        if done:
-            self._settle(pid, entry, status)
+        if self.listening and pid in self.known:
+            self._collect_worker(pid, seen=False)
 
     def _take(self, pid: int) -> bool:
-        """Collect *pid* if it is ours to; False if it must be left as it is."""
+        """Collect *pid* (``waitid`` saw it waitable) if it is ours to; False if it must
+        be left as it is."""
         if pid not in self.known:
             return self._is_orphan(pid) and _collect_orphan(pid)
+        return self._collect_worker(pid, seen=True)
+
+    def _collect_worker(self, pid: int, *, seen: bool) -> bool:
+        """Collect the worker *pid* with one ``waitpid`` (a ``WNOWAIT`` peek first would
+        cost a second wait per process); False if it is not collected. *seen*: ``waitid``
+        reported it waitable, so that ``ECHILD`` means someone else collected it; otherwise
+        ``ECHILD`` means it is not ours yet (a spawn server's batch still holds it, and its
+        SIGCHLD comes)."""
         entry = self.known[pid]
         if entry is None or pid in self._pidfds:
             return False  # its own waiter, or its pidfd callback, collects it
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
+            if not seen:
+                return False
             log.warning("the exit status of pid %d was collected elsewhere", pid)
             done, status = pid, 255 << 8
         if not done:

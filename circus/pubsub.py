@@ -169,14 +169,6 @@ class EventPublisher:
     def _next_iteration(self) -> None:
         self._looked = False
 
-    @property
-    def listened(self) -> bool:
-        """Does anyone subscribe to anything (so that an event is worth building)?"""
-        if self._owner.closed:
-            return False
-        self._look()
-        return bool(self.subscriptions)
-
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._owner.closed:
             return
