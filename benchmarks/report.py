@@ -635,10 +635,16 @@ def render_scale(results: dict[str, Any]) -> str:
             _table(results, "scale", ns, figures),
         )
     if "idle" in sel:
+        settle = plan.get("idle_settle", 1.0)
         section(
             "The daemon with N running",
             f"Its resident memory, and its own CPU time (user + system, all threads) over "
-            f"{plan['idle_seconds']:g} s of nothing happening, as a percentage of one core.",
+            f"{plan['idle_seconds']:g} s of nothing happening, as a percentage of one core. "
+            f"The idle window starts {settle:g} s after the last control call; the CPU time "
+            "of those seconds is shown as well (settling), because one-off work after a start "
+            "of N lands there: ours runs one full garbage collection once births have stopped "
+            "for a second (circus/quietgc.py), the collection Python would otherwise run in "
+            "the middle of the next burst.",
             _table(
                 results,
                 "scale",
@@ -647,6 +653,12 @@ def render_scale(results: dict[str, Any]) -> str:
                     Figure("RSS", _median_of(lambda s: s["idle"]["rss_bytes"]), fmt_mib),
                     Figure("idle CPU", _median_of(_idle_percent), fmt_percent, _percent_resolution),
                     Figure("CPU time", _median_of(_idle_cpu), fmt_seconds, _tick),
+                    Figure(
+                        "settling CPU time",
+                        _median_of(lambda s: s["idle"]["settle_cpu_seconds"]),
+                        fmt_seconds,
+                        _tick,
+                    ),
                 ],
             ),
         )
