@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from circus import descriptors
 from circus.cgroup import WatcherCgroup
+from circus.children import CHILDREN
 from circus.descriptors import SharedOutput
 from circus.hooks import Skip
 from circus.process import Process
@@ -337,10 +338,11 @@ class ProcessSet(OptionStore):
         sig = self.stop_signal if sig is None else sig
         timeout = self.graceful_timeout if graceful_timeout is None else graceful_timeout
         deadline = time.monotonic() + max(timeout, 0.0)
-        for process in procs:
-            if process.returncode is None:
-                process.send_signal(sig)
-                self._notify_kill(process.pid, sig)
+        with CHILDREN.hushed():
+            for process in procs:
+                if process.returncode is None:
+                    process.send_signal(sig)
+                    self._notify_kill(process.pid, sig)
         exits = [f for f in (p.exit_future() for p in procs) if f is not None and not f.done()]
         if exits:
             await asyncio.wait(exits, timeout=max(timeout, 0.0))

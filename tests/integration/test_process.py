@@ -282,3 +282,47 @@ async def test_info_reports_the_process(procs: list[Process]) -> None:
     os.kill(p.pid, signal.SIGKILL)
     await p.wait()
     assert p.info() == "No such process (stopped?)"
+
+
+def _zombie(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rfind(")") + 2] == "Z"
+
+
+async def test_exits_while_hushed_are_collected_once_the_handler_is_back(
+        procs: list[Process]) -> None:
+    """``Children.hushed`` (a mass stop's signalling loop): no SIGCHLD for the exits inside
+    it, so nothing collects them there; once it ends, one pass collects every one."""
+    assert CHILDREN.listen()
+    try:
+        exits: list[Process] = []
+        batch = [Process(i, SpawnSpec("sleep 30"), on_exit=exits.append, spawn=False)
+                 for i in range(1, 4)]
+        for p in batch:
+            await p.start()
+            procs.append(p)
+        loop = asyncio.get_running_loop()
+        with CHILDREN.hushed():
+            assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+            for p in batch:
+                os.kill(p.pid, signal.SIGKILL)
+            await wait_for(lambda: all(_zombie(p.pid) for p in batch), what="three zombies")
+            # a few loop iterations: a SIGCHLD, had one come, would have been handled
+            for _ in range(5):
+                await asyncio.sleep(0)
+            still = [p for p in batch if _zombie(p.pid)]
+            assert still == batch and exits == []
+        assert signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert loop is asyncio.get_running_loop()
+        codes = [await asyncio.wait_for(p.wait(), 5) for p in batch]
+        assert codes == [-signal.SIGKILL] * 3 and sorted(exits, key=id) == sorted(batch, key=id)
+        assert all(_collected(p.pid) for p in batch)
+        # the handler is back: a later death is seen on its own
+        late = Process(9, SpawnSpec("sleep 30"), on_exit=exits.append, spawn=False)
+        await late.start()
+        procs.append(late)
+        os.kill(late.pid, signal.SIGKILL)
+        assert await asyncio.wait_for(late.wait(), 5) == -signal.SIGKILL
+        assert exits[-1] is late
+    finally:
+        CHILDREN.unlisten()
