@@ -166,6 +166,7 @@ class Arbiter:
             raise AlreadyExistsError(f"a watcher named {watcher.name!r} already exists")
         watcher.arbiter = self
         watcher.publish = self.publish
+        watcher.events_wanted = self.events_wanted
         watcher.on_state_change = self._state_changed
         self.order.attach(watcher)  # ready processes, ends (and essential)
         watcher.sockets = self.sockets.fds  # every socket, by name; updated in place
@@ -191,6 +192,10 @@ class Arbiter:
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._frontend is not None:
             self._frontend.publish(topic, payload)
+
+    def events_wanted(self) -> bool:
+        """Whether a published event would reach a subscriber now."""
+        return self._frontend is not None and self._frontend.events_wanted()
 
     def _state_changed(self, watcher: Watcher) -> None:
         self._on_demand.refresh()  # a stopped on_demand watcher waits for a connection

@@ -48,6 +48,10 @@ def _nothing() -> None:
     pass
 
 
+def _always() -> bool:
+    return True
+
+
 class ProcessSet(OptionStore):
     """A watcher's processes, events, hooks, signals and output (see the module docstring)."""
 
@@ -56,6 +60,9 @@ class ProcessSet(OptionStore):
 
     def _init_processes(self, publish: Publish | None) -> None:
         self.publish: Publish = publish or _no_publish
+        # set by the arbiter: False while no subscriber would receive an event, so that a
+        # stop of 10,000 does not build 20,000 payloads for nobody
+        self.events_wanted: Callable[[], bool] = _always
         self.arbiter: ArbiterAPI | None = None  # set by the arbiter; given to hooks
         self.processes: dict[int, Process] = {}  # pid -> process, oldest first
         # set by the arbiter (circus/state.py): options changed; a process came or went
@@ -143,6 +150,8 @@ class ProcessSet(OptionStore):
 
     def emit(self, event: str, **payload: Any) -> None:
         """Publish the event ``watcher.<name>.<event>`` (``time`` is added if missing)."""
+        if not self.events_wanted():
+            return
         payload.setdefault("time", time.time())
         try:
             self.publish(f"watcher.{self.topic_name}.{event}", payload)

@@ -169,11 +169,15 @@ class EventPublisher:
     def _next_iteration(self) -> None:
         self._looked = False
 
-    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+    def wanted(self) -> bool:
+        """Whether anyone subscribes (to anything): an event published now would be sent."""
         if self._owner.closed:
-            return
+            return False
         self._look()
-        if not self.subscriptions:
+        return bool(self.subscriptions)
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        if not self.wanted():
             return  # nobody subscribes: no encoding (a mass stop publishes thousands)
         if self.guard is not None:
             self.guard.enforce()  # a refused connection is shut before anything is sent

@@ -140,6 +140,9 @@ class Frontend:
     def subscribed(self, *topics: str) -> bool:
         return self._publisher is not None and self._publisher.subscribed(*topics)
 
+    def events_wanted(self) -> bool:
+        return self._publisher is not None and self._publisher.wanted()
+
     async def wait_subscribed(self, topic: str, limit: float) -> bool:
         if self._publisher is None:
             return False

@@ -238,3 +238,28 @@ async def test_reload_config_applies_the_difference(short_tmp: Path) -> None:
         with pytest.raises(ConfigError):
             await arbiter.reload_config()
         assert sorted(w.name for w in arbiter.watchers) == ["changed", "new", "resized", "same"]
+
+
+async def test_events_are_built_only_while_someone_subscribes(endpoints: tuple[str, str]
+                                                               ) -> None:
+    """Watchers skip building events nobody would receive (a mass stop makes 2 per
+    process); once a subscriber is there, a stop of many still sends every one of them."""
+    w = Watcher("w", "sleep 3600", numprocesses=20)
+    arbiter = Arbiter([w], *endpoints)
+    sub: Subscriber | None = None
+    try:
+        async with arbiter:
+            assert not arbiter.events_wanted() and not w.events_wanted()
+            sub = Subscriber(endpoints[1])
+            await sub.synced(arbiter)
+            assert w.events_wanted()
+            pids = set(w.pids)
+            await w.stop()
+            await sub.collect("watcher.w.stop")
+    finally:
+        if sub is not None:
+            sub.close()
+    assert sub is not None
+    killed = {p["process_pid"] for t, p in sub.events if t == "watcher.w.kill"}
+    reaped = {p["process_pid"] for t, p in sub.events if t == "watcher.w.reap"}
+    assert len(pids) == 20 and killed == pids and reaped == pids
