@@ -162,7 +162,7 @@ class Keeper(ProcessSet):
         """Called by the process as soon as its exit status is collected."""
         if self.processes.pop(process.pid, None) is not None:
             self._wids.release(process.wid)
-            self.on_processes_changed()
+            self.on_processes_changed(process, False)
         self.router.forget(process.pid)
         self.readiness.forget(process)
         timer = self._age_timers.pop(process.pid, None)

@@ -48,6 +48,10 @@ def _nothing() -> None:
     pass
 
 
+def _no_change(process: Process, running: bool) -> None:
+    pass
+
+
 def _always() -> bool:
     return True
 
@@ -67,7 +71,7 @@ class ProcessSet(OptionStore):
         self.processes: dict[int, Process] = {}  # pid -> process, oldest first
         # set by the arbiter (circus/state.py): options changed; a process came or went
         self.on_change: Callable[[Any, list[str]], None] | None = None
-        self.on_processes_changed: Callable[[], None] = _nothing
+        self.on_processes_changed: Callable[[Process, bool], None] = _no_change
         self.run_id = ""  # names the circusd run in each spawn's CIRCUS_ORIGIN mark
         # set by the arbiter: called with the watcher and an exit status (None: none)
         # when it stops for good without being asked to (see Watcher._ended)

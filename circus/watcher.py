@@ -191,7 +191,7 @@ class Watcher(Keeper):
         if self.router.paused:
             process.pause_reading()
         self.processes[process.pid] = process
-        self.on_processes_changed()
+        self.on_processes_changed(process, True)
         self.vitals.adopted(process)
         self.resource_recovered()
         self._timers_for(process)

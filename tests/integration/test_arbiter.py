@@ -263,3 +263,43 @@ async def test_events_are_built_only_while_someone_subscribes(endpoints: tuple[s
     killed = {p["process_pid"] for t, p in sub.events if t == "watcher.w.kill"}
     reaped = {p["process_pid"] for t, p in sub.events if t == "watcher.w.reap"}
     assert len(pids) == 20 and killed == pids and reaped == pids
+
+
+async def test_the_process_record_follows_spawns_exits_and_rm_nostop(
+        endpoints: tuple[str, str], tmp_path: Path) -> None:
+    """circus/state.py: each spawn and exit changes one entry of the record, and the file
+    written soon after lists exactly the processes running, with their start times."""
+    record = tmp_path / "record.json"
+
+    def listed() -> dict[int, tuple[int, str]]:
+        try:
+            data = json.loads(record.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return {e["pid"]: (e["start"], e["watcher"]) for e in data["processes"]}
+
+    def start_of(pid: int) -> int:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rfind(")") + 2:].split()[19])
+
+    a = Watcher("a", "sleep 3600", numprocesses=3)
+    b = Watcher("b", "sleep 3600", numprocesses=2)
+    async with Arbiter([a, b], *endpoints, process_record=str(record)) as arbiter:
+        def expected() -> dict[int, tuple[int, str]]:
+            return {pid: (start_of(pid), w.name) for w in (a, b) for pid in w.pids}
+
+        await wait_for(lambda: listed() == expected(), what="the record of 5 processes",
+                       detail=lambda: f"{listed()} != {expected()}")
+        victim = a.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: victim not in a.pids and len(a.pids) == 3, what="a respawn")
+        await wait_for(lambda: listed() == expected(), what="the record after a respawn",
+                       detail=lambda: f"{listed()} != {expected()}")
+        kept = b.pids
+        await arbiter.rm_watcher("b", nostop=True)
+        await wait_for(lambda: listed() == expected() and len(listed()) == 3,
+                       what="the record without b", detail=lambda: str(listed()))
+        data = json.loads(record.read_text())
+        assert sorted(r["pid"] for r in data["released"]) == sorted(kept)
+    for pid in kept:
+        os.kill(pid, signal.SIGKILL)
