@@ -546,7 +546,8 @@ def choose(
     """The metrics and the targets of a run, from ``--only`` and ``--targets`` (None when
     not given). Raises ValueError for a choice that cannot be measured."""
     allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
-    chosen = list(only or [m for m in allowed if m not in ON_REQUEST])
+    # a scale run measures all of its metrics (the descriptors per process among them)
+    chosen = list(only or [m for m in allowed if mode == "scale" or m not in ON_REQUEST])
     if wrong := [m for m in chosen if m not in allowed]:
         raise ValueError(
             f"--only {','.join(wrong)}: not measured in {mode} mode "
