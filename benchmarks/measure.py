@@ -198,7 +198,7 @@ def measure_idle(target: Target, seconds: float, settle: float = 1.0) -> dict[st
     returned as well (``settle_cpu_seconds``), so one-off work that follows a start of many
     processes is shown apart from what idling costs, not hidden.
     """
-    cpu_settle, t_settle = procfs.cpu_seconds(target.pid), time.monotonic()
+    cpu_settle = procfs.cpu_seconds(target.pid)
     time.sleep(settle)
     target.check_alive()
     cpu0, t0 = procfs.cpu_seconds(target.pid), time.monotonic()
@@ -209,7 +209,6 @@ def measure_idle(target: Target, seconds: float, settle: float = 1.0) -> dict[st
         "cpu_seconds": cpu1 - cpu0,
         "cpu_percent": 100.0 * (cpu1 - cpu0) / (t1 - t0),
         "tick": 1.0 / procfs.CLOCK_TICKS,  # CPU time resolution: less than this reads as 0
-        "settle_seconds": t0 - t_settle,
         "settle_cpu_seconds": cpu0 - cpu_settle,
         "rss_bytes": float(procfs.rss_bytes(target.pid)),
     }

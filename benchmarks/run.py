@@ -60,7 +60,7 @@ from benchmarks.targets import (
 METRICS = ("spawn", "respawn", "rtt", "idle", "stop", "stream", "scale", "readiness", "stats",
            "fds")
 #: Measured only when --only names them.
-ON_REQUEST = ("stats", "fds")
+ON_REQUEST = ("stats",)
 SCALE_METRICS = ("spawn", "rtt", "idle", "fds", "respawn", "stop")
 ALIASES = {"throughput": "stream", "roundtrip": "rtt", "round-trip": "rtt", "ready": "readiness"}
 MAIN_N = 1000
@@ -546,8 +546,7 @@ def choose(
     """The metrics and the targets of a run, from ``--only`` and ``--targets`` (None when
     not given). Raises ValueError for a choice that cannot be measured."""
     allowed = SCALE_METRICS if mode == "scale" else METRICS[:-1]
-    # a scale run measures all of its metrics (the descriptors per process among them)
-    chosen = list(only or [m for m in allowed if mode == "scale" or m not in ON_REQUEST])
+    chosen = list(only or [m for m in allowed if m not in ON_REQUEST])
     if wrong := [m for m in chosen if m not in allowed]:
         raise ValueError(
             f"--only {','.join(wrong)}: not measured in {mode} mode "
@@ -638,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         type=lambda v: parse_list(v, METRICS, ALIASES),
-        help=f"default: all of {', '.join(m for m in METRICS if m not in ON_REQUEST)}; "
+        help=f"default: all of {', '.join(m for m in METRICS[:-1] if m not in ON_REQUEST)}; "
         f"--scale: {', '.join(SCALE_METRICS)}. readiness measures ours only; stats (ours "
         "and circus019) only when named",
     )

@@ -44,10 +44,6 @@ def _no_publish(topic: str, payload: dict[str, Any]) -> None:
     pass
 
 
-def _nothing() -> None:
-    pass
-
-
 def _no_change(process: Process, running: bool) -> None:
     pass
 

@@ -305,9 +305,10 @@ class ProcessRecord:
                     "%d killed", time.monotonic() - began, figures["signalled"],
                     figures["killed"])
 
-    def open(self, watchers: Callable[[], list[Watcher]]) -> None:
+    def open(self, watchers: Iterable[Watcher]) -> None:
+        """Start the record with the processes *watchers* run now (none, at a start)."""
         self._rows = {}
-        for watcher in watchers():
+        for watcher in watchers:
             for process in watcher.processes.values():
                 self._add(watcher.name, process)
         self.write()
@@ -441,7 +442,7 @@ class RunState:
                 await self.changes.replay(arbiter)
             if self.record is not None:
                 await self.record.recover(lambda name: _stop_settings(arbiter, name))
-                self.record.open(lambda: arbiter.watchers)
+                self.record.open(arbiter.watchers)
         except BaseException:
             self.close()
             raise
